@@ -1,0 +1,78 @@
+"""Stage interfaces shared by the CPU and GPU back ends of the client.
+
+```
+ Decoder ──Frame──> PreEditor ──Frame──> Encoder
+```
+A back end is chosen by `--device cpu|cuda|auto`; every stage has a CPU implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Iterator, Optional, Protocol
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the decoder learned about the input video stream."""
+
+    width: int
+    height: int
+    time_base: Fraction
+    average_rate: Optional[Fraction]
+    color_range: str = "limited"  # "limited" | "full"
+    color_matrix: str = "bt709"  # "bt601" | "bt709" | ...
+    pix_fmt: str = "yuv420p"
+    bit_depth: int = 8
+    frame_count_hint: Optional[int] = None
+    codec_name: str = ""
+
+
+@dataclass
+class Frame:
+    """One video frame in the pipeline.
+
+    `nv12` is uint8 `[H*3/2, W]`, limited range: a NumPy array on CPU back ends, a CUDA tensor
+    on GPU back ends. `index` counts frames in presentation order from 0; `pts` is in
+    `time_base` units (None when the container had none).
+    """
+
+    index: int
+    pts: Optional[int]
+    time_base: Fraction
+    nv12: Any
+    duration: Optional[int] = None
+    bypassed: bool = False
+    t_decoded_ns: int = 0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def pts_seconds(self) -> Optional[float]:
+        return None if self.pts is None else float(self.pts * self.time_base)
+
+    def __repr__(self) -> str:
+        shape = tuple(getattr(self.nv12, "shape", ()))
+        return f"Frame(index={self.index}, pts={self.pts}, time_base={self.time_base}, nv12={shape})"
+
+
+class Decoder(Protocol):
+    info: StreamInfo
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+class PreEditor(Protocol):
+    """Sends frames to the model; `submit` returns a future resolving to the edited Frame."""
+
+    def submit(self, frame: Frame, qp: Optional[float] = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class Encoder(Protocol):
+    def encode(self, frame: Frame) -> None: ...
+
+    def finish(self) -> dict: ...

@@ -1,0 +1,1 @@
+"""preedit.perf: speed (perf_analyzer, pipeline benchmarks) and compression gain (BD-rate)."""

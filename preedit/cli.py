@@ -1,0 +1,80 @@
+"""`preedit <subcommand>`: one console script; each subcommand module has `setup_args` + `main(argv)`.
+
+Subcommand modules are imported lazily, so `preedit doctor` never imports torch-tensorrt and
+`preedit run` never imports the training stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from preedit.errors import PreeditError
+
+# name -> (module, one-line help). Each module defines `setup_args(parser)` and `main(argv)`.
+SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
+    "run": ("preedit.client.run", "pre-edit and encode videos through Triton"),
+    "serve": ("preedit.serve", "start the embedded Triton server on the model repository"),
+    "export": ("preedit.export.cli", "export a checkpoint into the Triton model repository"),
+    "train": ("preedit.training.cli", "train the pre-editor through the differentiable codec proxy"),
+    "proxy-check": ("preedit.training.proxy_check", "rank correlation of the codec proxy with real encoders"),
+    "eval": ("preedit.perf.eval_cli", "rate-distortion evaluation and BD-rate report"),
+    "perf": ("preedit.perf.analyzer_cli", "perf_analyzer sweeps against the served model"),
+    "bench": ("preedit.perf.bench", "in-process vs Triton vs pipeline fps benchmark"),
+    "doctor": ("preedit.doctor", "report what this machine has (GPU, codecs, Triton)"),
+    "verify": ("preedit.export.verify", "check this machine reproduces the deterministic model bit for bit"),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="preedit", description="Deep pre-editing for video delivery.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="<subcommand>")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def run_subcommand(name: str, argv: List[str]) -> int:
+    """Import the subcommand module and call its `main(argv)`; map expected faults to exit codes."""
+    module_name, _ = SUBCOMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+        result = module.main(argv)
+        return int(result or 0)
+    except PreeditError as exc:
+        print(f"preedit {name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"preedit {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser()
+    # Split global options from the subcommand's own arguments.
+    idx = next((i for i, a in enumerate(argv) if a in SUBCOMMANDS), None)
+    head, tail = (argv, []) if idx is None else (argv[: idx + 1], argv[idx + 1 :])
+    args = parser.parse_args(head)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.version:
+        from preedit import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return run_subcommand(args.command, tail)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
