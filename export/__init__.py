@@ -2,6 +2,14 @@
 
 ```
  checkpoint ──> trace/export (ONNX; Torch-TensorRT on GPU hosts) ──> numerical check
-            ──> model_repository/<name>/{config.pbtxt, 1/model.*, contract.json}
+            ──> model_repository/<name>/{config.pbtxt, contract.json, 1/model.*}
 ```
 """
+
+from .model_config import build_model_config, parse_pbtxt, read_model_config, to_pbtxt, write_model_config
+from .repository import cpu_model_config, export_model_repository, read_contract, write_onnx_model
+
+__all__ = [
+    "build_model_config", "parse_pbtxt", "read_model_config", "to_pbtxt", "write_model_config",
+    "cpu_model_config", "export_model_repository", "read_contract", "write_onnx_model",
+]

@@ -84,22 +84,22 @@ def _as_float(x: Any) -> Any:
 
 def full_to_limited_luma(y: Any) -> Any:
     """Full-range luma [0, 255] → limited range [16, 235], rounded uint8."""
-    return _round_u8(16.0 + _as_float(y) * (219.0 / 255.0))
+    return _round_u8(16.0 + _as_float(y) * 219.0 / 255.0)
 
 
 def full_to_limited_chroma(c: Any) -> Any:
     """Full-range chroma [0, 255] → limited range [16, 240], rounded uint8."""
-    return _round_u8(128.0 + (_as_float(c) - 128.0) * (224.0 / 255.0))
+    return _round_u8(128.0 + (_as_float(c) - 128.0) * 224.0 / 255.0)
 
 
 def limited_to_full_luma(y: Any) -> Any:
     """Limited-range luma [16, 235] → full range [0, 255], rounded uint8 (clipped)."""
-    return _round_u8((_as_float(y) - 16.0) * (255.0 / 219.0))
+    return _round_u8((_as_float(y) - 16.0) * 255.0 / 219.0)
 
 
 def limited_to_full_chroma(c: Any) -> Any:
     """Limited-range chroma [16, 240] → full range [0, 255], rounded uint8 (clipped)."""
-    return _round_u8(128.0 + (_as_float(c) - 128.0) * (255.0 / 224.0))
+    return _round_u8(128.0 + (_as_float(c) - 128.0) * 255.0 / 224.0)
 
 
 def nv12_full_to_limited(nv12: Any) -> Any:

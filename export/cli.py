@@ -1,0 +1,70 @@
+"""`preedit export`: checkpoint (or an identity model) → model repository.
+
+Targets: `onnx` (CPU default: python backend + ONNX Runtime), `tensorrt` and `onnx-trt` (GPU
+hosts; see docs/gpu.md), and `--deterministic` (the statically quantized bit-exact model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import List, Optional
+
+from preedit.errors import ModelError, UsageError
+from preedit.network import identity_model, load_checkpoint
+from preedit.paths import model_repository
+
+TARGETS = ("onnx", "tensorrt", "onnx-trt")
+
+
+def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="trained checkpoint (.pt) to export")
+    src.add_argument("--identity", action="store_true", help="export an untrained (exact identity) model")
+    parser.add_argument("--repository", type=Path, default=None, help="model repository (default: model_repository/)")
+    parser.add_argument("--name", default=None, help="model name (default: preedit, preedit_int8 with --deterministic)")
+    parser.add_argument("--target", choices=TARGETS, default="onnx", help="what to build (default: onnx)")
+    parser.add_argument("--deterministic", action="store_true", help="statically quantized, bit-exact int8 model")
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--instances", type=int, default=1, help="model instances (CPU variant)")
+    parser.add_argument("--max-queue-delay-us", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per instance (0 = all)")
+    return parser
+
+
+def _call(module: str, func: str, *args, **kwargs):
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"this install has no {module}.{func}: {exc}") from None
+    return fn(*args, **kwargs)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = setup_args(argparse.ArgumentParser(prog="preedit export", description=__doc__.split("\n")[0])).parse_args(argv)
+    repo = args.repository or model_repository()
+    if args.identity:
+        net, meta = identity_model(), {"source": "identity (untrained)"}
+    else:
+        net, extra = load_checkpoint(args.checkpoint)
+        meta = {"source": str(args.checkpoint), "checkpoint_meta": extra}
+    if args.deterministic:
+        name = args.name or "preedit_int8"
+        model_dir = _call("preedit.export.quantize", "export_deterministic", net, repo, model_name=name)
+    elif args.target == "onnx":
+        from .repository import export_model_repository
+
+        name = args.name or "preedit"
+        model_dir = export_model_repository(
+            net, repo, name, metadata=meta, max_batch_size=args.max_batch_size,
+            instance_count=args.instances, max_queue_delay_us=args.max_queue_delay_us,
+            intra_op_threads=args.threads,
+        )
+    else:
+        name = args.name or f"preedit_{args.target.replace('-', '_')}"
+        model_dir = _call("preedit.export.tensorrt", "export_gpu", args.target, net, repo, model_name=name)
+    if model_dir is None:
+        raise ModelError("export wrote nothing")
+    print(f"exported {name} -> {model_dir}")
+    return 0

@@ -1,0 +1,40 @@
+import urllib.request
+
+import numpy as np
+import pytest
+
+from preedit.errors import ServerError
+from preedit.export import export_model_repository
+from preedit.network import identity_model
+from preedit.serve import ServerConfig, TritonServer, build_server_cmd
+
+
+def test_build_server_cmd_binds_loopback_and_keeps_metrics_on(tmp_path):
+    cmd = build_server_cmd(ServerConfig(model_repository=tmp_path), tmp_path / "bin", tmp_path / "be")
+    assert "--http-address=127.0.0.1" in cmd and "--grpc-address=127.0.0.1" in cmd
+    assert "--allow-metrics=true" in cmd and "--metrics-address=127.0.0.1" in cmd
+    assert all(isinstance(a, str) for a in cmd)
+
+
+def test_server_reports_missing_repository_clearly(tmp_path):
+    with pytest.raises(ServerError, match="model repository not found"):
+        TritonServer(ServerConfig(model_repository=tmp_path / "nope", http_port=0, grpc_port=0, metrics_port=0)).start()
+
+
+@pytest.mark.needs_triton
+def test_embedded_server_serves_identity_model_and_metrics(tmp_path):
+    import tritonclient.grpc as grpcclient
+
+    export_model_repository(identity_model(), tmp_path, "preedit")
+    cfg = ServerConfig(model_repository=tmp_path, http_port=0, grpc_port=0, metrics_port=0)
+    with TritonServer(cfg) as server:
+        server.wait_model_ready("preedit")
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        frames = np.random.default_rng(0).integers(0, 256, (2, 540, 640), dtype=np.uint8)
+        inp = grpcclient.InferInput("NV12_IN", list(frames.shape), "UINT8")
+        inp.set_data_from_numpy(frames)
+        out = client.infer("preedit", [inp]).as_numpy("NV12_OUT")
+        assert np.array_equal(out, frames)
+        metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+        assert 'nv_inference_count{model="preedit",version="1"} 2' in metrics
+    assert server.proc.poll() is not None  # stopped cleanly
