@@ -1,0 +1,1 @@
+"""Files copied into the model repository by `preedit export` (not imported)."""
