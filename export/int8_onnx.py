@@ -1,0 +1,172 @@
+"""ONNX form of the integer pre-editor: `ConvInteger` (uint8 × int8 → int32) plus exact requantization.
+
+```
+ NV12_IN uint8 [N, H*3/2, W], QP fp32 [N, 1]
+   Slice/Pad(128)/Reshape/Transpose (space-to-depth) → ConvInteger → Add(int32 bias)
+   → Cast fp32 → Mul(2^e) → Round → Add(zp) → Max/Min → Cast uint8       (each conv)
+   FiLM: Gather(table, round(QP)) · q + offset → Mul(2^-F) → Round → clip  (fp32 on ints < 2^24)
+   up: ConvInteger 1x1 → requant → Gather(LUT) → depth-to-space → crop → Add(x) → Clip → uint8
+ NV12_OUT uint8 [N, H*3/2, W]
+```
+
+Every fp32 value in the graph is an integer of magnitude < 2^24 or such an integer times a
+power of two (`IntModel.check()`), so ONNX Runtime computes it exactly whatever the thread count,
+kernel choice or graph optimisation level; `Round` is half-to-even, as in the NumPy reference.
+Same inputs, outputs and dynamic axes as the float model (`preedit.spec`), so it drops into the
+python-backend ORT serving path unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
+
+from .int8_reference import QP_TABLE_SIZE, ConvQ, IntModel
+
+OPSET = 17
+
+
+class _Graph:
+    def __init__(self) -> None:
+        self.nodes: List = []
+        self.inits: List = []
+        self._n = 0
+
+    def name(self, hint: str) -> str:
+        self._n += 1
+        return f"{hint}_{self._n}"
+
+    def const(self, value, dtype, hint: str = "c") -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, inputs: List[str], hint: str = "", **attrs) -> str:
+        from onnx import helper
+
+        out = self.name(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
+        return out
+
+
+def _requant(g: _Graph, acc: str, conv: ConvQ, hint: str) -> str:
+    """int32 accumulator (bias already added) → uint8 codes, exactly as `requantize`."""
+    c = conv.weight.shape[0]
+    scale = g.const((2.0 ** conv.mult_exp.astype(np.float64)).reshape(1, c, 1, 1), np.float32, f"{hint}_scale")
+    zp = conv.out_zero_point.astype(np.float32).reshape(1, c, 1, 1)
+    f = g.op("Cast", [acc], to=1)
+    f = g.op("Round", [g.op("Mul", [f, scale])])
+    f = g.op("Add", [f, g.const(zp, np.float32, f"{hint}_zp")])
+    low = zp if conv.relu else np.zeros_like(zp)
+    f = g.op("Max", [f, g.const(low, np.float32, f"{hint}_low")])
+    f = g.op("Min", [f, g.const(255.0, np.float32)])
+    return g.op("Cast", [f], hint, to=2)
+
+
+def _conv(g: _Graph, x: str, conv: ConvQ, hint: str) -> str:
+    p = conv.padding
+    zp = g.const(conv.in_zero_point, np.uint8, f"{hint}_xzp")
+    if p:
+        pads = g.const([0, 0, p, p, 0, 0, p, p], np.int64)
+        x = g.op("Pad", [x, pads, zp], mode="constant")
+    acc = g.op("ConvInteger", [x, g.const(conv.weight, np.int8, f"{hint}_w"), zp], f"{hint}_acc")
+    bias = g.const(conv.bias.astype(np.int32).reshape(1, -1, 1, 1), np.int32, f"{hint}_b")
+    return _requant(g, g.op("Add", [acc, bias]), conv, hint)
+
+
+def build_onnx(model: IntModel) -> bytes:
+    """Serialized ONNX graph of `model` (opset 17), NV12 uint8 in/out with dynamic N, rows, W."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model.check()
+    g = _Graph()
+    i64 = np.int64
+    x = FRAMES_IN.name
+    shape = g.op("Shape", [x])
+    n = g.op("Gather", [shape, g.const([0], i64)], axis=0)
+    rows = g.op("Gather", [shape, g.const([1], i64)], axis=0)
+    width = g.op("Gather", [shape, g.const([2], i64)], axis=0)
+    height = g.op("Div", [g.op("Mul", [rows, g.const([2], i64)]), g.const([3], i64)])
+    four = g.const([4], i64)
+
+    def pad_amount(size: str) -> str:
+        return g.op("Mod", [g.op("Sub", [four, g.op("Mod", [size, four])]), four])
+
+    pad_h, pad_w = pad_amount(height), pad_amount(width)
+    zero = g.const([0], i64)
+    ax1 = g.const([1], i64)
+    y = g.op("Slice", [x, zero, height, ax1])
+    uv = g.op("Slice", [x, height, rows, ax1])
+    grey = g.const(128, np.uint8)
+    y_p = g.op("Pad", [y, g.op("Concat", [zero, zero, zero, zero, pad_h, pad_w], axis=0), grey], mode="constant")
+    half_pad_h = g.op("Div", [pad_h, g.const([2], i64)])
+    uv_p = g.op("Pad", [uv, g.op("Concat", [zero, zero, zero, zero, half_pad_h, pad_w], axis=0), grey],
+                mode="constant")
+    h4 = g.op("Div", [g.op("Add", [height, pad_h]), four])
+    w4 = g.op("Div", [g.op("Add", [width, pad_w]), four])
+    two = g.const([2], i64)
+
+    def s2d(plane: str, bh: str, kh: int, channels: int) -> str:
+        r = g.op("Reshape", [plane, g.op("Concat", [n, h4, bh, w4, four], axis=0)])
+        t = g.op("Transpose", [r], perm=[0, 2, 4, 1, 3])
+        return g.op("Reshape", [t, g.op("Concat", [n, g.const([channels], i64), h4, w4], axis=0)])
+
+    blocks = g.op("Concat", [s2d(y_p, four, 4, 16), s2d(uv_p, two, 2, 8)], axis=1)
+    h = _conv(g, blocks, model.down, "down")
+
+    # FiLM: tables indexed by round(QP) clamped to [0, 63].
+    qp = g.op("Clip", [g.op("Round", [QP_IN.name]), g.const(0.0, np.float32), g.const(QP_TABLE_SIZE - 1.0, np.float32)])
+    idx = g.op("Reshape", [g.op("Cast", [qp], to=7), g.const([-1], i64)])
+    axes23 = g.const([2, 3], i64)
+    mult = g.op("Unsqueeze", [g.op("Gather", [g.const(model.film.mult, np.float32, "film_m"), idx], axis=0), axes23])
+    off = g.op("Unsqueeze", [g.op("Gather", [g.const(model.film.offset, np.float32, "film_b"), idx], axis=0), axes23])
+    f = g.op("Add", [g.op("Mul", [g.op("Cast", [h], to=1), mult]), off])
+    f = g.op("Round", [g.op("Mul", [f, g.const(2.0 ** -model.film.shift, np.float32)])])
+    f = g.op("Clip", [f, g.const(0.0, np.float32), g.const(255.0, np.float32)])
+    h = g.op("Cast", [f], "film", to=2)
+
+    for i, conv in enumerate(model.body):
+        h = _conv(g, h, conv, f"body{i}")
+    u = _conv(g, h, model.up, "up")
+
+    # LUT: Y phases index row 0, UV phases row 1 of the flattened [2 * 256] table.
+    group = np.array([0] * 16 + [256] * 8, dtype=np.int64).reshape(1, 24, 1, 1)
+    lut_idx = g.op("Add", [g.op("Cast", [u], to=7), g.const(group, i64)])
+    d = g.op("Gather", [g.const(model.lut.reshape(-1), np.float32, "lut"), lut_idx], axis=0)
+    d_y = g.op("Slice", [d, zero, g.const([16], i64), ax1])
+    d_uv = g.op("Slice", [d, g.const([16], i64), g.const([24], i64), ax1])
+
+    def d2s(t: str, bh: str, rows_mult: str) -> str:
+        r = g.op("Reshape", [t, g.op("Concat", [n, bh, four, h4, w4], axis=0)])
+        tr = g.op("Transpose", [r], perm=[0, 3, 1, 4, 2])
+        return g.op("Reshape", [tr, g.op("Concat", [n, g.op("Mul", [h4, rows_mult]),
+                                                    g.op("Mul", [w4, four])], axis=0)])
+
+    ax12 = g.const([1, 2], i64)
+    plane_y = g.op("Slice", [d2s(d_y, four, four), g.op("Concat", [zero, zero], axis=0),
+                             g.op("Concat", [height, width], axis=0), ax12])
+    plane_uv = g.op("Slice", [d2s(d_uv, two, two), g.op("Concat", [zero, zero], axis=0),
+                              g.op("Concat", [g.op("Div", [height, two]), width], axis=0), ax12])
+    delta = g.op("Concat", [plane_y, plane_uv], axis=1)
+    out = g.op("Add", [g.op("Cast", [x], to=1), delta])
+    out = g.op("Clip", [out, g.const(0.0, np.float32), g.const(255.0, np.float32)])
+    g.nodes.append(helper.make_node("Cast", [out], [FRAMES_OUT.name], to=2))
+
+    graph = helper.make_graph(
+        g.nodes, "preedit_int8",
+        [helper.make_tensor_value_info(FRAMES_IN.name, TensorProto.UINT8, ["batch", "rows", "width"]),
+         helper.make_tensor_value_info(QP_IN.name, TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info(FRAMES_OUT.name, TensorProto.UINT8, ["batch", "rows", "width"])],
+        initializer=g.inits,
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                   producer_name="preedit.export.int8_onnx")
+    onnx_model.ir_version = 8
+    onnx.checker.check_model(onnx_model)
+    return onnx_model.SerializeToString()
