@@ -1,0 +1,300 @@
+"""CPU decoder: any FFmpeg-readable input (files, udp://, srt://, raw .yuv) → limited-range NV12.
+
+```
+ input ──PyAV demux──> video packets ──decode──> AVFrame (any pix_fmt, any range, 8/10-bit)
+   │                                                │ 10-bit / 4:2:2 / RGB → yuv420p (warned)
+   │                                                │ odd W or H → cropped to even (warned)
+   │                                                │ full range → limited (restored on output)
+   │                                                v
+   └── audio packets (kept for remux) ──────────> Frame(nv12 uint8 [H*3/2, W], pts, time_base)
+```
+Raw `.yuv` files carry their geometry in the name: `name_320x192_12fps.yuv`,
+`name_480x270_yuv420p10le.yuv` (frame rate defaults to 25 fps when absent).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from preedit.client.interfaces import Frame, StreamInfo
+from preedit.color import nv12_full_to_limited
+from preedit.errors import InputError, StreamError
+
+log = logging.getLogger(__name__)
+
+DIRECT_FORMATS = ("yuv420p", "yuvj420p")
+MAX_DECODE_ERRORS = 25
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def is_url(source: str) -> bool:
+    return bool(_URL.match(str(source)))
+
+
+@dataclass(frozen=True)
+class RawGeometry:
+    """Geometry of a headerless raw video file, read from its name."""
+
+    width: int
+    height: int
+    fps: Fraction
+    pix_fmt: str
+
+
+def parse_raw_name(name: str, default_fps: int = 25) -> Optional[RawGeometry]:
+    """`clip_320x192_12fps.yuv` → RawGeometry(320, 192, 12, "yuv420p"); None without a `WxH` token."""
+    stem = Path(name).name
+    size = re.search(r"(?:^|[_.-])(\d{2,5})x(\d{2,5})(?=[_.-]|$)", stem)
+    if not size:
+        return None
+    fps = re.search(r"(?:^|[_.-])(\d+(?:\.\d+)?)(?:fps|hz)(?=[_.-]|$)", stem, re.IGNORECASE)
+    fmt = re.search(r"(?:^|[_.-])(yuv4[24][024]p(?:1[02]le)?|nv12|p010le)(?=[_.-]|$)", stem)
+    return RawGeometry(int(size.group(1)), int(size.group(2)),
+                       Fraction(fps.group(1)) if fps else Fraction(default_fps),
+                       fmt.group(1) if fmt else "yuv420p")
+
+
+def _plane(frame, i: int, height: int, width: int) -> np.ndarray:
+    plane = frame.planes[i]
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:height, :width]
+
+
+def yuv420p_to_nv12(frame, width: int, height: int) -> np.ndarray:
+    """An 8-bit yuv420p/yuvj420p AVFrame → NV12 uint8 `[height*3/2, width]` (crops to `width`x`height`)."""
+    out = np.empty((height * 3 // 2, width), np.uint8)
+    out[:height] = _plane(frame, 0, height, width)
+    uv = out[height:].reshape(height // 2, width // 2, 2)
+    uv[..., 0] = _plane(frame, 1, height // 2, width // 2)
+    uv[..., 1] = _plane(frame, 2, height // 2, width // 2)
+    return out
+
+
+def is_full_range(frame) -> bool:
+    return frame.format.name.startswith("yuvj") or int(frame.color_range or 0) == 2
+
+
+class PyAvDecoder:
+    """Decode one input with PyAV into limited-range NV12 `Frame`s (see module docstring).
+
+    Args:
+        source: file path or FFmpeg URL.
+        realtime: pace file input at its native frame rate (like `ffmpeg -re`), to rehearse live.
+        max_frames: stop after this many frames (a segment of the input; no truncation check).
+        open_timeout_s: network open / read timeout for URLs.
+    """
+
+    def __init__(self, source: str, realtime: bool = False, open_timeout_s: float = 10.0,
+                 max_frames: Optional[int] = None) -> None:
+        import av
+
+        self.max_frames = max_frames
+        self._av = av
+        self.source = str(source)
+        self.realtime = realtime
+        self.decode_errors = 0
+        self.pending_audio: List = []
+        self._warned: set = set()
+        kwargs: dict = {}
+        raw = None
+        if not is_url(self.source):
+            if not os.path.exists(self.source):
+                raise InputError(f"input not found: {self.source}")
+            if os.path.isdir(self.source):
+                raise InputError(f"input is a directory, not a video: {self.source}")
+            if self.source.lower().endswith(".yuv"):
+                raw = parse_raw_name(self.source)
+                if raw is None:
+                    raise InputError(f"raw .yuv input needs its geometry in the file name, e.g. "
+                                     f"clip_640x360_30fps.yuv or clip_640x360_yuv420p10le.yuv: {self.source}")
+                kwargs = dict(format="rawvideo", options={"video_size": f"{raw.width}x{raw.height}",
+                                                          "pixel_format": raw.pix_fmt,
+                                                          "framerate": str(raw.fps)})
+        else:
+            kwargs = dict(timeout=(open_timeout_s, open_timeout_s))
+        try:
+            self.container = av.open(self.source, **kwargs)
+        except av.error.FileNotFoundError:
+            raise InputError(f"input not found: {self.source}") from None
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise InputError(f"cannot open {self.source} as video: {_av_message(exc)}") from None
+        try:
+            self._setup(raw)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _setup(self, raw: Optional[RawGeometry]) -> None:
+        streams = self.container.streams
+        if not streams.video:
+            kinds = sorted({s.type for s in streams}) or ["none"]
+            raise InputError(f"{self.source} has no video stream (streams: {', '.join(kinds)})")
+        self.stream = streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.audio_streams = list(streams.audio)
+        self._packets = self.container.demux(self.stream, *self.audio_streams)
+        self._frames = self._decoded_frames()
+        first = next(self._frames, None)
+        if first is None:
+            raise InputError(f"{self.source}: no decodable video frames")
+        self._first = first
+        cc = self.stream.codec_context
+        width, height = first.width, first.height
+        self.crop = (width & ~1, height & ~1)
+        if self.crop != (width, height):
+            log.warning("%s: odd size %dx%d cropped to %dx%d (4:2:0 encoders need even sizes)",
+                        self.source, width, height, *self.crop)
+        bit_depth = _bit_depth(first.format)
+        if bit_depth > 8:
+            log.warning("%s: %d-bit input (%s) converted to 8-bit for the 8-bit model and encoder",
+                        self.source, bit_depth, first.format.name)
+        elif first.format.name not in DIRECT_FORMATS:
+            log.warning("%s: pixel format %s converted to yuv420p", self.source, first.format.name)
+        rotation = int(getattr(first, "rotation", 0) or 0)
+        if rotation:
+            log.warning("%s: rotation metadata (%d degrees) is not carried to the output; frames are "
+                        "encoded as stored", self.source, rotation)
+        rate = self.stream.average_rate or self.stream.guessed_rate or (raw.fps if raw else None)
+        hint = self.stream.frames or None
+        self.info = StreamInfo(
+            width=self.crop[0], height=self.crop[1], time_base=self.stream.time_base or Fraction(1, 90000),
+            average_rate=Fraction(rate) if rate else None,
+            color_range="full" if is_full_range(first) else "limited",
+            color_matrix={1: "bt709", 5: "bt601", 6: "bt601"}.get(int(first.colorspace or 0), "bt709"),
+            pix_fmt=first.format.name, bit_depth=bit_depth, frame_count_hint=hint,
+            codec_name=cc.name or "",
+        )
+        self.sample_aspect_ratio = self.stream.sample_aspect_ratio or cc.sample_aspect_ratio
+        self.duration_s = (float(self.stream.duration * self.stream.time_base)
+                           if self.stream.duration and self.stream.time_base else None)
+
+    # -- decoding ----------------------------------------------------------------------------
+    def _decoded_frames(self) -> Iterator:
+        av = self._av
+        decoded = 0
+        try:
+            for packet in self._packets:
+                if packet.stream.type == "audio":
+                    if packet.size:
+                        self.pending_audio.append(packet)
+                    continue
+                try:
+                    frames = packet.decode()
+                except (av.error.InvalidDataError, av.error.UndefinedError, av.error.ValueError) as exc:
+                    self._conceal(exc, decoded)
+                    continue
+                for frame in frames:
+                    decoded += 1
+                    yield frame
+            # demux() ends with an empty packet whose decode() flushes the reordering buffer.
+        except av.error.EOFError:
+            return
+        except av.error.FFmpegError as exc:
+            if decoded == 0:
+                raise InputError(f"cannot decode {self.source}: {_av_message(exc)}") from None
+            raise StreamError(f"input stream broke after {decoded} frames: {_av_message(exc)}") from None
+
+    def _conceal(self, exc, decoded: int) -> None:
+        from preedit.client import metrics
+
+        self.decode_errors += 1
+        metrics.count_error("stream")
+        if decoded == 0 and self.decode_errors >= 3:
+            raise InputError(f"cannot decode {self.source}: {_av_message(exc)}")
+        if self.decode_errors > MAX_DECODE_ERRORS:
+            raise StreamError(f"input stream corrupt: {self.decode_errors} undecodable packets after "
+                              f"{decoded} frames ({_av_message(exc)})")
+        log.warning("%s: skipped an undecodable packet after frame %d: %s", self.source, decoded, _av_message(exc))
+
+    def to_nv12(self, frame) -> Tuple[np.ndarray, bool]:
+        """One AVFrame → (limited-range NV12 uint8 `[H*3/2, W]`, whether the source was full range)."""
+        full = is_full_range(frame)
+        if frame.format.name not in DIRECT_FORMATS:
+            rng = 2 if full else 1
+            frame = frame.reformat(format="yuv420p", src_color_range=rng, dst_color_range=rng)
+        width, height = self.crop
+        nv12 = yuv420p_to_nv12(frame, width, height)
+        return (nv12_full_to_limited(nv12) if full else nv12), full
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        t_start = time.monotonic()
+        pts0: Optional[float] = None
+        time_base = self.info.time_base
+        frame_step = (1 / self.info.average_rate / time_base) if self.info.average_rate else None
+        last_pts: Optional[int] = None
+        frames = self._frames_with_first()
+        while self.max_frames is None or index < self.max_frames:
+            t0 = time.perf_counter_ns()
+            av_frame = next(frames, None)
+            if av_frame is None:
+                break
+            nv12, full = self.to_nv12(av_frame)
+            pts = av_frame.pts
+            if pts is None:
+                pts = int(round(index * frame_step)) if frame_step else index
+            if self.realtime:
+                pts_s = float(pts * time_base)
+                pts0 = pts_s if pts0 is None else pts0
+                wait = (pts_s - pts0) - (time.monotonic() - t_start)
+                if wait > 0:
+                    time.sleep(wait)
+            t1 = time.perf_counter_ns()
+            frame = Frame(index=index, pts=pts, time_base=time_base, nv12=nv12,
+                          duration=getattr(av_frame, "duration", None) or None, t_decoded_ns=t1,
+                          meta={"full_range": full, "decode_ns": t1 - t0})
+            if self.pending_audio:
+                frame.meta["audio"], self.pending_audio = self.pending_audio, []
+            last_pts = pts
+            index += 1
+            yield frame
+        if self.max_frames is None or index < self.max_frames:
+            self._check_complete(index, last_pts)
+
+    def _frames_with_first(self) -> Iterator:
+        first, self._first = self._first, None
+        if first is not None:
+            yield first
+        yield from self._frames
+
+    def _check_complete(self, count: int, last_pts: Optional[int]) -> None:
+        hint = self.info.frame_count_hint
+        if hint and count < hint:
+            raise StreamError(f"input ended early: decoded {count} of {hint} frames (truncated or corrupt)")
+        if not hint and self.duration_s and last_pts is not None and self.info.average_rate:
+            end_s = float(last_pts * self.info.time_base) + float(1 / self.info.average_rate)
+            start_s = float((self.stream.start_time or 0) * self.info.time_base)
+            if end_s - start_s < self.duration_s - max(0.5, 3 / float(self.info.average_rate)):
+                raise StreamError(f"input ended early at {end_s - start_s:.2f} s of {self.duration_s:.2f} s "
+                                  f"(truncated or corrupt)")
+
+    def take_audio(self) -> List:
+        """Audio packets demuxed after the last video frame."""
+        packets, self.pending_audio = self.pending_audio, []
+        return packets
+
+    def close(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _bit_depth(fmt) -> int:
+    try:
+        return max(int(c.bits) for c in fmt.components)
+    except Exception:  # noqa: BLE001
+        return 10 if "10" in fmt.name else 8
+
+
+def _av_message(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())[:200]

@@ -1,0 +1,273 @@
+"""CPU encoder: NV12 frames → libx265 / libsvtav1 / libx264 → mp4 / mkv / ts, or raw y4m.
+
+```
+ Frame (uint8 NV12 [H*3/2, W], limited range, source pts/time_base)
+   │ full-range source → back to full range, tagged full range
+   v
+ yuv420p AVFrame (pts kept) ──encoder──> packets ──mux──> OUT (.mp4 .mkv .ts)   + audio remuxed
+                            └─────────── rawvideo ──────> OUT.y4m (uncompressed, range tagged)
+```
+`encoder_options` (pure) turns `EncoderSettings` into the FFmpeg encoder name and options;
+`PyAvEncoder` does the I/O and always writes the trailer in `finish()`, also after errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from preedit.client.interfaces import Frame, StreamInfo
+from preedit.color import nv12_limited_to_full
+from preedit.errors import EncodeError, UsageError
+
+log = logging.getLogger(__name__)
+
+CODECS: Dict[str, str] = {"hevc": "libx265", "av1": "libsvtav1", "h264": "libx264"}
+CONTAINERS: Dict[str, str] = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".y4m": "yuv4mpegpipe"}
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "veryslow", "placebo")
+DEFAULT_CRF = {"h264": 23, "hevc": 28, "av1": 35}
+DEFAULT_PRESET = {"h264": "medium", "hevc": "medium", "av1": "8"}
+MAX_CRF = {"h264": 51, "hevc": 51, "av1": 63}
+UNSUPPORTED = {("av1", ".ts"): "FFmpeg's MPEG-TS muxer cannot carry AV1; use .mp4 or .mkv"}
+_MATRIX_TAGS = {"bt709": 1, "bt601": 6}
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Rate control for the output encoder; at most one of `crf`, `qp`, `bitrate_kbps`.
+
+    `preset`: x264/x265 preset name, or SVT-AV1 preset 0..13 (lower is slower and better).
+    """
+
+    codec: str = "hevc"
+    crf: Optional[float] = None
+    qp: Optional[int] = None
+    bitrate_kbps: Optional[float] = None
+    preset: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise UsageError(f"unknown codec {self.codec!r}; valid: {', '.join(CODECS)}")
+        given = [n for n in ("crf", "qp", "bitrate_kbps") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise UsageError(f"give at most one of --crf, --qp, --bitrate (got {', '.join(given)})")
+        top = MAX_CRF[self.codec]
+        if self.crf is not None and not 0 <= self.crf <= top:
+            raise UsageError(f"--crf for {self.codec} must be in 0..{top}, got {self.crf}")
+        if self.qp is not None and not 0 <= self.qp <= top:
+            raise UsageError(f"--qp for {self.codec} must be in 0..{top}, got {self.qp}")
+        if self.bitrate_kbps is not None and self.bitrate_kbps <= 0:
+            raise UsageError(f"--bitrate must be positive (kbit/s), got {self.bitrate_kbps}")
+        if self.preset is not None:
+            valid = [str(i) for i in range(14)] if self.codec == "av1" else list(X26X_PRESETS)
+            if str(self.preset) not in valid:
+                raise UsageError(f"unknown preset {self.preset!r} for {self.codec}; valid: {', '.join(valid)}")
+
+
+def encoder_options(settings: EncoderSettings) -> Tuple[str, Dict[str, str], Optional[int]]:
+    """(FFmpeg encoder name, encoder options, bit_rate in bit/s or None) for `settings` (pure)."""
+    codec = settings.codec
+    lib = CODECS[codec]
+    opts: Dict[str, str] = {"preset": str(settings.preset or DEFAULT_PRESET[codec])}
+    x265_params = ["log-level=error"]
+    bit_rate = int(settings.bitrate_kbps * 1000) if settings.bitrate_kbps is not None else None
+    if settings.qp is not None:
+        if codec == "hevc":
+            x265_params.append(f"qp={settings.qp}")
+        else:
+            opts["qp"] = str(settings.qp)
+    elif bit_rate is None:
+        crf = settings.crf if settings.crf is not None else DEFAULT_CRF[codec]
+        opts["crf"] = f"{crf:g}"
+    if codec == "hevc":
+        opts["x265-params"] = ":".join(x265_params)
+    return lib, opts, bit_rate
+
+
+def model_qp(settings: EncoderSettings) -> Optional[float]:
+    """The HEVC-style QP hint sent to the model, or None to use the model's default.
+
+    `--qp` is sent as is; `--crf` is on the QP scale for x264/x265 and is mapped from SVT-AV1's
+    0..63 scale to 0..51; a bitrate target gives no hint.
+    """
+    if settings.qp is not None:
+        value = float(settings.qp)
+    elif settings.crf is not None:
+        value = float(settings.crf)
+    else:
+        return None
+    return value * 51.0 / 63.0 if settings.codec == "av1" else value
+
+
+def container_for(path: str, codec: str) -> str:
+    """FFmpeg muxer for an output path (by extension), checked against the codec."""
+    ext = Path(path).suffix.lower()
+    if ext not in CONTAINERS:
+        raise UsageError(f"unknown output extension {ext or '(none)'!r} for {path}; valid: {', '.join(CONTAINERS)}")
+    if (codec, ext) in UNSUPPORTED:
+        raise UsageError(f"cannot write {codec} to {ext}: {UNSUPPORTED[(codec, ext)]}")
+    return CONTAINERS[ext]
+
+
+def nv12_to_frame(nv12: np.ndarray, full_range: bool):
+    """NV12 uint8 `[H*3/2, W]` → a yuv420p `av.VideoFrame` (one copy per plane)."""
+    import av
+
+    rows, width = nv12.shape
+    height = rows * 2 // 3
+    frame = av.VideoFrame(width, height, "yuv420p")
+    uv = nv12[height:].reshape(height // 2, width // 2, 2)
+    for i, plane_data in enumerate((nv12[:height], uv[..., 0], uv[..., 1])):
+        plane = frame.planes[i]
+        dst = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        dst[:, : plane.width] = plane_data
+    frame.color_range = 2 if full_range else 1
+    return frame
+
+
+class PyAvEncoder:
+    """Encode and mux one output with PyAV.
+
+    Args:
+        path: output file; the extension picks the container (`.mp4 .mkv .ts .y4m`).
+        info: the input stream (size, time base, frame rate, colour range).
+        settings: codec and rate control (ignored for `.y4m`).
+        audio_streams: input audio streams to copy (packets come through `mux_audio`).
+        sample_aspect_ratio: carried to the output when not square.
+    """
+
+    def __init__(self, path: str, info: StreamInfo, settings: EncoderSettings,
+                 audio_streams: Sequence = (), sample_aspect_ratio: Optional[Fraction] = None) -> None:
+        import av
+
+        self._av = av
+        self.path = str(path)
+        self.info = info
+        self.settings = settings
+        self.raw = Path(self.path).suffix.lower() == ".y4m"
+        fmt = container_for(self.path, settings.codec)
+        self.full_range = info.color_range == "full"
+        self.bits = 0
+        self.frames = 0
+        self.first_pts: Optional[int] = None
+        self.last_end_pts: Optional[int] = None
+        self._closed = False
+        parent = Path(self.path).resolve().parent
+        if not parent.is_dir():
+            raise UsageError(f"output folder does not exist: {parent}")
+        try:
+            self.container = av.open(self.path, "w", format=fmt)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise EncodeError(f"cannot create {self.path}: {exc}") from None
+        try:
+            self._add_video(sample_aspect_ratio)
+            self._audio = self._add_audio(audio_streams)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _add_video(self, sar: Optional[Fraction]) -> None:
+        info = self.info
+        rate = info.average_rate or Fraction(25)
+        if self.raw:
+            stream = self.container.add_stream("rawvideo", rate=rate)
+            self.codec_time_base = Fraction(1) / rate
+        else:
+            lib, opts, bit_rate = encoder_options(self.settings)
+            try:
+                stream = self.container.add_stream(lib, rate=rate, options=opts)
+            except (self._av.error.FFmpegError, ValueError) as exc:
+                raise EncodeError(f"encoder {lib} is not available: {exc}") from None
+            if bit_rate:
+                stream.codec_context.bit_rate = bit_rate
+            self.codec_time_base = info.time_base
+        cc = stream.codec_context
+        stream.width, stream.height, stream.pix_fmt = info.width, info.height, "yuv420p"
+        cc.time_base = self.codec_time_base
+        cc.color_range = 2 if self.full_range else 1
+        if info.color_matrix in _MATRIX_TAGS:
+            cc.colorspace = _MATRIX_TAGS[info.color_matrix]
+        if sar and Fraction(sar) != 1:
+            cc.sample_aspect_ratio = Fraction(sar)
+        self.stream = stream
+
+    def _add_audio(self, audio_streams: Sequence) -> Dict[int, object]:
+        mapping: Dict[int, object] = {}
+        if not audio_streams:
+            return mapping
+        if self.raw:
+            log.warning("%s: y4m holds video only; %d audio stream(s) not copied", self.path, len(audio_streams))
+            return mapping
+        for src in audio_streams:
+            try:
+                mapping[src.index] = self.container.add_stream_from_template(src)
+            except Exception as exc:  # noqa: BLE001 - codec not allowed in this container
+                log.warning("%s: audio stream %d (%s) cannot be copied into this container: %s",
+                            self.path, src.index, src.codec_context.name, exc)
+        return mapping
+
+    def encode(self, frame: Frame) -> None:
+        """Encode one frame (uint8 NV12, limited range) at its source timestamp."""
+        from preedit.client.backends import as_numpy
+
+        nv12 = as_numpy(frame.nv12)
+        nv12 = nv12_limited_to_full(nv12) if self.full_range else nv12
+        av_frame = nv12_to_frame(np.ascontiguousarray(nv12), self.full_range)
+        if self.raw:
+            av_frame.pts = self.frames
+        else:
+            av_frame.pts = frame.pts
+        av_frame.time_base = self.codec_time_base
+        if self.first_pts is None:
+            self.first_pts = frame.pts
+        if frame.pts is not None:
+            step = frame.duration or (int(round(1 / (self.info.average_rate * self.info.time_base)))
+                                      if self.info.average_rate else 0)
+            self.last_end_pts = frame.pts + step
+        try:
+            packets = self.stream.encode(av_frame)
+            self._mux_video(packets)
+        except self._av.error.FFmpegError as exc:
+            raise EncodeError(f"encoding frame {frame.index} failed: {exc}") from None
+        self.frames += 1
+
+    def _mux_video(self, packets) -> None:
+        for packet in packets:
+            self.bits += packet.size * 8
+            self.container.mux(packet)
+
+    def mux_audio(self, packets: List) -> None:
+        """Copy demuxed audio packets unchanged (dropped if their stream was not mapped)."""
+        for packet in packets:
+            out = self._audio.get(packet.stream.index)
+            if out is None or packet.dts is None:
+                continue
+            packet.stream = out
+            try:
+                self.container.mux(packet)
+            except self._av.error.FFmpegError as exc:
+                log.warning("%s: dropped an audio packet: %s", self.path, exc)
+
+    def finish(self) -> dict:
+        """Flush the encoder and write the trailer; idempotent. Returns bits and frames written."""
+        if not self._closed:
+            self._closed = True
+            try:
+                if self.frames:
+                    self._mux_video(self.stream.encode(None))
+            except self._av.error.FFmpegError as exc:
+                log.warning("%s: flushing the encoder failed: %s", self.path, exc)
+            finally:
+                self.container.close()
+        return {"output_bits": self.bits, "frames": self.frames, "path": self.path}
+
+
+def output_size_bits(path: str) -> int:
+    return os.path.getsize(path) * 8 if os.path.exists(path) else 0

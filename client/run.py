@@ -1,0 +1,275 @@
+"""`preedit run IN [IN ...] -o OUT`: decode → pre-edit through Triton → encode, with a summary.
+
+```
+ IN (file | udp:// | srt:// | raw .yuv) ──> decode ──> Triton (system shm ring) ──> encode ──> OUT
+                                             (embedded server unless --url)        (.mp4 .mkv .ts .y4m)
+```
+Examples:
+    preedit run in.mp4 -o out.mp4 --codec hevc --crf 28
+    preedit run in.mp4 -o ref.mp4 --bypass                # same path, no pre-editing (A/B)
+    preedit run udp://127.0.0.1:5000 -o live.ts --url 127.0.0.1:8001 --latency-budget-ms 40
+    preedit run a.mp4 b.mp4 -o outdir/                    # several streams share one server
+    preedit run --demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from preedit.errors import InputError, ModelError, PreeditError, UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "preedit"
+DETERMINISTIC_MODEL = "preedit_int8"
+DEMO_CLIP = "flower.mp4"
+
+
+def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("inputs", nargs="*", metavar="IN", help="input files or URLs (udp://, srt://, raw .yuv)")
+    parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
+                        help="output file (.mp4 .mkv .ts .y4m), one per input, or a folder for several inputs")
+    enc = parser.add_argument_group("encoder")
+    enc.add_argument("--codec", default="hevc", choices=["hevc", "av1", "h264"],
+                     help="libx265, libsvtav1 or libx264 (default hevc)")
+    enc.add_argument("--crf", type=float, default=None, help="constant rate factor (default 28/35/23)")
+    enc.add_argument("--qp", type=int, default=None, help="constant QP (also sent to the model as its QP input)")
+    enc.add_argument("--bitrate", type=float, default=None, metavar="KBPS", help="target bitrate in kbit/s")
+    enc.add_argument("--preset", default=None, help="x264/x265 preset name, or SVT-AV1 preset 0..13")
+    srv = parser.add_argument_group("pre-editor")
+    srv.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: start one)")
+    srv.add_argument("--model", default=None, help=f"served model name (default {DEFAULT_MODEL})")
+    srv.add_argument("--deterministic", action="store_true",
+                     help=f"use the bit-exact integer model (= --model {DETERMINISTIC_MODEL})")
+    srv.add_argument("--model-repository", type=Path, default=None,
+                     help="repository for the embedded server (default: the project's model_repository/)")
+    srv.add_argument("--bypass", action="store_true", help="encode without pre-editing (A/B reference)")
+    srv.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                     help="back ends: cpu, cuda (NVDEC/CUDA shm/NVENC where present), auto (default cpu)")
+    srv.add_argument("--inflight", type=int, default=4, help="requests in flight per stream (shm slots)")
+    srv.add_argument("--request-timeout-s", type=float, default=30.0, help="per-request deadline")
+    live = parser.add_argument_group("live")
+    live.add_argument("--latency-budget-ms", type=float, default=None,
+                      help="encode a frame unedited if its pre-edit round trip would exceed this")
+    live.add_argument("--realtime", action="store_true", help="read file input at its frame rate (like ffmpeg -re)")
+    out = parser.add_argument_group("reporting")
+    out.add_argument("--metrics-port", type=int, default=None,
+                     help="serve Prometheus metrics on 127.0.0.1:PORT (0 picks a free port)")
+    out.add_argument("--summary-json", type=Path, default=None, help="also write the summary as JSON")
+    out.add_argument("--max-frames", type=int, default=None, help="stop after N frames of each input")
+    out.add_argument("--demo", action="store_true",
+                     help=f"pre-edit the bundled clip {DEMO_CLIP} to out/demo.mp4 and print the summary")
+    out.add_argument("--queue-size", type=int, default=8, help="frames per inter-stage queue")
+    return parser
+
+
+@dataclass
+class RunConfig:
+    """Everything `preedit run` needs, checked at construction."""
+
+    inputs: List[str]
+    outputs: List[str]
+    model: str = DEFAULT_MODEL
+    url: Optional[str] = None
+    bypass: bool = False
+    device: str = "cpu"
+    inflight: int = 4
+    request_timeout_s: float = 30.0
+    latency_budget_ms: Optional[float] = None
+    realtime: bool = False
+    metrics_port: Optional[int] = None
+    max_frames: Optional[int] = None
+    queue_size: int = 8
+    model_repository: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise UsageError("no input given: preedit run IN [IN ...] -o OUT (or --demo)")
+        if self.inflight < 1:
+            raise UsageError(f"--inflight must be >= 1, got {self.inflight}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UsageError(f"--max-frames must be >= 1, got {self.max_frames}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise UsageError(f"--metrics-port must be in 0..65535, got {self.metrics_port}")
+        if self.request_timeout_s <= 0:
+            raise UsageError(f"--request-timeout-s must be positive, got {self.request_timeout_s}")
+
+
+def resolve_outputs(inputs: List[str], outputs: List[str], codec: str) -> List[str]:
+    """One output path per input: as given (one per input), or `<folder>/<stem>.preedit.mp4`."""
+    if not outputs:
+        raise UsageError("no output given: -o OUT (one per input, or a folder)")
+    if len(outputs) == len(inputs) and not (len(inputs) > 1 and Path(outputs[0]).is_dir()):
+        return [str(o) for o in outputs]
+    if len(outputs) == 1 and (Path(outputs[0]).is_dir() or outputs[0].endswith("/")):
+        folder = Path(outputs[0])
+        folder.mkdir(parents=True, exist_ok=True)
+        stems = [Path(i.rstrip("/")).stem or f"stream{n}" for n, i in enumerate(inputs)]
+        if len(set(stems)) != len(stems):
+            stems = [f"{s}_{n}" for n, s in enumerate(stems)]
+        return [str(folder / f"{s}.preedit.mp4") for s in stems]
+    raise UsageError(f"{len(inputs)} inputs need {len(inputs)} outputs (-o per input) or one output folder; "
+                     f"got {len(outputs)} outputs")
+
+
+def _check_model_in_repository(repo: Path, model: str) -> None:
+    if not repo.is_dir():
+        raise ModelError(f"model repository not found: {repo} (run `preedit export`, or give --url)")
+    names = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
+    if model not in names:
+        raise ModelError(f"model {model!r} not in {repo}; models there: {', '.join(names) or 'none'}")
+
+
+class _Stream:
+    """One input's decoder, transport, encoder and pipeline, closed together."""
+
+    def __init__(self, src: str, dst: str) -> None:
+        self.src, self.dst = src, dst
+        self.decoder = self.transport = self.encoder = self.pipeline = None
+        self.error: Optional[BaseException] = None
+        self.summary: dict = {}
+
+    def close(self) -> None:
+        for part in (self.transport, self.decoder):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.close()
+        if self.encoder is not None:
+            with contextlib.suppress(Exception):
+                self.encoder.finish()
+
+
+def _run_one(stream: _Stream) -> None:
+    try:
+        stream.pipeline.run()
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller after every stream ended
+        stream.error = exc
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = setup_args(argparse.ArgumentParser(prog="preedit run", description=__doc__.split("\n")[0],
+                                                formatter_class=argparse.RawDescriptionHelpFormatter))
+    args = parser.parse_args(argv)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    from preedit.client.backends import select_backends
+    from preedit.client.encode import EncoderSettings, container_for, model_qp
+    from preedit.client.pipeline import Pipeline, PipelineConfig
+    from preedit.client.stats import RunStats, format_summary
+    from preedit.paths import REPO_ROOT, clips_dir, model_repository
+
+    inputs, outputs = list(args.inputs), list(args.output)
+    if args.demo:
+        clip = clips_dir() / DEMO_CLIP
+        if not clip.is_file():
+            raise InputError(f"demo clip not found: {clip} (set PREEDIT_CLIPS to the clips folder)")
+        inputs = inputs or [str(clip)]
+        outputs = outputs or [str(REPO_ROOT / "out" / "demo.mp4")]
+        Path(outputs[0]).parent.mkdir(parents=True, exist_ok=True)
+    if args.deterministic and args.model not in (None, DETERMINISTIC_MODEL):
+        raise UsageError(f"--deterministic uses model {DETERMINISTIC_MODEL!r}; drop --model {args.model}")
+    model = DETERMINISTIC_MODEL if args.deterministic else (args.model or DEFAULT_MODEL)
+    cfg = RunConfig(inputs=inputs, outputs=outputs, model=model, url=args.url, bypass=args.bypass,
+                    device=args.device, inflight=args.inflight, request_timeout_s=args.request_timeout_s,
+                    latency_budget_ms=args.latency_budget_ms, realtime=args.realtime,
+                    metrics_port=args.metrics_port, max_frames=args.max_frames, queue_size=args.queue_size,
+                    model_repository=args.model_repository)
+    settings = EncoderSettings(codec=args.codec, crf=args.crf, qp=args.qp, bitrate_kbps=args.bitrate,
+                               preset=args.preset)
+    pipe_cfg = PipelineConfig(queue_size=cfg.queue_size, latency_budget_ms=cfg.latency_budget_ms,
+                              bypass=cfg.bypass)
+    dsts = resolve_outputs(cfg.inputs, cfg.outputs, settings.codec)
+    for dst in dsts:
+        container_for(dst, settings.codec)
+    for src, dst in zip(cfg.inputs, dsts):
+        if Path(src).resolve() == Path(dst).resolve():
+            raise UsageError(f"output would overwrite the input: {dst}")
+    backends = select_backends(cfg.device)
+    streams = [_Stream(src, dst) for src, dst in zip(cfg.inputs, dsts)]
+    server = metrics_server = None
+    try:
+        if cfg.metrics_port is not None:
+            from preedit.client.metrics import serve_metrics
+
+            metrics_server, port = serve_metrics(cfg.metrics_port)
+            log.info("client metrics on http://127.0.0.1:%d/metrics", port)
+        for s in streams:  # open every input first: bad input fails before a server starts
+            s.decoder = backends.make_decoder(s.src, realtime=cfg.realtime, max_frames=cfg.max_frames)
+        url = cfg.url
+        if not cfg.bypass and url is None:
+            from preedit.serve import ServerConfig, TritonServer
+
+            repo = cfg.model_repository or model_repository()
+            _check_model_in_repository(repo, cfg.model)
+            server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
+                                               models=(cfg.model,)))
+            server.start()
+            server.wait_model_ready(cfg.model)
+            url = server.grpc_url
+            log.info("embedded Triton: gRPC %s, metrics %s", url, server.metrics_url)
+        qp = model_qp(settings)
+        for s in streams:
+            info = s.decoder.info
+            if not cfg.bypass:
+                s.transport = backends.make_transport(url, cfg.model, (info.height * 3 // 2, info.width),
+                                                      n_slots=cfg.inflight, qp=qp,
+                                                      request_timeout_s=cfg.request_timeout_s)
+            s.encoder = backends.make_encoder(s.dst, info, settings, audio_streams=s.decoder.audio_streams,
+                                              sample_aspect_ratio=getattr(s.decoder, "sample_aspect_ratio", None))
+            s.pipeline = Pipeline(s.decoder, s.transport, s.encoder, pipe_cfg, RunStats())
+        if len(streams) == 1:
+            _run_one(streams[0])
+        else:
+            threads = [threading.Thread(target=_run_one, args=(s,), daemon=True) for s in streams]
+            for t in threads:
+                t.start()
+            try:
+                for t in threads:
+                    while t.is_alive():
+                        t.join(timeout=0.2)
+            except KeyboardInterrupt:
+                for s in streams:
+                    s.pipeline.stop.set()
+                for t in threads:
+                    t.join(timeout=30.0)
+                raise
+        summaries = []
+        for s in streams:
+            st = s.pipeline.stats
+            s.summary = st.summary(input=s.src, output=s.dst, codec=settings.codec, model=None if cfg.bypass else cfg.model,
+                                   device=backends.device, stage_devices=dict(backends.stage_devices),
+                                   bypass=cfg.bypass, latency_budget_ms=cfg.latency_budget_ms,
+                                   error=None if s.error is None else str(s.error))
+            summaries.append(s.summary)
+            print(format_summary(s.summary), flush=True)
+        if len(streams) > 1:
+            total_frames = sum(x["frames"] for x in summaries)
+            wall = max(x["wall_s"] for x in summaries) or 1e-9
+            print(f"{len(streams)} streams: {total_frames} frames, {total_frames / wall:.1f} fps aggregate", flush=True)
+        if args.summary_json:
+            payload = summaries[0] if len(summaries) == 1 else {"streams": summaries}
+            args.summary_json.write_text(json.dumps(payload, indent=2))
+        for s in streams:
+            if isinstance(s.error, PreeditError):
+                raise type(s.error)(f"{s.error}; partial output finalised: {s.dst} "
+                                    f"({s.pipeline.stats.frames_encoded} frames)")
+            if s.error is not None:
+                raise s.error
+        return 0
+    finally:
+        for s in streams:
+            s.close()
+        if server is not None:
+            server.stop()
+        if metrics_server is not None:
+            with contextlib.suppress(Exception):
+                metrics_server.shutdown()

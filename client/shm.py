@@ -1,0 +1,146 @@
+"""A ring of POSIX shared-memory slots registered with Triton as system shared memory.
+
+```
+ slot i:  input region  /preedit_<run>_in<i>   [NV12 frame bytes | QP fp32]
+          output region /preedit_<run>_out<i>  [NV12 frame bytes]
+ free slots ──acquire──> client writes frame ──infer──> Triton reads/writes in place
+            <──release── client copies the edited frame out
+```
+No pixels go through the gRPC socket: a request names regions, byte sizes and offsets.
+
+WAR: `tritonclient.utils.shared_memory` (2.51) imports `pkg_resources`, which setuptools >= 81
+no longer ships, so it cannot be imported in our pinned environment. Python's own
+`multiprocessing.shared_memory` creates the same POSIX objects (`shm_open("/<name>")`), which
+Triton maps by key, and gives NumPy views directly (no extra copy through ctypes).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import uuid
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import List, Optional
+
+import numpy as np
+
+
+class ShmRegion:
+    """One POSIX shared-memory object, owned (created and unlinked) by this process."""
+
+    def __init__(self, name: str, byte_size: int) -> None:
+        if byte_size <= 0:
+            raise ValueError(f"shared-memory region needs a positive size, got {byte_size}")
+        self.name = name
+        self.byte_size = byte_size
+        # track=False: we unlink explicitly; the resource tracker would warn about "leaks" otherwise.
+        try:
+            self._shm = shared_memory.SharedMemory(name=name, create=True, size=byte_size, track=False)
+        except TypeError:  # Python < 3.13 has no `track`
+            self._shm = shared_memory.SharedMemory(name=name, create=True, size=byte_size)
+            try:
+                from multiprocessing import resource_tracker
+
+                resource_tracker.unregister(self._shm._name, "shared_memory")  # type: ignore[attr-defined]
+            except Exception:  # pragma: no cover - best effort
+                pass
+        self._closed = False
+
+    @property
+    def key(self) -> str:
+        """The shm_open key Triton needs (leading slash)."""
+        return "/" + self.name
+
+    def view(self, dtype, shape, offset: int = 0) -> np.ndarray:
+        """A NumPy view of the region (no copy); valid until `destroy()`."""
+        count = int(np.prod(shape))
+        return np.ndarray(shape, dtype=dtype, buffer=self._shm.buf, offset=offset) if count else np.empty(shape, dtype)
+
+    def destroy(self) -> None:
+        """Unmap and unlink; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._shm.close()
+        except BufferError:  # a view is still alive: unlink anyway, the mapping goes with the process
+            pass
+        try:
+            self._shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@dataclass
+class Slot:
+    """One in-flight request's memory: a frame (+QP) in, a frame out."""
+
+    index: int
+    inp: ShmRegion
+    out: ShmRegion
+    frame_bytes: int
+    qp_offset: int
+
+    def frame_in(self, shape) -> np.ndarray:
+        return self.inp.view(np.uint8, shape)
+
+    def qp_in(self) -> np.ndarray:
+        return self.inp.view(np.float32, (1, 1), offset=self.qp_offset)
+
+    def frame_out(self, shape) -> np.ndarray:
+        return self.out.view(np.uint8, shape)
+
+
+def _qp_offset(frame_bytes: int) -> int:
+    return (frame_bytes + 63) // 64 * 64  # keep the fp32 QP aligned
+
+
+class SlotRing:
+    """`n_slots` slots for frames of `frame_bytes`; `acquire` blocks until a slot is free.
+
+    Args:
+        n_slots: how many requests may be in flight at once.
+        frame_bytes: bytes of one NV12 frame (`H*3/2*W`).
+        prefix: region name prefix; a per-process unique suffix is added.
+    """
+
+    def __init__(self, n_slots: int, frame_bytes: int, prefix: str = "preedit") -> None:
+        if n_slots < 1:
+            raise ValueError(f"a ring needs at least one slot, got {n_slots}")
+        self.run_id = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self.frame_bytes = frame_bytes
+        self.slots: List[Slot] = []
+        self._free: "queue.Queue[int]" = queue.Queue()
+        try:
+            for i in range(n_slots):
+                qp_off = _qp_offset(frame_bytes)
+                inp = ShmRegion(f"{self.run_id}_in{i}", qp_off + 4)
+                out = ShmRegion(f"{self.run_id}_out{i}", frame_bytes)
+                self.slots.append(Slot(i, inp, out, frame_bytes, qp_off))
+                self._free.put(i)
+        except Exception:
+            self.destroy()
+            raise
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def acquire(self, timeout_s: Optional[float] = None) -> Optional[Slot]:
+        """A free slot, or None if none frees up within `timeout_s` (None waits forever)."""
+        try:
+            idx = self._free.get(timeout=timeout_s) if timeout_s is None or timeout_s > 0 else self._free.get_nowait()
+        except queue.Empty:
+            return None
+        return self.slots[idx]
+
+    def release(self, slot: Slot) -> None:
+        self._free.put(slot.index)
+
+    def free_count(self) -> int:
+        return self._free.qsize()
+
+    def destroy(self) -> None:
+        for slot in self.slots:
+            slot.inp.destroy()
+            slot.out.destroy()

@@ -1,0 +1,237 @@
+"""CPU pre-edit transport: Triton over gRPC, frames through a ring of system shared memory.
+
+```
+ Frame (uint8 NV12 [H*3/2, W], limited range)
+   └─ submit(): wait for a free slot ─> copy into slot's input region ─> async_infer
+        (request carries only region names / offsets; several requests in flight)
+   └─ callback: copy NV12_OUT from the slot's output region ─> Future ─> release slot
+```
+Each request holds one frame `[1, H*3/2, W]`; Triton's dynamic batcher groups frames from all
+clients. Failed requests are retried a bounded number of times, then the Future raises
+`ServerError`. `close()` waits for in-flight requests, unregisters and unlinks every region.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from functools import partial
+from typing import Optional, Tuple
+
+import numpy as np
+
+from preedit.client import metrics
+from preedit.client.shm import Slot, SlotRing
+from preedit.errors import ModelError, ServerError
+from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNKNOWN", "INTERNAL")
+
+
+def _status(exc) -> str:
+    status = getattr(exc, "status", None)
+    value = status() if callable(status) else status
+    return str(value or "")
+
+
+def _message(exc) -> str:
+    msg = getattr(exc, "message", None)
+    text = msg() if callable(msg) else (msg or str(exc))
+    return " ".join(str(text).split())[:300]
+
+
+class TritonTransport:
+    """`PreEditor` on Triton's gRPC API with a system-shared-memory slot ring.
+
+    Args:
+        url: Triton gRPC address `host:port`.
+        model: served model name (e.g. `preedit`, `preedit_int8`).
+        frame_shape: NV12 shape `(H*3/2, W)` of every frame of the stream.
+        n_slots: requests in flight at most (ring size).
+        qp: value for the optional `QP` input; None leaves it out (model default).
+        request_timeout_s: per-request client deadline.
+        retries: re-sends of a failed request before giving up.
+        retry_backoff_s: wait before the first re-send (doubles each time).
+    """
+
+    def __init__(self, url: str, model: str, frame_shape: Tuple[int, int], n_slots: int = 4,
+                 qp: Optional[float] = None, request_timeout_s: float = 30.0, retries: int = 2,
+                 retry_backoff_s: float = 0.25, connect_timeout_s: float = 10.0) -> None:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        self._grpc = grpcclient
+        self._exc_type = InferenceServerException
+        self.url = url
+        self.model = model
+        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self.frame_bytes = self.frame_shape[0] * self.frame_shape[1]
+        self.request_timeout_s = request_timeout_s
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self._lock = threading.Condition()
+        self._inflight = 0
+        self._closed = False
+        self._registered: list = []
+        self.ring: Optional[SlotRing] = None
+        self.client = grpcclient.InferenceServerClient(url)
+        try:
+            self._connect(connect_timeout_s)
+            self.send_qp = self._check_model(qp)
+            self.qp = qp
+            self.ring = SlotRing(n_slots, self.frame_bytes)
+            for slot in self.ring.slots:
+                if self.send_qp:
+                    slot.qp_in()[...] = np.float32(qp)
+                for region in (slot.inp, slot.out):
+                    self.client.register_system_shared_memory(region.name, region.key, region.byte_size)
+                    self._registered.append(region.name)
+        except self._exc_type as exc:
+            self.close()
+            raise ServerError(f"Triton at {url} refused shared memory: {_message(exc)}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    # -- set-up checks -----------------------------------------------------------------------
+    def _connect(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while True:
+            try:
+                if self.client.is_server_live(client_timeout=2.0):
+                    return
+                last = "server not live"
+            except self._exc_type as exc:
+                last = _message(exc)
+            if time.monotonic() > deadline:
+                raise ServerError(f"cannot reach Triton at {self.url} (gRPC): {last}")
+            time.sleep(0.25)
+
+    def _check_model(self, qp: Optional[float]) -> bool:
+        try:
+            ready = self.client.is_model_ready(self.model, client_timeout=5.0)
+        except self._exc_type:
+            ready = False
+        if not ready:
+            try:
+                index = self.client.get_model_repository_index(as_json=True).get("models", [])
+                names = sorted({m["name"] for m in index})
+            except self._exc_type:
+                names = []
+            raise ModelError(f"model {self.model!r} is not ready on Triton at {self.url}; "
+                             f"models there: {', '.join(names) or 'none'}")
+        meta = self.client.get_model_metadata(self.model, as_json=True)
+        inputs = {t["name"] for t in meta.get("inputs", [])}
+        outputs = {t["name"] for t in meta.get("outputs", [])}
+        if FRAMES_IN.name not in inputs or FRAMES_OUT.name not in outputs:
+            raise ModelError(f"model {self.model!r} does not follow the preedit contract: inputs "
+                             f"{sorted(inputs)}, outputs {sorted(outputs)}; expected {FRAMES_IN.name} -> "
+                             f"{FRAMES_OUT.name}")
+        if qp is None:
+            return False
+        if QP_IN.name not in inputs:
+            log.warning("model %r has no %s input; --qp/--crf is not sent to the model", self.model, QP_IN.name)
+            return False
+        return True
+
+    # -- requests ----------------------------------------------------------------------------
+    def submit(self, nv12: np.ndarray, timeout_s: Optional[float] = None) -> Optional[Future]:
+        """Queue one frame; None if no slot frees up within `timeout_s` (None: wait forever).
+
+        Args:
+            nv12: uint8 `[H*3/2, W]` limited-range NV12.
+
+        Returns:
+            A Future resolving to the edited uint8 NV12 `[H*3/2, W]` (a new array).
+        """
+        from preedit.client.backends import as_numpy
+
+        nv12 = as_numpy(nv12)
+        if nv12.shape != self.frame_shape:
+            raise ServerError(f"frame shape changed mid-stream: {nv12.shape} vs {self.frame_shape}")
+        slot = self.ring.acquire(timeout_s)
+        if slot is None:
+            return None
+        np.copyto(slot.frame_in(self.frame_shape), nv12)
+        fut: Future = Future()
+        with self._lock:
+            self._inflight += 1
+        metrics.INFLIGHT.inc()
+        self._send(slot, fut, 0)
+        return fut
+
+    def _send(self, slot: Slot, fut: Future, attempt: int) -> None:
+        grpc = self._grpc
+        h3, w = self.frame_shape
+        frames = grpc.InferInput(FRAMES_IN.name, [1, h3, w], FRAMES_IN.client_dtype)
+        frames.set_shared_memory(slot.inp.name, self.frame_bytes)
+        inputs = [frames]
+        if self.send_qp:
+            qp = grpc.InferInput(QP_IN.name, [1, 1], QP_IN.client_dtype)
+            qp.set_shared_memory(slot.inp.name, 4, offset=slot.qp_offset)
+            inputs.append(qp)
+        out = grpc.InferRequestedOutput(FRAMES_OUT.name)
+        out.set_shared_memory(slot.out.name, self.frame_bytes)
+        try:
+            self.client.async_infer(self.model, inputs, partial(self._done, slot, fut, attempt),
+                                    outputs=[out], client_timeout=self.request_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - gRPC can fail synchronously too
+            self._done(slot, fut, attempt, None, exc)
+
+    def _done(self, slot: Slot, fut: Future, attempt: int, result, error) -> None:
+        if error is None:
+            with self._lock:
+                edited = None if self._closed else slot.frame_out(self.frame_shape).copy()
+            self._finish(slot)
+            fut.set_result(edited)
+            return
+        status = _status(error)
+        if attempt < self.retries and not self._closed and (not status or any(s in status for s in _RETRYABLE)):
+            delay = self.retry_backoff_s * (2 ** attempt)
+            log.warning("pre-edit request failed (%s); retry %d/%d in %.2f s", _message(error), attempt + 1,
+                        self.retries, delay)
+            timer = threading.Timer(delay, self._send, (slot, fut, attempt + 1))
+            timer.daemon = True
+            timer.start()
+            return
+        self._finish(slot)
+        fut.set_exception(ServerError(f"Triton at {self.url} failed on model {self.model!r} after "
+                                      f"{attempt + 1} attempt(s): {_message(error)}"))
+
+    def _finish(self, slot: Slot) -> None:
+        ring = self.ring
+        if ring is not None:
+            ring.release(slot)
+        metrics.INFLIGHT.dec()
+        with self._lock:
+            self._inflight -= 1
+            self._lock.notify_all()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    # -- teardown ----------------------------------------------------------------------------
+    def close(self, drain_timeout_s: float = 10.0) -> None:
+        """Wait for in-flight requests (bounded), unregister and unlink every region; idempotent."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._inflight == 0, timeout=drain_timeout_s)
+            self._closed = True
+        for name in self._registered:
+            try:
+                self.client.unregister_system_shared_memory(name, client_timeout=2.0)
+            except Exception:  # noqa: BLE001 - the server may be gone; the region is ours to unlink
+                pass
+        self._registered = []
+        if self.ring is not None:
+            self.ring.destroy()
+            self.ring = None
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001
+            pass
