@@ -1,0 +1,260 @@
+"""NVENC encoder (PyNvVideoCodec) from device NV12, muxed with the source timestamps and audio.
+
+```
+ Frame.nv12 (CUDA uint8 [H*3/2, W], contiguous) ──Encode(frame, pic_params{inputTimeStamp=index})
+   ──> [{data, timestamp, picture_type}, ...] (delayed by B-frames + lookahead) ──> EsSpool
+ finish(): EndEncode() flush ──> EsSpool ──> mux_elementary(): mp4/mkv/ts, source PTS, audio copy
+```
+Every rate-control knob is explicit (NVENC defaults are an infinite GOP and const-QP, brief §0.6).
+The frame is copied by NVENC into its own input buffer on the encoder's stream, so the encoder
+gets the same CUDA stream as the producer and the caller may reuse its tensor afterwards.
+PyNvVideoCodec is imported lazily and can be injected (`nvc=`) so tests run a fake on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from preedit.errors import EncodeError, UsageError
+
+from ._mux import ES_CODECS, EsSpool, container_for, mux_elementary
+
+log = logging.getLogger(__name__)
+
+PRESETS = tuple(f"P{i}" for i in range(1, 8))
+RATE_CONTROLS = ("constqp", "vbr", "cbr")
+TUNINGS = ("high_quality", "low_latency", "ultra_low_latency", "lossless", "uhq")
+KEY_PICTURE_TYPES = (2, 3)  # NV_ENC_PIC_TYPE_I, NV_ENC_PIC_TYPE_IDR
+
+
+@dataclass(frozen=True)
+class NvencConfig:
+    """NVENC settings; every one is passed explicitly to `CreateEncoder`.
+
+    `rc="vbr"` with `cq` is NVENC's constant-quality mode; `rc="constqp"` uses `qp` for all
+    frame types; `cbr`/`vbr` with `bitrate_kbps` are the bitrate modes. `bframes` is the number
+    of B-frames between references; `gop` frames between IDRs.
+    """
+
+    codec: str = "hevc"
+    preset: str = "P4"
+    tuning_info: str = "high_quality"
+    rc: str = "vbr"
+    cq: Optional[int] = 28
+    qp: Optional[int] = None
+    bitrate_kbps: Optional[int] = None
+    max_bitrate_kbps: Optional[int] = None
+    gop: int = 120
+    bframes: int = 2
+    lookahead: int = 0
+    aq: bool = False
+    colorspace: str = "bt709"
+
+    def __post_init__(self) -> None:
+        if self.codec not in ES_CODECS:
+            raise UsageError(f"NVENC codec {self.codec!r} unknown; valid: {', '.join(ES_CODECS)}")
+        if self.preset not in PRESETS:
+            raise UsageError(f"NVENC preset {self.preset!r} unknown; valid: {', '.join(PRESETS)} (upper case)")
+        if self.rc not in RATE_CONTROLS:
+            raise UsageError(f"NVENC rate control {self.rc!r} unknown; valid: {', '.join(RATE_CONTROLS)}")
+        if self.tuning_info not in TUNINGS:
+            raise UsageError(f"NVENC tuning {self.tuning_info!r} unknown; valid: {', '.join(TUNINGS)}")
+        if self.rc == "constqp" and self.qp is None:
+            raise UsageError("NVENC rc=constqp needs qp (0..51)")
+        if self.rc == "cbr" and not self.bitrate_kbps:
+            raise UsageError("NVENC rc=cbr needs bitrate_kbps")
+        if self.rc == "vbr" and self.cq is None and not self.bitrate_kbps:
+            raise UsageError("NVENC rc=vbr needs cq (constant quality) or bitrate_kbps")
+        for name in ("cq", "qp"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 51:
+                raise UsageError(f"NVENC {name} must be in 0..51, got {value}")
+        if self.gop < 1 or not 0 <= self.bframes <= 4 or self.lookahead < 0:
+            raise UsageError("NVENC needs gop >= 1, bframes in 0..4, lookahead >= 0")
+        if self.colorspace not in ("bt601", "bt709"):
+            raise UsageError(f"NVENC colorspace {self.colorspace!r}; valid: bt601, bt709")
+
+
+def nvenc_options(cfg: NvencConfig, *, fps: Fraction, gpu_id: int = 0, cuda_stream: int = 0) -> Dict[str, Any]:
+    """Keyword arguments for `PyNvVideoCodec.CreateEncoder` (pure).
+
+    Bitrates are given in bits per second as integers (the option parser reads a bare number
+    as bps; `"10M"` would mean 10·1024² bps).
+    """
+    opts: Dict[str, Any] = {
+        "codec": cfg.codec,
+        "preset": cfg.preset,
+        "tuning_info": cfg.tuning_info,
+        "rc": cfg.rc,
+        "gop": cfg.gop,
+        "idrperiod": cfg.gop,
+        "bf": cfg.bframes,
+        "fps": round(float(fps)) if fps else 30,
+        "colorspace": cfg.colorspace,
+        "gpu_id": gpu_id,
+    }
+    if cfg.rc == "constqp":
+        opts["constqp"] = f"{cfg.qp},{cfg.qp},{cfg.qp}"
+    if cfg.cq is not None and cfg.rc == "vbr":
+        opts["cq"] = cfg.cq
+    if cfg.bitrate_kbps:
+        opts["bitrate"] = cfg.bitrate_kbps * 1000
+        opts["maxbitrate"] = (cfg.max_bitrate_kbps or cfg.bitrate_kbps) * 1000
+    if cfg.lookahead:
+        opts["lookahead"] = cfg.lookahead
+    if cfg.aq:
+        opts["aq"] = 1
+    if cfg.codec == "av1":
+        opts["use_ivf_container"] = 0  # raw low-overhead OBUs; we mux ourselves
+    if cuda_stream:
+        opts["cudastream"] = int(cuda_stream)
+    return opts
+
+
+def normalize_packets(result: Any) -> List[Tuple[bytes, Optional[int], bool]]:
+    """`Encode()`/`EndEncode()` output → `[(bytes, frame_index or None, keyframe)]`.
+
+    PyNvVideoCodec ≥ 2.1 returns a list of dicts (`data`, `timestamp`, `picture_type`); 1.x/2.0
+    returned one blob (bytes or a list of ints) without timestamps.
+    """
+    if result is None:
+        return []
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return [(bytes(result), None, False)] if len(result) else []
+    items = list(result)
+    if not items:
+        return []
+    if isinstance(items[0], int):
+        return [(bytes(bytearray(items)), None, False)]
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            data = bytes(item["data"])
+            ts = item.get("timestamp")
+            key = item.get("picture_type") in KEY_PICTURE_TYPES
+        else:
+            data, ts, key = bytes(item), None, False
+        if data:
+            out.append((data, None if ts is None else int(ts), key))
+    return out
+
+
+class NvencEncoder:
+    """`Encoder` on NVENC: HEVC / AV1 / H.264 from device NV12, muxed at `finish()`.
+
+    Args:
+        out_path: `.mp4`, `.mov`, `.mkv` or `.ts` (AV1 is refused in `.ts`).
+        width, height: frame size (even).
+        config: NVENC settings.
+        time_base: time base of the frames' `pts`; `frame_rate`: nominal rate (for NVENC's RC).
+        audio_from: source file whose audio is copied at mux time.
+        device_id: CUDA ordinal; `cuda_stream`: the producer's stream handle (int, non-zero).
+        nvc: the PyNvVideoCodec module (injected by tests); imported lazily by default.
+    """
+
+    def __init__(self, out_path: Path, width: int, height: int, config: NvencConfig = NvencConfig(), *,
+                 time_base: Fraction = Fraction(1, 30), frame_rate: Optional[Fraction] = None,
+                 audio_from: Optional[Path] = None, device_id: int = 0, cuda_stream: int = 0,
+                 nvc: Any = None) -> None:
+        if width % 2 or height % 2:
+            raise UsageError(f"NVENC needs even width and height, got {width}x{height}")
+        self.out_path = Path(out_path)
+        fmt = container_for(self.out_path)
+        if config.codec == "av1" and fmt == "mpegts":
+            raise UsageError("AV1 in MPEG-TS is not supported by this muxer; use .mkv or .mp4")
+        self.width, self.height, self.config = width, height, config
+        self.time_base, self.frame_rate = time_base, frame_rate or Fraction(30)
+        self.audio_from, self.device_id = audio_from, device_id
+        if nvc is None:
+            from ._caps import import_nvc
+
+            nvc = import_nvc()
+            if nvc is None:
+                raise EncodeError("PyNvVideoCodec is not importable on this host: NVENC unavailable")
+        self._nvc = nvc
+        opts = nvenc_options(config, fps=self.frame_rate, gpu_id=device_id, cuda_stream=cuda_stream)
+        try:
+            self._enc = nvc.CreateEncoder(width, height, "NV12", False, **opts)
+        except Exception as exc:  # noqa: BLE001 - PyNvVCException etc.
+            raise EncodeError(f"NVENC {config.codec} encoder could not be created on GPU {device_id}: {exc}") from None
+        self.bframes_actual = _call_or_none(self._enc, "GetNumBFrames")
+        if self.bframes_actual is not None and self.bframes_actual != config.bframes:
+            log.warning("NVENC uses %s B-frames, asked for %d", self.bframes_actual, config.bframes)
+        self.spool = EsSpool()
+        self.frame_pts: List[Optional[int]] = []
+        self.encode_s = 0.0
+        self._finished = False
+
+    def _pic_params(self, index: int):
+        make = getattr(self._nvc, "NV_ENC_PIC_PARAMS", None)
+        if make is None:
+            return None
+        params = make()
+        params.inputTimeStamp = index
+        return params
+
+    def encode(self, frame) -> None:
+        """Encode one frame (`frame.nv12`: CUDA uint8 `[H*3/2, W]`, or a NumPy array → uploaded)."""
+        if self._finished:
+            raise EncodeError("encode() after finish()")
+        nv12 = _as_cuda_nv12(frame.nv12, self.height, self.width, self.device_id)
+        index = len(self.frame_pts)
+        self.frame_pts.append(frame.pts)
+        t0 = time.perf_counter()
+        params = self._pic_params(index)
+        try:
+            result = self._enc.Encode(nv12, params) if params is not None else self._enc.Encode(nv12)
+        except Exception as exc:  # noqa: BLE001
+            raise EncodeError(f"NVENC Encode failed at frame {index}: {exc}") from None
+        self.encode_s += time.perf_counter() - t0
+        for data, ts, key in normalize_packets(result):
+            self.spool.add(data, ts, key)
+
+    def finish(self) -> dict:
+        """Flush (`EndEncode`), mux with source timestamps and audio, and return stats."""
+        if self._finished:
+            raise EncodeError("finish() called twice")
+        self._finished = True
+        try:
+            t0 = time.perf_counter()
+            for data, ts, key in normalize_packets(self._enc.EndEncode()):
+                self.spool.add(data, ts, key)
+            self.encode_s += time.perf_counter() - t0
+            if len(self.spool.packets) != len(self.frame_pts):
+                log.warning("NVENC returned %d packets for %d frames", len(self.spool.packets), len(self.frame_pts))
+            stats = mux_elementary(self.spool, self.config.codec, self.out_path, width=self.width,
+                                   height=self.height, time_base=self.time_base, frame_pts=self.frame_pts,
+                                   frame_rate=self.frame_rate, audio_from=self.audio_from)
+        finally:
+            self.spool.close()
+        stats.update(encoder=f"nvenc_{self.config.codec}", config=asdict(self.config), path=str(self.out_path),
+                     frames_in=len(self.frame_pts), encode_s=round(self.encode_s, 4),
+                     bframes_actual=self.bframes_actual)
+        return stats
+
+
+def _call_or_none(obj, name: str):
+    fn = getattr(obj, name, None)
+    if fn is None:
+        return None
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _as_cuda_nv12(nv12, height: int, width: int, device_id: int):
+    """A contiguous uint8 `[H*3/2, W]` tensor on the GPU (NVENC reads the chroma at `Y + W*H`)."""
+    import torch
+
+    t = nv12 if isinstance(nv12, torch.Tensor) else torch.from_numpy(nv12)
+    if tuple(t.shape) != (height * 3 // 2, width) or t.dtype != torch.uint8:
+        raise EncodeError(f"NVENC wants uint8 NV12 of shape {(height * 3 // 2, width)}, got {tuple(t.shape)} {t.dtype}")
+    if t.device.type != "cuda" and torch.cuda.is_available():
+        t = t.to(f"cuda:{device_id}", non_blocking=False)
+    return t.contiguous()
