@@ -1,0 +1,105 @@
+"""`preedit train`: train the pre-editor through the differentiable codec proxy.
+
+```
+ --config YAML (training/default/config.yaml) ─> TrainConfig ─> Trainer.fit ─> out_dir/last.pt
+   ─> out_dir/model.pt (deploy checkpoint) ─> real-encoder validation on the held-out clips
+   ─> out_dir/validation.json + validation.md
+```
+Precedence: command-line flags > YAML file > defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import List
+
+LOG = logging.getLogger(__name__)
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "default" / "config.yaml"
+
+
+def setup_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML training config (default: the shipped default)")
+    parser.add_argument("--out", default=None, help="output folder (overrides out_dir)")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (overrides the config)")
+    parser.add_argument("--batch-size", type=int, default=None, help="sequences per step")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="training device (auto: CUDA when present)")
+    parser.add_argument("--seed", type=int, default=None, help="RNG seed")
+    parser.add_argument("--source", action="append", default=[], help="extra training video file or image folder (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--bank", default=None, help="use a pre-extracted sequence bank (.npz with 'bank') instead of decoding clips")
+    parser.add_argument("--no-validate", action="store_true", help="skip the final real-encoder validation")
+    parser.add_argument("--val-frames", type=int, default=None, help="frames per held-out clip in validation")
+    parser.add_argument("--val-max-size", type=int, default=0, help="centre-crop side limit in validation (0: full frame)")
+
+
+def build_config(args) -> "TrainConfig":
+    from preedit.errors import UsageError
+    from preedit.training.config import TrainConfig, load_yaml
+
+    data = load_yaml(args.config)
+    for key, value in (("out_dir", args.out), ("steps", args.steps), ("batch_size", args.batch_size), ("device", args.device), ("seed", args.seed), ("val_frames", args.val_frames)):
+        if value is not None:
+            data[key] = value
+    if args.source:
+        data["extra_sources"] = list(data.get("extra_sources", [])) + list(args.source)
+    try:
+        return TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad training config: {exc}") from None
+
+
+def run_validation(trainer, frames: int, max_size: int) -> dict:
+    from preedit.training.validate import format_report, torch_editor, validate
+
+    cfg = trainer.cfg
+    clips = [p for p in cfg.heldout_paths() if p.is_file()]
+    if not clips:
+        LOG.warning("no held-out clips found; validation skipped")
+        return {}
+    trainer.net.eval()
+    t0 = time.time()
+    report = validate({"preedit": torch_editor(trainer.net, trainer.device)}, clips, frames, cfg.val_qps, cfg.val_codec, max_size=max_size)
+    report["step"] = trainer.step
+    report["seconds"] = round(time.time() - t0, 1)
+    out = Path(cfg.out_dir)
+    (out / f"validation-{trainer.step}.json").write_text(json.dumps(report, indent=1))
+    (out / f"validation-{trainer.step}.md").write_text(format_report(report) + "\n")
+    print(format_report(report))
+    return report
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="preedit train", description=__doc__.split("\n")[0])
+    setup_args(parser)
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    from preedit.training.trainer import Trainer
+
+    cfg = build_config(args)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    bank = None
+    if args.bank:
+        data = np.load(args.bank)
+        bank = data["bank"]
+    trainer = Trainer(cfg, bank=bank)
+    if args.bank and "names" in data:
+        trainer.sources = json.loads(str(data["names"]))
+    if args.resume:
+        trainer.resume(out / "last.pt")
+        print(f"resumed at step {trainer.step}")
+    print(f"training on {trainer.device}: {len(trainer.bank)} sequences from {len(trainer.sources)} sources, {cfg.steps} steps")
+    val_frames = cfg.val_frames
+    trainer.fit(on_validate=lambda tr: run_validation(tr, val_frames, args.val_max_size))
+    trainer.export(out / "model.pt", seconds_per_step=round(trainer.seconds_per_step, 3), device=str(trainer.device))
+    (out / "history.json").write_text(json.dumps(trainer.history, indent=1))
+    print(f"model written to {out / 'model.pt'} ({trainer.seconds_per_step:.2f} s/step on {trainer.device})")
+    if not args.no_validate and cfg.val_every >= 0:
+        run_validation(trainer, val_frames, args.val_max_size)
+    return 0

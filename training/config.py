@@ -1,0 +1,164 @@
+"""Training configuration: dataclasses checked in `__post_init__`; YAML is read only by the CLI.
+
+`TrainConfig.from_dict` warns on unknown keys (house style §7); nested sections are `net`,
+`proxy`, `loss` and `bank`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from preedit.network import NetConfig
+from preedit.training.data import BankConfig
+from preedit.training.losses import LossConfig
+from preedit.training.proxy import CODECS, ProxyConfig
+
+LOG = logging.getLogger(__name__)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _from_dict(cls, data: dict, where: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        warnings.warn(f"{where}: unknown keys {unknown} ignored; valid: {sorted(names)}", stacklevel=3)
+    kwargs = {k: (tuple(v) if isinstance(v, list) and k in ("block_sizes",) else v) for k, v in data.items() if k in names}
+    return cls(**kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on.
+
+    Attributes:
+        clips_dir: folder the names in `train_sources` / `heldout` are relative to ("" = the
+            shared clips, `preedit.paths.clips_dir()`).
+        train_sources: clip names or paths trained on (video files, raw .yuv, image folders).
+        heldout: clip names never trained on; the validation and evaluation set.
+        extra_sources: further files or folders the user adds to the training set.
+        net, proxy, loss, bank: sub-configurations.
+        codecs: proxy quantizer families sampled per step.
+        crop: luma crop side of training patches (≥ 256 for VMAF's coarse scales).
+        batch_size: sequences per step.
+        steps: optimiser steps.
+        lr: Adam learning rate (cosine-decayed to 10%).
+        qp_range: HEVC-equivalent QPs sampled uniformly per sequence.
+        seed: seeds data sampling, proxy block sizes and initialisation.
+        device: "auto" (CUDA when present), "cpu" or "cuda".
+        ckpt_every: steps between checkpoints.
+        val_every: steps between real-encoder validations (0: only at the end, -1: never).
+        val_frames: frames per held-out clip in validation.
+        val_qps: encoder QP ladder of the validation BD-rate.
+        val_codec: encoder of validation ("libx265" or "libsvtav1").
+        out_dir: where checkpoints and logs go.
+        calibration: JSON of proxy rate scales written by `preedit proxy-check` ("" = none).
+    """
+
+    clips_dir: str = ""
+    train_sources: List[str] = field(default_factory=list)
+    heldout: List[str] = field(default_factory=list)
+    extra_sources: List[str] = field(default_factory=list)
+    net: NetConfig = field(default_factory=NetConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
+    codecs: Tuple[str, ...] = ("hevc", "av1")
+    crop: int = 256
+    batch_size: int = 4
+    steps: int = 1000
+    lr: float = 2e-3
+    qp_range: Tuple[float, float] = (22.0, 47.0)
+    seed: int = 0
+    device: str = "auto"
+    ckpt_every: int = 100
+    val_every: int = 0
+    val_frames: int = 16
+    val_qps: Tuple[int, ...] = (22, 27, 32, 37, 42)
+    val_codec: str = "libx265"
+    out_dir: str = "runs/train"
+    calibration: str = ""
+
+    def __post_init__(self) -> None:
+        self.codecs = tuple(self.codecs)
+        self.qp_range = tuple(float(q) for q in self.qp_range)
+        self.val_qps = tuple(int(q) for q in self.val_qps)
+        bad = [c for c in self.codecs if c not in CODECS]
+        if not self.codecs or bad:
+            raise ValueError(f"codecs {bad or '[]'} not valid; valid: {list(CODECS)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device {self.device!r} not valid; valid: {list(DEVICES)}")
+        if self.crop < 256 or self.crop % 64:
+            raise ValueError(f"crop must be a multiple of 64 and >= 256 (VMAF coarse scales), got {self.crop}")
+        if self.crop > self.bank.window:
+            raise ValueError(f"crop {self.crop} larger than the bank window {self.bank.window}")
+        if self.batch_size < 1 or self.steps < 1 or self.lr <= 0:
+            raise ValueError("batch_size and steps must be >= 1 and lr > 0")
+        lo, hi = self.qp_range
+        if not 0 <= lo <= hi <= 51:
+            raise ValueError(f"qp_range must satisfy 0 <= lo <= hi <= 51, got {self.qp_range}")
+        if self.val_codec not in ("libx265", "libsvtav1"):
+            raise ValueError(f"val_codec {self.val_codec!r} not valid; valid: ['libx265', 'libsvtav1']")
+        overlap = set(map(lambda s: Path(s).name, self.train_sources)) & set(map(lambda s: Path(s).name, self.heldout))
+        if overlap:
+            raise ValueError(f"held-out clips also listed for training: {sorted(overlap)}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """Build from a plain dict (e.g. parsed YAML); unknown keys are warned about and ignored."""
+        data = dict(data or {})
+        sub = {
+            "net": (NetConfig, data.pop("net", {}) or {}),
+            "proxy": (ProxyConfig, data.pop("proxy", {}) or {}),
+            "loss": (LossConfig, data.pop("loss", {}) or {}),
+            "bank": (BankConfig, data.pop("bank", {}) or {}),
+        }
+        built = {k: _from_dict(c, d, f"config section {k!r}") for k, (c, d) in sub.items()}
+        return _from_dict(cls, {**data, **built}, "training config")
+
+    def to_dict(self) -> dict:
+        """Plain, YAML-able dict (tuples as lists)."""
+
+        def plain(x):
+            if isinstance(x, dict):
+                return {k: plain(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [plain(v) for v in x]
+            return x
+
+        return plain(asdict(self))
+
+    def resolve_clips_dir(self) -> Path:
+        from preedit.paths import clips_dir
+
+        return Path(self.clips_dir) if self.clips_dir else clips_dir()
+
+    def train_paths(self) -> List[Path]:
+        base = self.resolve_clips_dir()
+        paths = [Path(s) if Path(s).is_absolute() else base / s for s in self.train_sources]
+        return paths + [Path(s) for s in self.extra_sources]
+
+    def heldout_paths(self) -> List[Path]:
+        base = self.resolve_clips_dir()
+        return [Path(s) if Path(s).is_absolute() else base / s for s in self.heldout]
+
+
+def load_yaml(path: Optional[str]) -> dict:
+    """Read a YAML config file (CLI edge only)."""
+    if not path:
+        return {}
+    import yaml
+
+    from preedit.errors import UsageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file not found: {p}")
+    with p.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {p} must hold a mapping at the top level")
+    return data

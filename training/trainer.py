@@ -1,0 +1,168 @@
+"""The training loop: pre-editor → codec proxy → losses vs the original source.
+
+```
+ bank of NV12 sequences ─> batch [B, T, crop*3/2, crop] (float code values)
+   ─> PreEditorNet(frames, qp)  (qp ~ U(qp_range) per sequence, same for its frames)
+   ─> CodecProxy(codec ~ config.codecs, block size ~ {4, 8, 16, 32})  ─> recon, bits
+   ─> Losses(source, recon, recon_plain, bits, bits_plain)  ─> Adam step
+ every ckpt_every: checkpoint (model + optimiser + step + RNG)  ·  every val_every: real-encoder BD-rate
+```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from preedit.network import PreEditorNet, save_checkpoint
+from preedit.training.config import TrainConfig
+from preedit.training.data import build_bank, sample_batch
+from preedit.training.losses import Losses
+from preedit.training.proxy import BLOCK_SIZES, CodecProxy
+
+LOG = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    """"auto" → CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from preedit.errors import UsageError
+
+        raise UsageError("device 'cuda' requested but no CUDA device is available; valid here: ['auto', 'cpu']")
+    return torch.device(name)
+
+
+def load_calibration(cfg: TrainConfig) -> dict:
+    if not cfg.calibration:
+        return {}
+    path = Path(cfg.calibration)
+    if not path.is_file():
+        LOG.warning("calibration file %s not found; proxy rate scales stay at 1", path)
+        return {}
+    return json.loads(path.read_text())
+
+
+class Trainer:
+    """Holds the model, proxies, losses, data and optimiser of one run."""
+
+    def __init__(self, cfg: TrainConfig, bank: Optional[np.ndarray] = None) -> None:
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.net = PreEditorNet(cfg.net).to(self.device)
+        cal = load_calibration(cfg)
+        self.proxies = {}
+        for codec in cfg.codecs:
+            scales = cal.get(codec, {})
+            pc = replace(cfg.proxy, codec=codec, rate_scale_intra=scales.get("intra", cfg.proxy.rate_scale_intra), rate_scale_inter=scales.get("inter", cfg.proxy.rate_scale_inter))
+            self.proxies[codec] = CodecProxy(pc)
+        self.losses = Losses(cfg.loss).to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+        self.step = 0
+        self.sources = []
+        if bank is None:
+            bank, self.sources = build_bank(cfg.train_paths(), cfg.bank, cache=Path(cfg.out_dir) / "cache")
+        self.bank = torch.from_numpy(bank)
+        self.history = []
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict:
+        from dataclasses import asdict
+
+        return {
+            "model": {"config": asdict(self.cfg.net), "state_dict": self.net.state_dict(), "extra": {}},
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "step": self.step,
+            "rng": {"gen": self.gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()},
+            "config": self.cfg.to_dict(),
+            "history": self.history,
+        }
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+
+    def resume(self, path: Path) -> None:
+        from preedit.errors import ModelError
+
+        if not path.is_file():
+            raise ModelError(f"cannot resume: checkpoint {path} not found")
+        data = torch.load(path, map_location="cpu", weights_only=False)
+        self.net.load_state_dict(data["model"]["state_dict"])
+        self.opt.load_state_dict(data["optimizer"])
+        self.sched.load_state_dict(data["scheduler"])
+        self.step = int(data["step"])
+        self.gen.set_state(data["rng"]["gen"])
+        torch.set_rng_state(data["rng"]["torch"])
+        random.setstate(data["rng"]["python"])
+        self.history = data.get("history", [])
+
+    def export(self, path: Path, **extra) -> None:
+        """Write the small deploy checkpoint (weights + config + provenance)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        net = PreEditorNet(self.cfg.net)
+        net.load_state_dict({k: v.detach().cpu() for k, v in self.net.state_dict().items()})
+        save_checkpoint(net, path, step=self.step, train_config=self.cfg.to_dict(), sources=self.sources, **extra)
+
+    # -- one step -------------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        self.net.train()
+        batch = sample_batch(self.bank, cfg.batch_size, cfg.crop, self.gen, self.device)
+        b, t = batch.shape[:2]
+        lo, hi = cfg.qp_range
+        qp = (lo + (hi - lo) * torch.rand(b, generator=self.gen)).to(self.device)
+        codec = cfg.codecs[int(torch.randint(len(cfg.codecs), (1,), generator=self.gen))]
+        n = BLOCK_SIZES[int(torch.randint(len(BLOCK_SIZES), (1,), generator=self.gen))]
+        n = n if n in cfg.proxy.block_sizes else cfg.proxy.block_sizes[0]
+        proxy = self.proxies[codec]
+        edited = self.net(batch.reshape(b * t, *batch.shape[2:]), qp.repeat_interleave(t).unsqueeze(1)).reshape(batch.shape)
+        dec = proxy(edited, qp, source=batch, block_size=n)
+        with torch.no_grad():
+            plain = proxy(batch, qp, source=batch, block_size=n)
+        terms = self.losses(batch, dec.recon, plain.recon, dec.bits, plain.bits)
+        self.opt.zero_grad(set_to_none=True)
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return {**terms.logs, "codec": codec, "n": n}
+
+    def fit(self, on_validate=None) -> None:
+        """Train to `cfg.steps`, checkpointing into `cfg.out_dir` (last.pt) as it goes."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        out = Path(cfg.out_dir)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True, mininterval=2.0)
+        t0, s0 = time.time(), self.step
+        while self.step < cfg.steps:
+            logs = self.train_step()
+            if self.step % 10 == 0 or self.step == cfg.steps:
+                logs["s_per_step"] = (time.time() - t0) / max(1, self.step - s0)
+                self.history.append({"step": self.step, **{k: v for k, v in logs.items()}})
+            bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in logs.items() if k in ("loss", "rate", "fid", "uv", "vmaf_neg", "codec")})
+            bar.update(1)
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save(out / "last.pt")
+            if on_validate and cfg.val_every > 0 and self.step % cfg.val_every == 0 and self.step < cfg.steps:
+                on_validate(self)
+        bar.close()
+        self.seconds_per_step = (time.time() - t0) / max(1, self.step - s0)
