@@ -67,7 +67,11 @@ class ShmRegion:
         except BufferError:  # a view is still alive: unlink anyway, the mapping goes with the process
             pass
         try:
-            self._shm.unlink()
+            # SharedMemory.unlink() would also unregister from the resource tracker, which
+            # has already forgotten this region (see __init__): unlink the POSIX object directly.
+            import _posixshmem
+
+            _posixshmem.shm_unlink(self._shm._name)  # type: ignore[attr-defined]
         except FileNotFoundError:
             pass
 
