@@ -30,7 +30,7 @@ from .int8_reference import QP_TABLE_SIZE, WEIGHT_QMAX, ConvQ, FilmQ, IntModel
 
 OBSERVERS = ("minmax", "moving_average", "histogram", "percentile")
 GRANULARITIES = ("per_tensor", "per_channel")
-SYMMETRIES = ("affine", "symmetric")
+SYMMETRIES = ("affine", "affine_even", "symmetric")
 CALIB_QPS = (22.0, 27.0, 32.0, 37.0, 42.0)
 
 
@@ -41,7 +41,10 @@ class QuantScheme:
     Attributes:
         observer: activation range observer, one of `OBSERVERS`.
         weight_granularity: `per_tensor` or `per_channel` weight scales.
-        activation_symmetry: `affine` (zero point from the range) or `symmetric` (zero point 128).
+        activation_symmetry: `affine` (zero point from the range), `affine_even` (the same,
+            zero point rounded to an even value) or `symmetric` (zero point 128). Engines that
+            add the zero point before rounding (oneDNN: `round(v + zp)`) agree with those that
+            round first (`round(v) + zp`) on half-way ties only when the zero point is even.
         calib_frames: number of calibration frames.
         percentile: two-sided percentile kept by the `percentile` observer.
         averaging_constant: update rate of the `moving_average` observer.
@@ -173,10 +176,15 @@ def pow2_ceil(value: float) -> float:
     return 2.0 ** math.ceil(math.log2(max(value, 2.0 ** -40)))
 
 
-def activation_qparams(scale: float, zero_point: int, symmetric: bool) -> Tuple[float, int, int]:
+def activation_qparams(scale: float, zero_point: int, symmetry: str) -> Tuple[float, int, int]:
     """Observer (scale, zp) → (pow2 scale, zp, exponent); covers at least the observer's range."""
     s2 = pow2_ceil(scale)
-    zp = 128 if symmetric else int(np.clip(round(zero_point * scale / s2), 0, 255))
+    if symmetry == "symmetric":
+        zp = 128
+    elif symmetry == "affine_even":
+        zp = int(np.clip(2 * round(zero_point * scale / s2 / 2), 0, 254))
+    else:
+        zp = int(np.clip(round(zero_point * scale / s2), 0, 255))
     return s2, zp, int(round(math.log2(s2)))
 
 
@@ -201,7 +209,7 @@ def calibrate(net: PreEditorNet, frames: Sequence[np.ndarray], scheme: QuantSche
     result = {}
     for point, observer in observers.items():
         scale, zp = _observer_scale_zp(observer, scheme)
-        s2, zp2, _ = activation_qparams(scale, zp, scheme.activation_symmetry == "symmetric")
+        s2, zp2, _ = activation_qparams(scale, zp, scheme.activation_symmetry)
         result[point] = (s2, zp2)
     return result
 
@@ -327,3 +335,17 @@ def perturbed_net(seed: int = 0, scale: float = 0.05, config=None) -> PreEditorN
         net.up_y.weight *= 4.0
         net.up_uv.weight *= 4.0
     return net.eval()
+
+
+#: The scheme `preedit export --deterministic` uses: the pick of `python -m preedit.export.quantize_search`
+#: (best quality among the schemes bit-exact on every backend; see perf/results/determinism.md).
+DEFAULT_SCHEME = QuantScheme(observer="minmax", weight_granularity="per_channel",
+                             activation_symmetry="affine_even", calib_frames=16)
+
+
+def export_deterministic(net: PreEditorNet, repo_dir, calib_frames: Optional[Sequence[np.ndarray]] = None,
+                         scheme: Optional[QuantScheme] = None, **kwargs):
+    """Quantize `net` and write the bit-exact served model; see `determinism.export_deterministic`."""
+    from .determinism import export_deterministic as _export
+
+    return _export(net, repo_dir, calib_frames, scheme, **kwargs)
