@@ -173,8 +173,12 @@ class PyAvDecoder:
             codec_name=cc.name or "",
         )
         self.sample_aspect_ratio = self.stream.sample_aspect_ratio or cc.sample_aspect_ratio
-        self.duration_s = (float(self.stream.duration * self.stream.time_base)
-                           if self.stream.duration and self.stream.time_base else None)
+        if self.stream.duration and self.stream.time_base:
+            self.duration_s: Optional[float] = float(self.stream.duration * self.stream.time_base)
+        elif self.container.duration and raw is None:  # Matroska/WebM: container-level duration only
+            self.duration_s = self.container.duration / 1e6
+        else:
+            self.duration_s = None
 
     # -- decoding ----------------------------------------------------------------------------
     def _decoded_frames(self) -> Iterator:

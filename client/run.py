@@ -55,6 +55,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                      help="back ends: cpu, cuda (NVDEC/CUDA shm/NVENC where present), auto (default cpu)")
     srv.add_argument("--inflight", type=int, default=4, help="requests in flight per stream (shm slots)")
     srv.add_argument("--request-timeout-s", type=float, default=30.0, help="per-request deadline")
+    srv.add_argument("--connect-timeout-s", type=float, default=10.0,
+                     help="how long to keep trying to reach the server before giving up")
     live = parser.add_argument_group("live")
     live.add_argument("--latency-budget-ms", type=float, default=None,
                       help="encode a frame unedited if its pre-edit round trip would exceed this")
@@ -222,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
             if not cfg.bypass:
                 s.transport = backends.make_transport(url, cfg.model, (info.height * 3 // 2, info.width),
                                                       n_slots=cfg.inflight, qp=qp,
-                                                      request_timeout_s=cfg.request_timeout_s)
+                                                      request_timeout_s=cfg.request_timeout_s,
+                                                      connect_timeout_s=args.connect_timeout_s)
             s.encoder = backends.make_encoder(s.dst, info, settings, audio_streams=s.decoder.audio_streams,
                                               sample_aspect_ratio=getattr(s.decoder, "sample_aspect_ratio", None))
             s.pipeline = Pipeline(s.decoder, s.transport, s.encoder, pipe_cfg, RunStats())

@@ -1,0 +1,224 @@
+"""Client decoder/encoder/back-end selection: pure option building and real PyAV round trips."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from preedit.client import backends
+from preedit.client.decode import PyAvDecoder, parse_raw_name
+from preedit.client.encode import EncoderSettings, PyAvEncoder, container_for, encoder_options, model_qp
+from preedit.client.interfaces import Frame, StreamInfo
+from preedit.client.run import resolve_outputs
+from preedit.client.stats import RunStats, percentile_ms
+from preedit.errors import InputError, UsageError
+
+
+def _write_clip(path, width, height, n=6, pix_fmt="yuv420p", codec="libx264", pts_step=None, color_range=1):
+    """A small synthetic clip (moving gradient); pts_step lists per-frame pts steps in ms (VFR)."""
+    import av
+
+    with av.open(str(path), "w") as oc:
+        s = oc.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = width, height, pix_fmt
+        s.codec_context.time_base = Fraction(1, 1000)
+        s.codec_context.color_range = color_range
+        pts = 0
+        for i in range(n):
+            rgb = np.zeros((height, width, 3), np.uint8)
+            rgb[..., 0] = (np.arange(width)[None, :] * 3 + i * 10) % 256
+            rgb[..., 1] = (np.arange(height)[:, None] * 2) % 256
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = pts
+            frame.time_base = Fraction(1, 1000)
+            pts += pts_step[i % len(pts_step)] if pts_step else 40
+            for p in s.encode(frame):
+                oc.mux(p)
+        for p in s.encode(None):
+            oc.mux(p)
+    return path
+
+
+def _decode_all(path):
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = [(f.pts, f.width, f.height, f.format.name, int(f.color_range or 0), float(f.pts * f.time_base))
+                  for f in c.decode(v)]
+        return frames, v
+
+
+# -- pure option building ---------------------------------------------------------------------
+def test_encoder_options_uses_x265_params_when_hevc_gets_qp():
+    lib, opts, rate = encoder_options(EncoderSettings(codec="hevc", qp=30, preset="fast"))
+    assert lib == "libx265" and rate is None
+    assert "qp=30" in opts["x265-params"].split(":") and opts["preset"] == "fast" and "crf" not in opts
+
+
+def test_encoder_options_sets_bit_rate_and_no_crf_when_bitrate_given():
+    lib, opts, rate = encoder_options(EncoderSettings(codec="av1", bitrate_kbps=800))
+    assert lib == "libsvtav1" and rate == 800_000 and "crf" not in opts and opts["preset"] == "8"
+
+
+def test_encoder_options_defaults_crf_when_no_rate_control_given():
+    assert encoder_options(EncoderSettings(codec="h264"))[1]["crf"] == "23"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(codec="vp9"), "valid: hevc, av1, h264"),
+    (dict(crf=20, qp=30), "at most one"),
+    (dict(codec="h264", crf=60), r"0\.\.51"),
+    (dict(codec="av1", preset="medium"), "valid: 0, 1"),
+    (dict(bitrate_kbps=-5), "positive"),
+])
+def test_encoder_settings_rejects_bad_values_when_constructed(kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        EncoderSettings(**kwargs)
+
+
+def test_container_for_rejects_av1_in_ts_and_unknown_extension_when_asked():
+    assert container_for("x.mkv", "av1") == "matroska"
+    with pytest.raises(UsageError, match="MPEG-TS"):
+        container_for("x.ts", "av1")
+    with pytest.raises(UsageError, match=r"valid: \.mp4, \.mkv, \.ts, \.y4m"):
+        container_for("x.avi", "hevc")
+
+
+def test_model_qp_maps_av1_crf_to_hevc_scale_when_crf_given():
+    assert model_qp(EncoderSettings(codec="hevc", qp=27)) == 27.0
+    assert model_qp(EncoderSettings(codec="av1", crf=63)) == pytest.approx(51.0)
+    assert model_qp(EncoderSettings(codec="h264", bitrate_kbps=500)) is None
+
+
+def test_parse_raw_name_reads_geometry_when_name_carries_it():
+    g = parse_raw_name("CiscoVT2people_320x192_12fps.yuv")
+    assert (g.width, g.height, g.fps, g.pix_fmt) == (320, 192, 12, "yuv420p")
+    g = parse_raw_name("sparks_480x270_yuv420p10le.yuv")
+    assert (g.width, g.height, g.fps, g.pix_fmt) == (480, 270, 25, "yuv420p10le")
+    assert parse_raw_name("clip.yuv") is None
+
+
+def test_resolve_outputs_names_files_in_folder_when_several_inputs(tmp_path):
+    outs = resolve_outputs(["a/x.mp4", "b/x.mp4"], [str(tmp_path)], "hevc")
+    assert outs == [str(tmp_path / "x_0.preedit.mp4"), str(tmp_path / "x_1.preedit.mp4")]
+    with pytest.raises(UsageError, match="2 inputs need 2 outputs"):
+        resolve_outputs(["a.mp4", "b.mp4"], ["o1.mp4", "o2.mp4", "o3.mp4"], "hevc")
+
+
+def test_percentile_ms_matches_numpy_when_samples_given():
+    samples = [0.001 * i for i in range(1, 101)]
+    assert percentile_ms(samples, 50) == pytest.approx(np.percentile(samples, 50) * 1e3)
+    assert percentile_ms([], 99) is None
+    stats = RunStats(frames_encoded=10, wall_s=2.0, output_bits=8000, media_duration_s=1.0)
+    assert stats.summary()["fps"] == 5.0 and stats.summary()["output_bitrate_kbps"] == 8.0
+
+
+# -- back-end selection -----------------------------------------------------------------------
+class _NoGpu:
+    @staticmethod
+    def available():
+        return False
+
+
+class _GpuNoEncoder:
+    @staticmethod
+    def available():
+        return True
+
+    @staticmethod
+    def make_decoder(source, **kw):
+        return ("gpu-decoder", source)
+
+    @staticmethod
+    def make_encoder(path, info, settings, **kw):
+        raise RuntimeError("no NVENC on this GPU")
+
+
+def test_select_backends_falls_back_to_cpu_when_auto_and_no_gpu(monkeypatch, caplog):
+    monkeypatch.setattr(backends, "_gpu_module", lambda: _NoGpu)
+    with caplog.at_level(logging.INFO, logger="preedit.client.backends"):
+        chosen = backends.select_backends("auto")
+    assert chosen.device == "cpu" and "using the CPU pipeline" in caplog.text
+    with pytest.raises(UsageError, match="valid here: cpu, auto"):
+        backends.select_backends("cuda")
+    with pytest.raises(UsageError, match="valid: cpu, cuda, auto"):
+        backends.select_backends("tpu")
+
+
+def test_select_backends_falls_back_per_stage_when_gpu_stage_fails(monkeypatch):
+    monkeypatch.setattr(backends, "_gpu_module", lambda: _GpuNoEncoder)
+    monkeypatch.setattr(backends, "_cpu_encoder", lambda *a, **k: "cpu-encoder")
+    chosen = backends.select_backends("cuda")
+    assert chosen.make_decoder("x.mp4") == ("gpu-decoder", "x.mp4")
+    assert chosen.make_encoder("o.mp4", None, None) == "cpu-encoder"
+    assert chosen.stage_devices["decoder"] == "cuda" and chosen.stage_devices["encoder"] == "cpu"
+
+
+# -- real PyAV round trips --------------------------------------------------------------------
+def _info(w, h, rng="limited", rate=Fraction(25)):
+    return StreamInfo(width=w, height=h, time_base=Fraction(1, 1000), average_rate=rate, color_range=rng)
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".ts"])
+def test_encoder_keeps_vfr_timestamps_and_count_when_muxing(tmp_path, ext):
+    pts = [0, 40, 80, 100, 180, 200, 260, 300, 333, 400]
+    out = tmp_path / f"o{ext}"
+    enc = PyAvEncoder(str(out), _info(64, 48), EncoderSettings(codec="h264", preset="ultrafast"))
+    for i, p in enumerate(pts):
+        enc.encode(Frame(index=i, pts=p, time_base=Fraction(1, 1000), nv12=np.full((72, 64), 60 + i, np.uint8)))
+    result = enc.finish()
+    frames, _ = _decode_all(out)
+    assert len(frames) == len(pts) and result["frames"] == len(pts) and result["output_bits"] > 0
+    times = [f[5] for f in frames]
+    offset = times[0]  # MPEG-TS adds a start offset; spacing must match the source exactly
+    assert [round((t - offset) * 1000) for t in times] == pts
+
+
+def test_encoder_writes_full_range_y4m_when_source_is_full_range(tmp_path):
+    out = tmp_path / "o.y4m"
+    enc = PyAvEncoder(str(out), _info(32, 16, rng="full"), EncoderSettings())
+    nv12 = np.full((24, 32), 128, np.uint8)
+    nv12[:16] = 235  # limited-range white → full-range 255 on output
+    enc.encode(Frame(index=0, pts=0, time_base=Fraction(1, 1000), nv12=nv12))
+    enc.finish()
+    header = out.read_bytes()[:120]
+    assert b"XCOLORRANGE=FULL" in header and b"W32 H16" in header
+    import av
+
+    with av.open(str(out)) as c:
+        y = next(c.decode(video=0)).to_ndarray()[:16]
+    assert int(y.min()) == 255
+
+
+def test_decoder_crops_odd_size_and_warns_when_input_is_641x359(tmp_path, caplog):
+    src = _write_clip(tmp_path / "odd.mkv", 641, 359, n=3, codec="libx264", pix_fmt="yuv444p")
+    with caplog.at_level(logging.WARNING):
+        dec = PyAvDecoder(str(src))
+        frames = list(dec)
+    dec.close()
+    assert (dec.info.width, dec.info.height) == (640, 358)
+    assert len(frames) == 3 and frames[0].nv12.shape == (358 * 3 // 2, 640)
+    assert "cropped to 640x358" in caplog.text and "yuv444p converted" in caplog.text
+
+
+def test_decoder_converts_full_range_to_limited_when_input_is_yuvj(tmp_path):
+    src = _write_clip(tmp_path / "full.mp4", 64, 48, n=2, pix_fmt="yuvj420p", color_range=2)
+    dec = PyAvDecoder(str(src))
+    frames = list(dec)
+    dec.close()
+    assert dec.info.color_range == "full"
+    y = frames[0].nv12[:48]
+    assert y.min() >= 16 and y.max() <= 235
+
+
+def test_decoder_raises_input_error_when_file_is_not_video(tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video\n" * 50)
+    with pytest.raises(InputError, match="cannot open .*notes.mp4 as video"):
+        PyAvDecoder(str(bad))
+    with pytest.raises(InputError, match="input not found"):
+        PyAvDecoder(str(tmp_path / "missing.mp4"))
