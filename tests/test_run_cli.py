@@ -1,0 +1,152 @@
+"""`preedit run` bad-input handling through the CLI: one-line message, exit code, playable output.
+
+These run the real decoder and encoder (`--bypass`, no server) on real clips and on damaged
+copies made in tmp_path; server faults are in test_run_triton.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from preedit.cli import main as cli_main
+from preedit.serve import free_port
+
+FAST = ["--codec", "h264", "--preset", "ultrafast"]
+
+
+def run_cli(capsys, *args):
+    code = cli_main(["run", *map(str, args)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("preedit run: error:")]
+    return code, errors, err
+
+
+def decoded(path):
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = list(c.decode(v))
+        return frames, v
+
+
+def test_run_exits_3_with_one_line_when_input_is_missing(capsys, tmp_path):
+    code, errors, err = run_cli(capsys, tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4", "--bypass")
+    assert code == 3 and errors == [f"preedit run: error: input not found: {tmp_path / 'nope.mp4'}"]
+    assert "Traceback" not in err
+
+
+def test_run_exits_3_when_input_is_not_a_video(capsys, tmp_path):
+    bad = tmp_path / "readme.mkv"
+    bad.write_bytes(b"plain text, not a container\n" * 100)
+    code, errors, err = run_cli(capsys, bad, "-o", tmp_path / "o.mp4", "--bypass")
+    assert code == 3 and len(errors) == 1 and "as video" in errors[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name, expect", [("flower.mp4", "decoded 90 of 150 frames"),
+                                          ("asl-again.mkv", "input ended early at")])
+def test_run_exits_4_and_finalises_output_when_input_is_truncated(capsys, tmp_path, clip, name, expect):
+    src = tmp_path / name
+    data = clip(name).read_bytes()
+    src.write_bytes(data[: len(data) * 6 // 10])
+    out = tmp_path / "partial.mp4"
+    code, errors, err = run_cli(capsys, src, "-o", out, "--bypass", *FAST)
+    assert code == 4 and len(errors) == 1 and expect in errors[0] and "partial output finalised" in errors[0]
+    frames, _ = decoded(out)  # trailer written: the partial output opens and decodes
+    assert len(frames) > 10 and f"({len(frames)} frames)" in errors[0]
+
+
+def test_run_crops_odd_size_when_input_is_641x359(capsys, caplog, tmp_path):
+    from test_client_codec import _write_clip
+
+    src = _write_clip(tmp_path / "odd.mp4", 641, 359, n=4, codec="libx264", pix_fmt="yuv444p")
+    out = tmp_path / "o.mp4"
+    code, errors, err = run_cli(capsys, src, "-o", out, "--bypass", *FAST)
+    assert code == 0 and not errors and "cropped to 640x358" in caplog.text
+    frames, _ = decoded(out)
+    assert len(frames) == 4 and (frames[0].width, frames[0].height) == (640, 358)
+
+
+def test_run_keeps_full_range_tag_when_input_is_yuvj420p(capsys, tmp_path, clip):
+    out = tmp_path / "o.mkv"
+    code, errors, _ = run_cli(capsys, clip("asl-thanks.mkv"), "-o", out, "--bypass", "--max-frames", "12", *FAST)
+    assert code == 0 and not errors
+    frames, v = decoded(out)
+    assert len(frames) == 12 and int(frames[0].color_range) == 2  # AVCOL_RANGE_JPEG: full range kept
+    y = frames[0].to_ndarray()[: frames[0].height]
+    assert y.min() < 16 or y.max() > 235  # values use the full range again
+
+
+def test_run_converts_to_8bit_with_warning_when_input_is_10bit(capsys, caplog, tmp_path, clip):
+    out = tmp_path / "o.mp4"
+    code, errors, err = run_cli(capsys, clip("sparks_480x270_yuv420p10le.yuv"), "-o", out, "--bypass", *FAST)
+    assert code == 0 and not errors and "10-bit input (yuv420p10le) converted to 8-bit" in caplog.text
+    frames, _ = decoded(out)
+    assert len(frames) == 5 and frames[0].format.name == "yuv420p"
+
+
+def test_run_carries_vfr_timestamps_when_input_is_vfr(capsys, tmp_path, clip):
+    src = clip("edge-cursed-vfr.mp4")
+    out = tmp_path / "o.mkv"
+    code, errors, _ = run_cli(capsys, src, "-o", out, "--bypass", *FAST)
+    assert code == 0 and not errors
+    ref, _ = decoded(src)
+    got, _ = decoded(out)
+    assert len(got) == len(ref) == 63
+    t0r, t0g = float(ref[0].pts * ref[0].time_base), float(got[0].pts * got[0].time_base)
+    for r, g in zip(ref, got):  # Matroska stores ms: equal to the millisecond
+        assert abs((float(r.pts * r.time_base) - t0r) - (float(g.pts * g.time_base) - t0g)) <= 0.0011
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--crf", "20", "--qp", "30"], 2, "at most one of --crf, --qp, --bitrate"),
+    (["--codec", "av1", "-o", "x.ts"], 2, "cannot write av1 to .ts"),
+    (["-o", "x.avi"], 2, "unknown output extension '.avi'"),
+    (["--latency-budget-ms", "-1"], 2, "--latency-budget-ms must be positive"),
+])
+def test_run_exits_2_when_options_are_invalid(capsys, tmp_path, clip, args, code, text):
+    argv = [clip("flower.mp4")] + (args if "-o" in args else args + ["-o", tmp_path / "o.mp4"])
+    argv = [str(tmp_path / a) if a in ("x.ts", "x.avi") else a for a in argv]
+    got, errors, _ = run_cli(capsys, *argv)
+    assert got == code and len(errors) == 1 and text in errors[0]
+
+
+def test_run_exits_5_when_server_is_unreachable(capsys, tmp_path, clip):
+    port = free_port()
+    code, errors, err = run_cli(capsys, clip("flower.mp4"), "-o", tmp_path / "o.mp4", "--url", f"127.0.0.1:{port}",
+                                "--connect-timeout-s", "1", *FAST)
+    assert code == 5 and len(errors) == 1 and f"cannot reach Triton at 127.0.0.1:{port}" in errors[0]
+    assert "Traceback" not in err
+
+
+def test_run_exits_6_when_model_is_not_in_repository(capsys, tmp_path, clip):
+    repo = tmp_path / "repo"
+    (repo / "other").mkdir(parents=True)
+    (repo / "other" / "config.pbtxt").write_text('name: "other"\n')
+    code, errors, _ = run_cli(capsys, clip("flower.mp4"), "-o", tmp_path / "o.mp4", "--model-repository", repo,
+                              "--model", "missing")
+    assert code == 6 and errors == [f"preedit run: error: model 'missing' not in {repo}; models there: other"]
+
+
+def test_run_finalises_output_when_interrupted(tmp_path, clip):
+    out = tmp_path / "o.mp4"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "preedit", "run", str(clip("flower.mp4")), "-o", str(out),
+                             "--bypass", "--realtime", *FAST], stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "preedit run: interrupted" in err
+    frames, _ = decoded(out)
+    assert 5 < len(frames) < 150
