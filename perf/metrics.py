@@ -26,7 +26,9 @@ Stable API (the training stage imports it; keep it small):
 - `tool_versions() -> dict`: FFmpeg version line and the libvmaf version (from a scoring log).
 
 Distorted and reference must have the same width and height (scale before, never inside, so
-resampling is an explicit evaluation choice).
+resampling is an explicit evaluation choice). Small frames: libvmaf's MS-SSIM needs both sides
+>= 176 px and VMAF v1 (CAMBI, SpEED chroma) >= 240x160 (below that it crashes or writes no log);
+`unsupported_metrics(width, height)` names what is skipped, and those metrics are NaN.
 """
 
 from __future__ import annotations
@@ -90,6 +92,16 @@ class Scores:
             raise InputError(f"scores lack metrics {missing}; expected {list(METRICS)}")
 
 
+def unsupported_metrics(width: int, height: int) -> List[str]:
+    """Metric keys libvmaf cannot compute at this frame size (measured with this FFmpeg build)."""
+    out = []
+    if width < 240 or height < 160:
+        out.append("vmaf_v1")
+    if width < 176 or height < 176:
+        out.append("ms_ssim")
+    return out
+
+
 def _filter_path(path: PathLike) -> str:
     text = str(path)
     bad = sorted({c for c in text if c in _UNSAFE_FILTER_CHARS})
@@ -105,6 +117,7 @@ def build_score_cmd(
     xpsnr_log: PathLike,
     *,
     n_threads: int = 1,
+    skip: Sequence[str] = (),
     ffmpeg: Optional[str] = None,
 ) -> List[str]:
     """FFmpeg argv scoring `distorted` against `reference` with libvmaf (3 models, PSNR, MS-SSIM) and XPSNR.
@@ -115,6 +128,7 @@ def build_score_cmd(
         vmaf_log: where libvmaf writes its JSON log (path without filtergraph special characters).
         xpsnr_log: where the xpsnr filter writes its per-frame stats file (same constraint).
         n_threads: libvmaf worker threads.
+        skip: metric keys to leave out (`vmaf_v1`, `ms_ssim`; see `unsupported_metrics`).
         ffmpeg: FFmpeg executable; defaults to imageio-ffmpeg's.
 
     Returns:
@@ -126,18 +140,19 @@ def build_score_cmd(
         from preedit.perf._run import ffmpeg_exe
 
         ffmpeg = ffmpeg_exe()
-    models = "|".join(f"version={ver}\\:name={key}" for ver, key in VMAF_MODELS.items())
+    models = "|".join(f"version={ver}\\:name={key}" for ver, key in VMAF_MODELS.items() if key not in skip)
+    features = "name=psnr" + ("" if "ms_ssim" in skip else "|name=float_ms_ssim")
     # Pair frames by index: equal synthetic timestamps on both inputs (framesync matches by time).
     prep = "settb=1/30,setpts=N,format=yuv420p"
     graph = (
         f"[0:v]{prep},split=2[d1][d2];"
         f"[1:v]{prep},split=2[r1][r2];"
-        f"[d1][r1]libvmaf=model='{models}':feature='name=psnr|name=float_ms_ssim'"
+        f"[d1][r1]libvmaf=model='{models}':feature='{features}'"
         f":log_fmt=json:log_path={_filter_path(vmaf_log)}:n_threads={n_threads}:shortest=1;"
         f"[d2][r2]xpsnr=stats_file={_filter_path(xpsnr_log)}:shortest=1"
     )
     return [
-        ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+        ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
         "-i", str(distorted), "-i", str(reference),
         "-lavfi", graph, "-f", "null", "-",
     ]  # fmt: skip
@@ -148,7 +163,7 @@ def parse_vmaf_log(text: str) -> Tuple[int, Dict[str, List[float]], str]:
 
     Returns:
         `(frames, per_frame, libvmaf_version)` where `per_frame` maps `vmaf`, `vmaf_neg`, `vmaf_v1`,
-        `psnr_y`, `psnr_yuv`, `ms_ssim` to per-frame lists.
+        `psnr_y`, `psnr_yuv`, `ms_ssim` to per-frame lists (NaN where the log lacks the metric).
     """
     try:
         data = json.loads(text)
@@ -156,14 +171,15 @@ def parse_vmaf_log(text: str) -> Tuple[int, Dict[str, List[float]], str]:
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"unreadable libvmaf log: {exc}") from exc
     out: Dict[str, List[float]] = {k: [] for k in ("vmaf", "vmaf_neg", "vmaf_v1", "psnr_y", "psnr_yuv", "ms_ssim")}
+    nan = float("nan")
     for fr in frames:
         m = fr["metrics"]
         for key in VMAF_MODELS.values():
-            out[key].append(float(m[key]))
+            out[key].append(float(m.get(key, nan)))
         y, u, v = float(m["psnr_y"]), float(m["psnr_cb"]), float(m["psnr_cr"])
         out["psnr_y"].append(y)
         out["psnr_yuv"].append((6.0 * y + u + v) / 8.0)
-        out["ms_ssim"].append(float(m["float_ms_ssim"]))
+        out["ms_ssim"].append(float(m.get("float_ms_ssim", nan)))
     return len(frames), out, str(data.get("version", "unknown"))
 
 
@@ -181,6 +197,25 @@ def parse_xpsnr_log(text: str) -> List[float]:
     return values
 
 
+def probe_size(path: PathLike) -> Tuple[int, int]:
+    """(width, height) of the first video stream (y4m headers read directly, else PyAV)."""
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+    if head.startswith(b"YUV4MPEG2"):
+        from preedit.perf._y4m import parse_header
+
+        hdr = parse_header(head.split(b"\n", 1)[0])
+        return hdr.width, hdr.height
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            return int(s.codec_context.width), int(s.codec_context.height)
+    except Exception as exc:
+        raise InputError(f"cannot probe {path}: {exc}") from None
+
+
 def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values))
 
@@ -192,6 +227,7 @@ def score(
     n_threads: int = 1,
     timeout_s: float = 600.0,
     expect_frames: Optional[int] = None,
+    size: Optional[Tuple[int, int]] = None,
 ) -> Scores:
     """Score `distorted` against `reference` (see `build_score_cmd`); the one I/O wrapper.
 
@@ -201,6 +237,8 @@ def score(
         n_threads: libvmaf threads.
         timeout_s: wall-clock limit for FFmpeg.
         expect_frames: if given, raise `InputError` unless exactly this many frames were scored.
+        size: `(width, height)` of the reference; probed with PyAV when None. Metrics libvmaf cannot
+            compute at that size (`unsupported_metrics`) are NaN.
 
     Returns:
         `Scores` with per-clip means and the frame count scored.
@@ -210,10 +248,16 @@ def score(
     for p in (distorted, reference):
         if not Path(p).is_file():
             raise InputError(f"no such file: {p}")
+    width, height = size if size is not None else probe_size(reference)
+    skip = unsupported_metrics(width, height)
     with tempfile.TemporaryDirectory(prefix="preedit_score_") as tmp:
         vlog, xlog = Path(tmp) / "vmaf.json", Path(tmp) / "xpsnr.txt"
-        cmd = build_score_cmd(distorted, reference, vlog, xlog, n_threads=n_threads)
-        run_command(cmd, timeout_s=timeout_s, error=InputError, what=f"scoring {Path(distorted).name}")
+        cmd = build_score_cmd(distorted, reference, vlog, xlog, n_threads=n_threads, skip=skip)
+        proc = run_command(cmd, timeout_s=timeout_s, error=InputError, what=f"scoring {Path(distorted).name}")
+        if not vlog.is_file() or not xlog.is_file():
+            # libvmaf reports some faults (e.g. a feature that cannot run at this size) only on stderr.
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            raise InputError(f"scoring {Path(distorted).name} wrote no log: {lines[0] if lines else 'no output'}")
         frames, per_frame, vmaf_version = parse_vmaf_log(vlog.read_text())
         xpsnr = parse_xpsnr_log(xlog.read_text())
     _remember_libvmaf(vmaf_version)
@@ -244,7 +288,7 @@ def tool_versions() -> Dict[str, str]:
             src = Path(tmp) / "a.y4m"
             run_command(
                 [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
-                 "testsrc2=size=64x64:rate=1:duration=1", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe",
+                 "testsrc2=size=320x240:rate=1:duration=1", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe",
                  str(src)],
                 timeout_s=60, error=InputError, what="test pattern",
             )  # fmt: skip

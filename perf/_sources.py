@@ -1,0 +1,164 @@
+"""Evaluation sources: which clips, and how each becomes the 8-bit limited-range reference.
+
+```
+ clip file (mp4/mkv/webm/y4m/raw .yuv; any size, fps, range, 8/10-bit)
+   └─> ffmpeg: first N frames, autorotate, scale to <= max_height (even), full->limited range,
+       yuv420p ─> reference.y4m  (the ORIGINAL every variant is scored against)
+```
+
+Raw `.yuv` files carry no header: width x height, frame rate (`12fps`) and pixel format
+(`yuv420p10le`) come from the file name (defaults: 25 fps, yuv420p).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+from preedit.errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".y4m", ".yuv", ".ts", ".avi", ".hevc", ".ivf")
+# Keys in training/default/config.yaml naming clips held out of training (first found wins), or
+# the training clips themselves (subtracted from the clip folder).
+HELD_OUT_KEYS = ("held_out", "heldout", "held_out_clips", "eval_clips", "test_clips", "holdout")
+TRAIN_KEYS = ("train_clips", "training_clips", "clips", "train")
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """Geometry of a headerless raw YUV file, parsed from its name."""
+
+    width: int
+    height: int
+    fps: float
+    pix_fmt: str
+
+
+def parse_raw_name(name: str) -> RawFormat:
+    """Parse `CiscoVT2people_320x192_12fps.yuv` / `sparks_480x270_yuv420p10le.yuv` style names."""
+    m = re.search(r"(\d+)x(\d+)", name)
+    if not m:
+        raise InputError(f"raw clip {name}: no WIDTHxHEIGHT in the file name")
+    fps_m = re.search(r"(\d+(?:\.\d+)?)fps", name)
+    fmt_m = re.search(r"(yuv4[0-9]{2}p(?:1[0260]le)?)", name)
+    return RawFormat(int(m.group(1)), int(m.group(2)), float(fps_m.group(1)) if fps_m else 25.0,
+                     fmt_m.group(1) if fmt_m else "yuv420p")  # fmt: skip
+
+
+def build_reference_cmd(
+    clip: Path, out_y4m: Path, *, frames: int, max_height: int, ffmpeg: Optional[str] = None
+) -> List[str]:
+    """FFmpeg argv writing the first `frames` frames of `clip` as the 8-bit limited-range reference.
+
+    Args:
+        clip: input video (any FFmpeg-readable file; raw `.yuv` geometry from its name).
+        out_y4m: output .y4m path.
+        frames: frames to keep (from the start).
+        max_height: downscale (bicubic, aspect kept) when taller; 0 keeps the size. Width and
+            height are forced even.
+        ffmpeg: FFmpeg executable; defaults to imageio-ffmpeg's.
+
+    Returns:
+        argv list. Full-range input (yuvj420p, ASL clips) is converted to limited range, 10-bit to
+        8-bit; frames are passed through without duplication (`-fps_mode passthrough`, VFR-safe).
+    """
+    if frames < 1:
+        raise UsageError(f"frames must be >= 1, got {frames}")
+    if max_height < 0:
+        raise UsageError(f"max_height must be >= 0, got {max_height}")
+    if ffmpeg is None:
+        from preedit.perf._run import ffmpeg_exe
+
+        ffmpeg = ffmpeg_exe()
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    if clip.suffix.lower() == ".yuv":
+        raw = parse_raw_name(clip.name)
+        cmd += ["-f", "rawvideo", "-pix_fmt", raw.pix_fmt, "-s", f"{raw.width}x{raw.height}",
+                "-framerate", f"{raw.fps:g}"]  # fmt: skip
+    cmd += ["-i", str(clip), "-map", "0:v:0", "-frames:v", str(frames), "-fps_mode", "passthrough"]
+    if max_height:
+        size = f"w=-2:h='min({max_height},trunc(ih/2)*2)'"
+    else:
+        size = "w=trunc(iw/2)*2:h=trunc(ih/2)*2"
+    vf = f"scale={size}:flags=bicubic:in_range=auto:out_range=tv,format=yuv420p,setsar=1"
+    cmd += ["-vf", vf, "-f", "yuv4mpegpipe", "-strict", "-1", str(out_y4m)]
+    return cmd
+
+
+def is_video(path: Path) -> bool:
+    """True for files with a video suffix this harness reads."""
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _names(value) -> List[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [Path(str(v)).name for v in value]
+    return []
+
+
+def training_split(config_path: Path) -> tuple:
+    """Read `(held_out, train)` clip-name lists from the training config (either may be empty)."""
+    if not config_path.is_file():
+        return [], []
+    import yaml
+
+    data = yaml.safe_load(config_path.read_text()) or {}
+    sections = [data] + [v for v in data.values() if isinstance(v, dict)]
+    held, train = [], []
+    for sec in sections:
+        for key in HELD_OUT_KEYS:
+            if key in sec and not held:
+                held = _names(sec[key])
+        for key in TRAIN_KEYS:
+            if key in sec and not train:
+                train = _names(sec[key])
+    return held, train
+
+
+def default_clips(clips_root: Path, training_config: Path) -> List[Path]:
+    """Default evaluation set: clips named held out by the training config, else folder minus training clips."""
+    if not clips_root.is_dir():
+        raise InputError(f"clip folder {clips_root} not found; pass clips explicitly")
+    everything = sorted(p for p in clips_root.iterdir() if is_video(p))
+    held, train = training_split(training_config)
+    if held:
+        chosen = [p for p in everything if p.name in set(held)]
+        missing = sorted(set(held) - {p.name for p in chosen})
+        if missing:
+            log.warning("held-out clips not found under %s: %s", clips_root, ", ".join(missing))
+        return chosen
+    return [p for p in everything if p.name not in set(train)]
+
+
+def resolve_clips(args: Sequence[str], clips_root: Path, training_config: Path) -> List[Path]:
+    """Expand CLI clip arguments (files, folders, or bare names under `clips_root`) to files."""
+    if not args:
+        return default_clips(clips_root, training_config)
+    out: List[Path] = []
+    for a in args:
+        p = Path(a)
+        if not p.exists() and (clips_root / a).exists():
+            p = clips_root / a
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if is_video(q)))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(f"clip {a} not found (a file, a folder, or a name under {clips_root})")
+    return _unique(out)
+
+
+def _unique(paths: Iterable[Path]) -> List[Path]:
+    seen, out = set(), []
+    for p in paths:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            out.append(p)
+    return out

@@ -1,0 +1,456 @@
+"""Rate-distortion evaluation: encode variants of the same frames, score against the source, BD-rate.
+
+```
+ clip ─> reference.y4m (first N frames, <= max_height, limited range)      [perf/_sources.py]
+           ├─ source ─────────────────┐
+           ├─ pre-edited (per QP) ────┤
+           ├─ unsharp / hqdn3d (vf) ──┼─> encoder x rate ladder ─> bitstream  [perf/_codecs.py]
+           └─ codec perceptual tune ──┘         │
+                                                └─> libvmaf/XPSNR vs reference.y4m [perf/metrics.py]
+ points (rate_kbps, metrics) per clip x codec x variant ─> BD-rate / BD-quality vs source
+                                                           (per clip, then averaged) [perf/bdrate.py]
+```
+
+Each point is cached under `cache_dir` by a key of everything that changes its result (clip
+identity, frames, size, variant, codec, preset, rate value, filter/tune args, model hash, tool
+versions, harness version), so reruns only do new work. Library entry point:
+`run_eval(config, editor) -> EvalResult`; reports are written by `preedit.perf.eval_report`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from preedit.errors import UsageError
+from preedit.perf import _codecs
+from preedit.perf.metrics import METRICS
+
+log = logging.getLogger(__name__)
+
+#: Bump when a change to this harness changes results, to invalidate caches.
+EVAL_VERSION = "1"
+DEFAULT_CODECS = ("libx265", "libsvtav1")
+DEFAULT_VARIANTS = ("source", "preedit", "unsharp", "hqdn3d", "tune")
+ANCHOR = "source"
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how.
+
+    Attributes:
+        clips: input video files.
+        out_dir: where reports go.
+        codecs: FFmpeg encoder names (see `_codecs.CODECS`).
+        variants: variant names (see `_codecs.VARIANTS`); `source` is the anchor and always included.
+        ladders: per-codec rate values overriding the defaults (>= 5 recommended, >= 2 required).
+        presets: per-codec preset overrides.
+        frames: frames per clip (from the start) that are encoded and scored.
+        max_height: downscale taller clips to this height (0 = keep).
+        jobs: encode+score jobs run in parallel.
+        cache_dir: point cache; None disables caching.
+        min_overlap: BD overlap share below which a warning is recorded.
+        plots: write RD plots (PNG).
+        crops: write side-by-side crops at matched bitrate (PNG).
+        command: the command line, recorded in reports.
+    """
+
+    clips: Sequence[Path]
+    out_dir: Path
+    codecs: Sequence[str] = DEFAULT_CODECS
+    variants: Sequence[str] = DEFAULT_VARIANTS
+    ladders: Dict[str, Sequence[float]] = field(default_factory=dict)
+    presets: Dict[str, str] = field(default_factory=dict)
+    frames: int = 16
+    max_height: int = 540
+    jobs: int = 2
+    cache_dir: Optional[Path] = None
+    min_overlap: float = 0.5
+    plots: bool = True
+    crops: bool = True
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        self.clips = [Path(c) for c in self.clips]
+        self.out_dir = Path(self.out_dir)
+        if not self.clips:
+            raise UsageError("no clips to evaluate")
+        if self.frames < 1:
+            raise UsageError(f"frames must be >= 1, got {self.frames}")
+        if self.jobs < 1:
+            raise UsageError(f"jobs must be >= 1, got {self.jobs}")
+        if self.max_height < 0 or self.max_height % 2:
+            raise UsageError(f"max-height must be 0 or a positive even number, got {self.max_height}")
+        for c in self.codecs:
+            _codecs.get_codec(c)
+        variants = [v for v in self.variants]
+        for v in variants:
+            _codecs.get_variant(v)
+        if ANCHOR not in variants:
+            variants.insert(0, ANCHOR)
+        self.variants = list(dict.fromkeys(variants))
+        for name, ladder in self.ladders.items():
+            _codecs.get_codec(name)
+            if len(ladder) < 2:
+                raise UsageError(f"ladder for {name} needs >= 2 rate points, got {list(ladder)}")
+        if not 0.0 <= self.min_overlap <= 1.0:
+            raise UsageError(f"min-overlap must be in [0, 1], got {self.min_overlap}")
+
+    def ladder(self, codec: str) -> Tuple[float, ...]:
+        """Rate values for `codec` (override or default)."""
+        return tuple(float(v) for v in self.ladders.get(codec, _codecs.get_codec(codec).ladder))
+
+    def preset(self, codec: str) -> str:
+        """Preset for `codec` (override or default)."""
+        return self.presets.get(codec, _codecs.get_codec(codec).preset)
+
+
+@dataclass
+class ClipInfo:
+    """A prepared clip: its reference file and geometry."""
+
+    name: str
+    path: str
+    reference: str
+    width: int
+    height: int
+    fps: float
+    frames: int
+    color_range: str
+    key: str
+
+
+@dataclass
+class EvalResult:
+    """Everything the reports need (JSON-able through `to_dict`)."""
+
+    config: Dict
+    tool_versions: Dict[str, str]
+    model: Dict[str, Optional[str]]
+    clips: List[ClipInfo]
+    points: List[Dict]
+    bd: List[Dict]
+    summary: List[Dict]
+    warnings: List[str]
+    elapsed_s: float
+
+    def to_dict(self) -> Dict:
+        """Plain dict with a fixed schema (name, description, results...)."""
+        return {
+            "name": "preedit-eval",
+            "description": f"rate-distortion evaluation, harness v{EVAL_VERSION}; tools: "
+            + "; ".join(f"{k}={v}" for k, v in self.tool_versions.items()),
+            "config": self.config,
+            "tool_versions": self.tool_versions,
+            "model": self.model,
+            "clips": [asdict(c) for c in self.clips],
+            "points": self.points,
+            "bd": self.bd,
+            "summary": self.summary,
+            "warnings": self.warnings,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _probe_range(clip: Path) -> str:
+    """`full` for full-range (yuvj / color_range=pc) video streams, else `limited`."""
+    if clip.suffix.lower() in (".yuv", ".y4m"):
+        return "limited"
+    try:
+        import av
+
+        with av.open(str(clip)) as c:
+            s = c.streams.video[0]
+            fmt = s.codec_context.pix_fmt or ""
+            rng = str(getattr(s.codec_context, "color_range", ""))
+            return "full" if fmt.startswith("yuvj") or rng in ("2", "ColorRange.JPEG", "JPEG") else "limited"
+    except Exception:  # probing is informational only
+        return "unknown"
+
+
+def prepare_clip(clip: Path, cfg: EvalConfig, work: Path) -> ClipInfo:
+    """Write (or reuse) the reference .y4m of `clip` and return its description."""
+    from preedit.errors import InputError
+    from preedit.perf._run import run_command
+    from preedit.perf._sources import build_reference_cmd
+    from preedit.perf._y4m import parse_header
+
+    st = clip.stat()
+    key = _key("ref", EVAL_VERSION, str(clip.resolve()), st.st_size, st.st_mtime_ns, cfg.frames, cfg.max_height)
+    ref = work / "refs" / f"{clip.stem}-{key}.y4m"
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    if not ref.is_file():
+        tmp = ref.with_suffix(".part.y4m")
+        run_command(build_reference_cmd(clip, tmp, frames=cfg.frames, max_height=cfg.max_height),
+                    error=InputError, what=f"reading {clip.name}")  # fmt: skip
+        tmp.replace(ref)
+    line = fh_line(ref)
+    header = parse_header(line.rstrip(b"\n"))
+    n = (ref.stat().st_size - len(line)) // (header.frame_bytes() + len(b"FRAME\n"))
+    if n < 1:
+        raise InputError(f"{clip.name}: no frames decoded")
+    return ClipInfo(clip.stem, str(clip), str(ref), header.width, header.height, header.fps, int(n),
+                    _probe_range(clip), key)  # fmt: skip
+
+
+def fh_line(path: Path) -> bytes:
+    """The header line (with newline) of a y4m file."""
+    with open(path, "rb") as fh:
+        return fh.readline()
+
+
+@dataclass(frozen=True)
+class PointJob:
+    """One encode+score job."""
+
+    clip: str
+    codec: str
+    variant: str
+    value: float
+    model_qp: Optional[float]
+    src: str
+    reference: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    key: str
+    cacheable: bool
+
+
+def plan_jobs(clips: Sequence[ClipInfo], cfg: EvalConfig, preedited: Dict[Tuple[str, float], str],
+              model_hash: Optional[str], tools: Dict[str, str]) -> List[PointJob]:  # fmt: skip
+    """All (clip x codec x variant x rate) jobs with their cache keys (pure)."""
+    jobs = []
+    for clip in clips:
+        for cname in cfg.codecs:
+            codec = _codecs.get_codec(cname)
+            for vname in cfg.variants:
+                variant = _codecs.get_variant(vname)
+                for value in cfg.ladder(cname):
+                    qp = _codecs.model_qp(codec, value) if variant.preedited else None
+                    src = preedited[(clip.key, qp)] if variant.preedited else clip.reference
+                    key = _key("point", EVAL_VERSION, clip.key, cname, cfg.preset(cname), vname, value,
+                               variant.vf, list(codec.tune_args) if variant.tune else None,
+                               model_hash if variant.preedited else None, qp, tools)  # fmt: skip
+                    jobs.append(PointJob(clip.name, cname, vname, value, qp, src, clip.reference, clip.frames,
+                                         clip.fps, clip.width, clip.height, key, model_hash is not None or not variant.preedited))  # fmt: skip
+    return jobs
+
+
+def run_point(job: PointJob, cfg: EvalConfig, work: Path) -> Dict:
+    """Encode, measure the bitstream, score it against the reference; cached by `job.key`."""
+    from preedit.perf._run import run_command
+    from preedit.perf.metrics import score
+
+    codec = _codecs.get_codec(job.codec)
+    variant = _codecs.get_variant(job.variant)
+    pdir = work / "points"
+    pdir.mkdir(parents=True, exist_ok=True)
+    result_path = pdir / f"{job.key}.json"
+    bitstream = pdir / f"{job.key}{_codecs.bitstream_suffix(codec)}"
+    if job.cacheable and result_path.is_file() and bitstream.is_file():
+        rec = json.loads(result_path.read_text())
+        rec["cached"] = True
+        return rec
+    t0 = time.perf_counter()
+    tmp = bitstream.with_name(bitstream.stem + ".part" + bitstream.suffix)
+    cmd = _codecs.build_encode_cmd(codec, Path(job.src), tmp, job.value, preset=cfg.preset(job.codec),
+                                   vf=variant.vf, tune=variant.tune)  # fmt: skip
+    run_command(cmd, what=f"{job.codec} encode of {job.clip} ({job.variant}, {job.value:g})")
+    tmp.replace(bitstream)
+    encode_s = time.perf_counter() - t0
+    data = bitstream.read_bytes()
+    nbytes = _codecs.video_bytes(data, codec.family)
+    t1 = time.perf_counter()
+    scores = score(bitstream, Path(job.reference), expect_frames=job.frames, size=(job.width, job.height))
+    rec = {
+        "clip": job.clip, "codec": job.codec, "variant": job.variant, "value": job.value,
+        "model_qp": job.model_qp, "frames": scores.frames, "fps": job.fps,
+        "bytes": nbytes, "file_bytes": len(data),
+        "rate_kbps": nbytes * 8.0 * job.fps / scores.frames / 1000.0,
+        **{k: scores.metrics[k] for k in METRICS},
+        "encode_s": encode_s, "score_s": time.perf_counter() - t1,
+        "bitstream": str(bitstream), "key": job.key,
+    }  # fmt: skip
+    if job.cacheable:
+        result_path.write_text(json.dumps(rec, indent=1))
+    rec["cached"] = False
+    return rec
+
+
+def compute_bd(points: Sequence[Dict], min_overlap: float = 0.5) -> Tuple[List[Dict], List[str]]:
+    """BD-rate (PCHIP, Akima) and BD-quality (PCHIP) of every variant vs `source`, per clip x codec x metric."""
+    from preedit.perf.bdrate import bd_quality, bd_rate
+
+    curves: Dict[Tuple[str, str, str], List[Dict]] = {}
+    for p in points:
+        curves.setdefault((p["clip"], p["codec"], p["variant"]), []).append(p)
+    rows, notes = [], []
+    for (clip, codec, variant), pts in sorted(curves.items()):
+        if variant == ANCHOR or (clip, codec, ANCHOR) not in curves:
+            continue
+        anchor = curves[(clip, codec, ANCHOR)]
+        ra = [p["rate_kbps"] for p in anchor]
+        rt = [p["rate_kbps"] for p in pts]
+        for metric in METRICS:
+            qa = [p[metric] for p in anchor]
+            qt = [p[metric] for p in pts]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pchip = bd_rate(ra, qa, rt, qt, method="pchip", min_overlap=min_overlap)
+                akima = bd_rate(ra, qa, rt, qt, method="akima", min_overlap=min_overlap)
+                bdq = bd_quality(ra, qa, rt, qt, method="pchip", min_overlap=min_overlap)
+            warn = pchip.warning or bdq.warning
+            if warn:
+                notes.append(f"{clip} {codec} {variant} {metric}: {warn}")
+            rows.append({
+                "clip": clip, "codec": codec, "variant": variant, "metric": metric,
+                "bd_rate_pchip": pchip.value, "bd_rate_akima": akima.value, "bd_quality_pchip": bdq.value,
+                "overlap": pchip.overlap, "quality_overlap": bdq.overlap, "warning": warn,
+            })  # fmt: skip
+    return rows, notes
+
+
+def summarize(bd_rows: Sequence[Dict]) -> List[Dict]:
+    """Per codec x variant x metric: mean of per-clip BD values (never pooled curves) and bad cases."""
+    groups: Dict[Tuple[str, str, str], List[Dict]] = {}
+    for r in bd_rows:
+        groups.setdefault((r["codec"], r["variant"], r["metric"]), []).append(r)
+    out = []
+    for (codec, variant, metric), rows in sorted(groups.items()):
+        def finite(key: str) -> List[float]:
+            return [r[key] for r in rows if r[key] is not None and math.isfinite(r[key])]
+
+        pch, aki, bdq = finite("bd_rate_pchip"), finite("bd_rate_akima"), finite("bd_quality_pchip")
+        out.append({
+            "codec": codec, "variant": variant, "metric": metric, "clips": len(rows),
+            "clips_valid": len(pch),
+            "mean_bd_rate_pchip": sum(pch) / len(pch) if pch else math.nan,
+            "mean_bd_rate_akima": sum(aki) / len(aki) if aki else math.nan,
+            "mean_bd_quality_pchip": sum(bdq) / len(bdq) if bdq else math.nan,
+            "bad_cases": sum(1 for v in pch if v > 0.0),
+        })  # fmt: skip
+    return out
+
+
+def _available_codecs(cfg: EvalConfig, notes: List[str]) -> List[str]:
+    out = []
+    for c in cfg.codecs:
+        if _codecs.get_codec(c).hardware and not _codecs.encoder_available(c):
+            notes.append(f"{c} skipped: no working NVENC encoder on this machine")
+            continue
+        out.append(c)
+    return out
+
+
+def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResult:
+    """Run the whole evaluation (see module docstring) and return the collected results.
+
+    Args:
+        cfg: evaluation config.
+        editor: pre-editor (see `preedit.perf._preeditors`); required when `preedit` is a variant.
+        progress: show a tqdm progress bar on stderr.
+    """
+    from preedit.perf._preeditors import preedit_y4m
+    from preedit.perf.metrics import tool_versions
+
+    t_start = time.perf_counter()
+    if "preedit" in cfg.variants and editor is None:
+        raise UsageError("the preedit variant needs a pre-editor (model repository, --checkpoint or --url)")
+    notes: List[str] = []
+    cfg.codecs = _available_codecs(cfg, notes)
+    if not cfg.codecs:
+        raise UsageError("no usable codec left; choose from " + ", ".join(_codecs.CODECS))
+    tools = dict(tool_versions())
+    for c in cfg.codecs:
+        tools[c] = _codecs.encoder_version(c)
+    model_hash = getattr(editor, "model_hash", None) if editor is not None else None
+    own_tmp = None
+    if cfg.cache_dir is None:
+        own_tmp = tempfile.TemporaryDirectory(prefix="preedit_eval_")
+        work = Path(own_tmp.name)
+    else:
+        work = Path(cfg.cache_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        clips = [prepare_clip(c, cfg, work) for c in cfg.clips]
+        for c in clips:
+            if c.frames < cfg.frames:
+                notes.append(f"{c.name}: only {c.frames} frames available (asked {cfg.frames})")
+        preedited: Dict[Tuple[str, float], str] = {}
+        if "preedit" in cfg.variants:
+            for clip in clips:
+                for cname in cfg.codecs:
+                    codec = _codecs.get_codec(cname)
+                    for value in cfg.ladder(cname):
+                        qp = _codecs.model_qp(codec, value)
+                        if (clip.key, qp) in preedited:
+                            continue
+                        pkey = _key("preedit", EVAL_VERSION, clip.key, model_hash, qp)
+                        dst = work / "preedited" / f"{clip.name}-{pkey}.y4m"
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        if model_hash is None or not dst.is_file():
+                            preedit_y4m(editor, Path(clip.reference), dst, qp)
+                        preedited[(clip.key, qp)] = str(dst)
+        jobs = plan_jobs(clips, cfg, preedited, model_hash, tools)
+        points = _run_jobs(jobs, cfg, work, progress)
+        bd_rows, bd_notes = compute_bd(points, cfg.min_overlap)
+        notes.extend(bd_notes)
+        config = {
+            "clips": [str(c) for c in cfg.clips], "codecs": list(cfg.codecs), "variants": list(cfg.variants),
+            "ladders": {c: list(cfg.ladder(c)) for c in cfg.codecs},
+            "presets": {c: cfg.preset(c) for c in cfg.codecs}, "frames": cfg.frames,
+            "max_height": cfg.max_height, "jobs": cfg.jobs, "min_overlap": cfg.min_overlap,
+            "command": cfg.command,
+            "variant_descriptions": {v: _codecs.get_variant(v).description for v in cfg.variants},
+            "tune_descriptions": {c: _codecs.get_codec(c).tune_label for c in cfg.codecs},
+        }  # fmt: skip
+        model = {
+            "hash": model_hash,
+            "source": getattr(editor, "source", None) if editor is not None else None,
+            "description": getattr(editor, "description", None) if editor is not None else None,
+        }
+        result = EvalResult(config, tools, model, clips, points, bd_rows, summarize(bd_rows), notes,
+                            time.perf_counter() - t_start)  # fmt: skip
+        if cfg.plots or cfg.crops:
+            from preedit.perf import eval_report
+
+            eval_report.write_figures(result, cfg.out_dir, plots=cfg.plots, crops=cfg.crops)
+        return result
+    finally:
+        if own_tmp is not None:
+            own_tmp.cleanup()
+
+
+def _run_jobs(jobs: Sequence[PointJob], cfg: EvalConfig, work: Path, progress: bool) -> List[Dict]:
+    from tqdm import tqdm
+
+    points: List[Dict] = []
+    bar = tqdm(total=len(jobs), desc="eval points", unit="pt", disable=not progress, dynamic_ncols=True)
+    try:
+        with ThreadPoolExecutor(max_workers=min(cfg.jobs, os.cpu_count() or 1, len(jobs) or 1)) as pool:
+            futures = {pool.submit(run_point, j, cfg, work): j for j in jobs}
+            for fut in as_completed(futures):
+                points.append(fut.result())
+                bar.update(1)
+    finally:
+        bar.close()
+    order = {(j.clip, j.codec, j.variant, j.value): i for i, j in enumerate(jobs)}
+    points.sort(key=lambda p: order[(p["clip"], p["codec"], p["variant"], p["value"])])
+    return points
