@@ -1,0 +1,209 @@
+"""`preedit run` against the real Triton server on CPU (needs_triton).
+
+The test exports an untrained (identity) pre-editor into a temporary repository, plus a
+python-backend model that sleeps before echoing its input (`preedit_slow`) for the latency
+budget and server-failure cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from preedit.cli import main as cli_main
+from preedit.client.metrics import METRIC_NAMES
+from preedit.serve import ServerConfig, TritonServer, free_port
+
+pytestmark = pytest.mark.needs_triton
+
+FAST = ["--codec", "h264", "--preset", "ultrafast"]
+SLOW_DELAY_S = 0.2
+
+SLOW_MODEL_PY = '''
+import os
+import sys
+import time
+
+# Same WAR as export/templates/python_onnx_model.py: the stub runs isolated (-I), so apply PYTHONPATH.
+for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+class TritonPythonModel:
+    """Echo NV12_IN as NV12_OUT after sleeping `delay_s` per request (a deliberately slow model)."""
+
+    def initialize(self, args):
+        import json
+        params = json.loads(args["model_config"]).get("parameters", {})
+        self.delay_s = float(params["delay_s"]["string_value"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            frames = pb_utils.get_input_tensor_by_name(request, "NV12_IN").as_numpy()
+            time.sleep(self.delay_s)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("NV12_OUT", frames.copy())]))
+        return responses
+'''
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    from preedit.export import build_model_config, export_model_repository, write_model_config
+    from preedit.network import identity_model
+
+    root = tmp_path_factory.mktemp("repo")
+    export_model_repository(identity_model(), root, "preedit")
+    slow = root / "preedit_slow"
+    (slow / "1").mkdir(parents=True)
+    (slow / "1" / "model.py").write_text(SLOW_MODEL_PY)
+    write_model_config(build_model_config("preedit_slow", parameters={"delay_s": str(SLOW_DELAY_S)}),
+                       slow / "config.pbtxt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    srv = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0))
+    srv.start()
+    try:
+        srv.wait_model_ready("preedit")
+        srv.wait_model_ready("preedit_slow")
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _decode(path):
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = list(c.decode(v))
+        return frames, v.average_rate
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read().decode()
+
+
+def _value(text: str, pattern: str) -> float:
+    match = re.search(pattern + r"\s+([0-9.e+]+)", text)
+    return float(match.group(1)) if match else 0.0
+
+
+def _run_in_thread(argv):
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("code", cli_main(["run", *map(str, argv)])))
+    thread.start()
+    return thread, result
+
+
+def test_run_matches_bypass_bit_for_bit_and_serves_metrics_when_model_is_identity(server, clip, tmp_path):
+    src = clip("flower.mp4")
+    out, ref, summary = tmp_path / "edited.mp4", tmp_path / "bypass.mp4", tmp_path / "s.json"
+    port = free_port()
+    thread, result = _run_in_thread([src, "-o", out, "--url", server.grpc_url, "--max-frames", 45, "--realtime",
+                                     "--metrics-port", port, "--summary-json", summary, *FAST])
+    client_text = ""
+    deadline = time.monotonic() + 60
+    while thread.is_alive() and time.monotonic() < deadline:
+        try:
+            text = _scrape(f"http://127.0.0.1:{port}/metrics")
+            if _value(text, r'preedit_client_frames_total\{stage="encoded"\}') > 0:
+                client_text = text
+        except OSError:
+            pass
+        time.sleep(0.2)
+    thread.join(timeout=60)
+    assert result.get("code") == 0
+    assert cli_main(["run", str(src), "-o", str(ref), "--bypass", "--max-frames", "45", *FAST]) == 0
+
+    frames, rate = _decode(out)
+    src_frames, src_rate = _decode(src)
+    assert len(frames) == 45
+    assert (frames[0].width, frames[0].height) == (src_frames[0].width, src_frames[0].height)
+    assert rate == src_rate
+    times = [float(f.pts * f.time_base) for f in frames]
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert times == [float(f.pts * f.time_base) for f in src_frames[:45]]
+    assert out.read_bytes() == ref.read_bytes()  # identity model through Triton == bypass, bit for bit
+
+    stats = json.loads(summary.read_text())
+    assert stats["frames"] == 45 and stats["bypassed_frames"] == 0 and stats["latency_ms"]["preedit"]["count"] == 45
+
+    assert client_text, "client metrics endpoint never showed encoded frames"
+    for name in METRIC_NAMES:
+        assert name in client_text
+    assert _value(client_text, r'preedit_client_stage_latency_seconds_count\{stage="preedit"\}') > 0
+    triton_text = _scrape(server.metrics_url)
+    assert _value(triton_text, r'nv_inference_request_success\{model="preedit",version="1"\}') >= 45
+    assert "nv_inference_queue_duration_us" in triton_text
+
+
+def test_run_bypasses_late_frames_and_keeps_real_time_when_model_is_slow(server, clip, tmp_path):
+    out, summary = tmp_path / "live.mp4", tmp_path / "s.json"
+    n = 30  # 1 s of 29.97 fps input, paced like a live feed
+    t0 = time.monotonic()
+    code = cli_main(["run", str(clip("flower.mp4")), "-o", str(out), "--url", server.grpc_url, "--model",
+                     "preedit_slow", "--max-frames", str(n), "--realtime", "--latency-budget-ms", "50",
+                     "--summary-json", str(summary), *FAST])
+    wall = time.monotonic() - t0
+    assert code == 0
+    stats = json.loads(summary.read_text())
+    assert stats["frames"] == n and stats["bypassed_by_reason"]["budget"] > 0
+    assert stats["bypassed_frames"] == sum(stats["bypassed_by_reason"].values())
+    frames, _ = _decode(out)
+    assert len(frames) == n
+    # Real time: a 1 s input finishes within its duration + budget + start/stop slack,
+    # where waiting on a 0.2 s/frame model would take >= 6 s / in-flight slots.
+    assert wall < n / 29.97 + 1.5
+
+
+def test_run_starts_embedded_server_and_sends_qp_when_no_url_given(repo, clip, tmp_path):
+    out, summary = tmp_path / "e.mkv", tmp_path / "s.json"
+    code = cli_main(["run", str(clip("asl-thanks.mkv")), "-o", str(out), "--model-repository", str(repo),
+                     "--max-frames", "10", "--qp", "30", "--summary-json", str(summary), *FAST])
+    assert code == 0
+    frames, _ = _decode(out)
+    assert len(frames) == 10 and int(frames[0].color_range) == 2
+    assert json.loads(summary.read_text())["latency_ms"]["preedit"]["count"] == 10
+
+
+def test_run_exits_5_with_playable_output_when_server_dies_mid_stream(repo, clip, tmp_path, capsys):
+    srv = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
+                                    models=("preedit_slow",)))
+    srv.start()
+    try:
+        srv.wait_model_ready("preedit_slow")
+        out = tmp_path / "partial.mp4"
+        thread, result = _run_in_thread([clip("flower.mp4"), "-o", out, "--url", srv.grpc_url, "--model",
+                                         "preedit_slow", *FAST])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (out.exists() and out.stat().st_size > 2000):
+            time.sleep(0.1)
+        time.sleep(1.0)
+        srv.proc.kill()
+        thread.join(timeout=60)
+    finally:
+        srv.stop()
+    assert not thread.is_alive()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("preedit run: error:")]
+    assert result.get("code") == 5 and len(lines) == 1
+    assert "Triton at" in lines[0] and "partial output finalised" in lines[0]
+    frames, _ = _decode(out)
+    assert 0 < len(frames) < 150
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"preedit_{os.getpid()}_")]
