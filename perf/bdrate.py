@@ -12,7 +12,7 @@ implemented by the `bjontegaard` package (FAU-LMS). See science_brief §5.1.
 
 Stable API (the training stage imports it; keep it small):
 
-- `bd_rate(rate_anchor, q_anchor, rate_test, q_test, *, method="pchip", min_overlap=0.5) -> BDResult`:
+- `bd_rate(rate_anchor, q_anchor, rate_test, q_test, *, method="pchip", min_overlap=0.5, monotonic="drop") -> BDResult`:
   average rate difference of test vs anchor at equal quality, in percent (negative = test saves
   bits). Integrated over the quality interval where both curves exist.
 - `bd_quality(rate_anchor, q_anchor, rate_test, q_test, *, method="pchip", min_overlap=0.5) -> BDResult`:
@@ -26,8 +26,10 @@ Stable API (the training stage imports it; keep it small):
 
 Input handling: rates in any positive unit (kbps by convention; must match between curves),
 points in any order (sorted here by rate). Points with NaN/inf/non-positive rate or NaN quality
-are dropped. A curve whose quality is not strictly increasing with rate cannot be interpolated as
-a function of quality: `bd_rate` returns NaN with a warning rather than a silently wrong number.
+are dropped. Quality must rise strictly with rate to be interpolated as a function of quality:
+points that do not raise the quality above every lower-rate point (e.g. VMAF saturated at 100
+after sharpening) are dropped with a warning (`monotonic="drop"`, the default), or the result is
+NaN (`monotonic="nan"`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,25 @@ def _strictly_increasing(x: np.ndarray) -> bool:
     return bool(np.all(np.diff(x) > 0))
 
 
+def monotone_points(rate: np.ndarray, quality: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Keep, in rate order, only points whose quality exceeds that of every lower-rate point kept."""
+    keep, best = [], -math.inf
+    for i, q in enumerate(quality):
+        if q > best:
+            keep.append(i)
+            best = q
+    return rate[keep], quality[keep]
+
+
+def _prepare(rate, quality, monotonic: str, notes: list) -> Tuple[np.ndarray, np.ndarray]:
+    r, q = _clean(rate, quality)
+    if not _strictly_increasing(q) and monotonic == "drop":
+        r2, q2 = monotone_points(r, q)
+        notes.append(f"dropped {r.size - r2.size} point(s) where quality does not rise with rate")
+        r, q = r2, q2
+    return r, q
+
+
 def bd_rate(
     rate_anchor: Sequence[float],
     q_anchor: Sequence[float],
@@ -126,6 +147,7 @@ def bd_rate(
     *,
     method: str = "pchip",
     min_overlap: float = 0.5,
+    monotonic: str = "drop",
 ) -> BDResult:
     """BD-rate (percent) of test vs anchor at equal quality; negative means the test saves bits.
 
@@ -136,17 +158,25 @@ def bd_rate(
         q_test: test quality, same metric.
         method: `pchip` (JVET CTC) or `akima`.
         min_overlap: warn when the quality intervals overlap over less than this share.
+        monotonic: `drop` non-rising points (with a warning) or return `nan`.
     """
     _check_method(method)
-    ra, qa = _clean(rate_anchor, q_anchor)
-    rt, qt = _clean(rate_test, q_test)
+    if monotonic not in ("drop", "nan"):
+        raise UsageError(f"monotonic must be 'drop' or 'nan', got {monotonic!r}")
+    notes: list = []
+    ra, qa = _prepare(rate_anchor, q_anchor, monotonic, notes)
+    rt, qt = _prepare(rate_test, q_test, monotonic, notes)
     if ra.size < 2 or rt.size < 2:
-        return BDResult(math.nan, 0.0, method, "fewer than 2 finite rate points on a curve")
+        return BDResult(math.nan, 0.0, method, _join(notes + ["fewer than 2 usable rate points on a curve"]))
     if not (_strictly_increasing(qa) and _strictly_increasing(qt)):
-        return BDResult(math.nan, 0.0, method, "quality is not strictly increasing with rate")
+        return BDResult(math.nan, 0.0, method, _join(notes + ["quality is not strictly increasing with rate"]))
     delta_log, share, warning = _delta(qa, np.log10(ra), qt, np.log10(rt), method, min_overlap)
     value = (10.0**delta_log - 1.0) * 100.0 if math.isfinite(delta_log) else math.nan
-    return BDResult(value, share, method, warning)
+    return BDResult(value, share, method, _join(notes + ([warning] if warning else [])))
+
+
+def _join(notes: list) -> Optional[str]:
+    return "; ".join(notes) if notes else None
 
 
 def bd_quality(
