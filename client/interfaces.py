@@ -65,14 +65,27 @@ class Decoder(Protocol):
 
 
 class PreEditor(Protocol):
-    """Sends frames to the model; `submit` returns a future resolving to the edited Frame."""
+    """Sends frames to the model (the QP input, if any, is fixed when the transport is made).
 
-    def submit(self, frame: Frame, qp: Optional[float] = None) -> Any: ...
+    `submit(nv12, timeout_s)` copies the uint8 NV12 `[H*3/2, W]` buffer into a free slot and
+    returns a `concurrent.futures.Future` resolving to the edited NV12 buffer (same shape), or
+    None when no slot frees up within `timeout_s` (None waits). Both the CPU transport
+    (`preedit.client.transport.TritonTransport`) and the GPU one implement this; the pipeline
+    collects futures in frame order.
+    """
+
+    def submit(self, nv12: Any, timeout_s: Optional[float] = None) -> Any: ...
 
     def close(self) -> None: ...
 
 
 class Encoder(Protocol):
+    """Encodes frames at their source timestamps; `finish()` always writes the trailer."""
+
     def encode(self, frame: Frame) -> None: ...
+
+    def mux_audio(self, packets: list) -> None:
+        """Copy demuxed audio packets unchanged (called in demux order between frames)."""
+        ...
 
     def finish(self) -> dict: ...
