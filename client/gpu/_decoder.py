@@ -47,14 +47,12 @@ class DeviceRing:
 def full_to_limited_(nv12, height: int) -> None:
     """In place: full-range (0..255) NV12 → limited range (Y 16..235, UV 16..240), uint8.
 
-    Same integer rounding as `preedit.color` (round half-to-even of the scaled value).
+    The same maths as the CPU path (`preedit.color`), run on the tensor's device.
     """
-    import torch
+    from preedit.color import full_to_limited_chroma, full_to_limited_luma
 
-    y = nv12[:height].float()
-    uv = nv12[height:].float()
-    nv12[:height] = torch.round(16.0 + y * (219.0 / 255.0)).clamp_(0, 255).to(torch.uint8)
-    nv12[height:] = torch.round(128.0 + (uv - 128.0) * (224.0 / 255.0)).clamp_(0, 255).to(torch.uint8)
+    nv12[:height] = full_to_limited_luma(nv12[:height])
+    nv12[height:] = full_to_limited_chroma(nv12[height:])
 
 
 class NvdecDecoder:
