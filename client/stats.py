@@ -71,6 +71,6 @@ def format_summary(summary: dict) -> str:
     for stage, vals in summary["latency_ms"].items():
         lines.append(f"    {stage:<12} {_ms(vals['p50_ms']):>7}  {_ms(vals['p99_ms']):>7}")
     rate = summary.get("output_bitrate_kbps")
-    lines.append(f"  output {summary['output_bits'] / 8e3:.1f} kB, "
+    lines.append(f"  output video {summary['output_bits'] / 8e3:.1f} kB, "
                  f"{'-' if rate is None else f'{rate:.1f}'} kbit/s over {summary['media_duration_s']:.2f} s")
     return "\n".join(lines)
