@@ -1,0 +1,129 @@
+"""Pure parts of `preedit eval`: encode/reference commands, bitstream sizes, clip sets, BD collation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from preedit.errors import InputError, UsageError
+from preedit.perf import _codecs, _sources
+from preedit.perf import eval as ev
+
+
+def test_build_encode_cmd_merges_x265_tuning_into_one_params_arg_when_tuned():
+    codec = _codecs.get_codec("libx265")
+    cmd = _codecs.build_encode_cmd(codec, Path("in.y4m"), Path("o.hevc"), 32, tune=True, vf="unsharp=5:5:1.0",
+                                   ffmpeg="ffmpeg")  # fmt: skip
+    assert cmd.count("-x265-params") == 1
+    assert cmd[cmd.index("-x265-params") + 1] == "log-level=error:info=0:aq-mode=3:psy-rdoq=1.0"
+    assert cmd[cmd.index("-crf") + 1] == "32" and cmd[cmd.index("-vf") + 1] == "unsharp=5:5:1.0"
+    assert cmd[-3:] == ["-f", "hevc", "o.hevc"]
+
+
+def test_build_encode_cmd_uses_obu_and_tune_when_codec_is_svtav1():
+    codec = _codecs.get_codec("libsvtav1")
+    plain = _codecs.build_encode_cmd(codec, Path("in.y4m"), Path("o.obu"), 44, ffmpeg="ffmpeg")
+    tuned = _codecs.build_encode_cmd(codec, Path("in.y4m"), Path("o.obu"), 44, tune=True, ffmpeg="ffmpeg")
+    assert "-svtav1-params" not in plain and tuned[tuned.index("-svtav1-params") + 1] == "tune=0"
+    assert plain[-3:] == ["-f", "obu", "o.obu"] and "-vf" not in plain
+
+
+def test_build_encode_cmd_uses_cq_when_codec_is_nvenc():
+    cmd = _codecs.build_encode_cmd(_codecs.get_codec("hevc_nvenc"), Path("i"), Path("o"), 30, ffmpeg="ffmpeg")
+    assert cmd[cmd.index("-cq") + 1] == "30" and "-crf" not in cmd
+
+
+def test_get_codec_lists_choices_when_name_is_unknown():
+    with pytest.raises(UsageError, match="libx265"):
+        _codecs.get_codec("x266")
+    with pytest.raises(UsageError, match="unsharp"):
+        _codecs.get_variant("sharpen")
+
+
+def test_video_bytes_excludes_sei_when_stream_is_h264_or_hevc():
+    sps = b"\x00\x00\x00\x01" + bytes([0x67]) + b"\x11" * 10
+    sei = b"\x00\x00\x01" + bytes([0x06]) + b"\x22" * 700
+    idr = b"\x00\x00\x01" + bytes([0x65]) + b"\x33" * 50
+    data = sps + sei + idr
+    assert _codecs.video_bytes(data, "h264") == len(data) - (3 + 1 + 700)
+    hevc_sei = b"\x00\x00\x01" + bytes([39 << 1, 1]) + b"\x44" * 300
+    hevc_vps = b"\x00\x00\x00\x01" + bytes([32 << 1, 1]) + b"\x55" * 20
+    data = hevc_vps + hevc_sei
+    assert _codecs.video_bytes(data, "hevc") == len(hevc_vps)
+    assert _codecs.video_bytes(data, "av1") == len(data)
+
+
+def test_model_qp_scales_and_clamps_when_codec_is_av1():
+    assert _codecs.model_qp(_codecs.get_codec("libx265"), 32) == 32.0
+    assert _codecs.model_qp(_codecs.get_codec("libsvtav1"), 63) == pytest.approx(51.0)
+    assert _codecs.model_qp(_codecs.get_codec("libx265"), 5) == 10.0
+
+
+def test_parse_raw_name_reads_geometry_when_name_carries_it():
+    r = _sources.parse_raw_name("CiscoVT2people_320x192_12fps.yuv")
+    assert (r.width, r.height, r.fps, r.pix_fmt) == (320, 192, 12.0, "yuv420p")
+    r = _sources.parse_raw_name("sparks_480x270_yuv420p10le.yuv")
+    assert (r.width, r.height, r.fps, r.pix_fmt) == (480, 270, 25.0, "yuv420p10le")
+    with pytest.raises(InputError, match="WIDTHxHEIGHT"):
+        _sources.parse_raw_name("clip.yuv")
+
+
+def test_build_reference_cmd_converts_range_and_bounds_frames_when_clip_is_raw():
+    cmd = _sources.build_reference_cmd(Path("sparks_480x270_yuv420p10le.yuv"), Path("r.y4m"), frames=8,
+                                       max_height=180, ffmpeg="ffmpeg")  # fmt: skip
+    assert cmd[cmd.index("-f") + 1] == "rawvideo" and cmd[cmd.index("-pix_fmt") + 1] == "yuv420p10le"
+    assert cmd[cmd.index("-frames:v") + 1] == "8"
+    vf = cmd[cmd.index("-vf") + 1]
+    assert "out_range=tv" in vf and "min(180" in vf and "format=yuv420p" in vf
+    with pytest.raises(UsageError):
+        _sources.build_reference_cmd(Path("a.mp4"), Path("r.y4m"), frames=0, max_height=0, ffmpeg="ffmpeg")
+
+
+def test_default_clips_uses_held_out_list_when_training_config_names_one(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a.mp4", "b.mkv", "c.y4m", "notes.md"):
+        (clips / name).write_bytes(b"x")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("data:\n  train_clips: [a.mp4]\n  held_out: [c.y4m, missing.mp4]\n")
+    assert [p.name for p in _sources.default_clips(clips, cfg)] == ["c.y4m"]
+    cfg.write_text("data:\n  train_clips: [a.mp4]\n")
+    assert [p.name for p in _sources.default_clips(clips, cfg)] == ["b.mkv", "c.y4m"]
+    assert [p.name for p in _sources.default_clips(clips, tmp_path / "absent.yaml")] == ["a.mp4", "b.mkv", "c.y4m"]
+
+
+def test_eval_config_adds_anchor_and_rejects_bad_values_when_constructed(tmp_path):
+    cfg = ev.EvalConfig(clips=[tmp_path / "a.mp4"], out_dir=tmp_path, variants=["preedit"])
+    assert cfg.variants == ["source", "preedit"]
+    with pytest.raises(UsageError, match="ladder"):
+        ev.EvalConfig(clips=[tmp_path / "a.mp4"], out_dir=tmp_path, ladders={"libx265": [30]})
+    with pytest.raises(UsageError, match="frames"):
+        ev.EvalConfig(clips=[tmp_path / "a.mp4"], out_dir=tmp_path, frames=0)
+    with pytest.raises(UsageError, match="no clips"):
+        ev.EvalConfig(clips=[], out_dir=tmp_path)
+
+
+def _pt(clip, variant, rate, vmaf):
+    base = {k: vmaf for k in ("vmaf", "vmaf_neg", "vmaf_v1", "psnr_y", "psnr_yuv", "ms_ssim", "xpsnr_y")}
+    return {"clip": clip, "codec": "libx265", "variant": variant, "rate_kbps": rate, **base}
+
+
+def test_summarize_averages_per_clip_and_counts_bad_cases_when_clips_disagree():
+    pts = []
+    q = [60.0, 70.0, 80.0, 90.0, 95.0]
+    r = [100.0, 200.0, 400.0, 800.0, 1600.0]
+    for clip, factor in (("a", 0.8), ("b", 1.1)):
+        pts += [_pt(clip, "source", ri, qi) for ri, qi in zip(r, q)]
+        pts += [_pt(clip, "preedit", ri * factor, qi) for ri, qi in zip(r, q)]
+    rows, notes = ev.compute_bd(pts)
+    assert not notes
+    by = {(x["clip"], x["metric"]): x for x in rows}
+    assert by[("a", "vmaf")]["bd_rate_pchip"] == pytest.approx(-20.0)
+    assert by[("b", "vmaf")]["bd_rate_akima"] == pytest.approx(10.0)
+    summary = {(s["variant"], s["metric"]): s for s in ev.summarize(rows)}
+    s = summary[("preedit", "vmaf_neg")]
+    assert s["mean_bd_rate_pchip"] == pytest.approx(-5.0)  # mean of -20 and +10, not a pooled curve
+    assert s["bad_cases"] == 1 and s["clips_valid"] == 2
+    assert not math.isnan(s["mean_bd_quality_pchip"])
