@@ -12,6 +12,7 @@ element-wise stages are integer torch ops, identical on any engine.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
@@ -49,8 +50,11 @@ def _qconv(conv: ConvQ, rows: slice, out_scale: float, out_zp: int):
     w_int = conv.weight[rows].astype(np.float64)
     c_out, c_in, kh, kw = w_int.shape
     w_scale = np.asarray(conv.weight_scale, dtype=np.float64)[rows]
-    qw = torch.quantize_per_channel(torch.from_numpy(w_int * w_scale.reshape(-1, 1, 1, 1)).float(),
-                                    torch.from_numpy(w_scale), torch.zeros(c_out, dtype=torch.long), 0, torch.qint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # quantized tensor creation is deprecated upstream
+        qw = torch.quantize_per_channel(torch.from_numpy(w_int * w_scale.reshape(-1, 1, 1, 1)).float(),
+                                        torch.from_numpy(w_scale), torch.zeros(c_out, dtype=torch.long), 0,
+                                        torch.qint8)
     bias = torch.from_numpy(conv.bias[rows].astype(np.float64) * conv.in_scale * w_scale).float()
     cls = ConvReLU2d if conv.relu else Conv2d
     module = cls(c_in, c_out, (kh, kw), padding=conv.padding)

@@ -1,0 +1,109 @@
+"""The int8 model is bit-exact across backends on real clips; `preedit verify` catches mismatches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from preedit.export.determinism import (export_deterministic, frame_digest, frame_qps, int8_backends, pairwise,
+                                        run_frames)
+from preedit.export.determinism_frames import load_frames
+from preedit.export.quantize import QuantScheme, perturbed_net, quantize
+from preedit.paths import clips_dir
+
+SCHEME = QuantScheme(observer="minmax", weight_granularity="per_channel", activation_symmetry="affine_even",
+                     calib_frames=2)
+
+
+def _frames(name: str, count: int, start: int = 0):
+    path = clips_dir() / name
+    if not path.is_file():
+        pytest.skip(f"shared clip {name} not found under {clips_dir()}")
+    return load_frames(path, count, start=start)
+
+
+@pytest.fixture(scope="module")
+def net():
+    return perturbed_net(seed=1)
+
+
+@pytest.fixture(scope="module")
+def model(net):
+    return quantize(net, _frames("CiscoVT2people_320x192_12fps.yuv", 2, start=6), SCHEME)
+
+
+@pytest.fixture(scope="module")
+def exported(net, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    calib = _frames("CiscoVT2people_320x192_12fps.yuv", 2, start=6)
+    export_deterministic(net, repo, calib, SCHEME, verify_frames=4)
+    return repo
+
+
+def test_pairwise_reports_share_and_max_when_outputs_differ():
+    a = [np.zeros((6, 4), np.uint8), np.zeros((6, 4), np.uint8)]
+    b = [a[0].copy(), a[1].copy()]
+    b[1][2, 3] = 3
+    (row,) = pairwise({"x": a, "y": b})
+    assert row["max_abs_diff"] == 3 and row["frames_differing"] == 1
+    assert row["differing_share"] == pytest.approx(1 / 48)
+
+
+def test_int8_backends_bit_exact_when_run_on_real_clips_at_two_resolutions(model):
+    frames = _frames("CiscoVT2people_160x96_6fps.yuv", 3) + _frames("park_joy_480x270_50fps.y4m", 2)
+    assert {f.shape for f in frames} == {(144, 160), (405, 480)}
+    backends = int8_backends(model)
+    assert "numpy-ref" in backends and "torch-fbgemm" in backends and "torch-qnnpack" in backends
+    qps = frame_qps(len(frames), (22.0, 32.0, 42.0, 30.6))
+    outputs = {name: run_frames(run, frames, qps) for name, run in backends.items()}
+    edited = np.mean([np.mean(o != f) for o, f in zip(outputs["numpy-ref"], frames)])
+    assert edited > 0.1, "the test network should change pixels, or bit-exactness is trivial"
+    for row in pairwise(outputs):
+        assert row["differing_share"] == 0.0, row
+
+
+def test_int8_onnx_bit_exact_when_frames_batched(model):
+    from preedit.export.int8_onnx import build_onnx
+    from preedit.export.determinism import ort_runner
+    from preedit.export.int8_reference import reference_forward
+
+    frames = np.stack(_frames("CiscoVT2people_160x96_6fps.yuv", 3))
+    qp = np.array([[18.0], [32.0], [47.5]], dtype=np.float32)
+    got = ort_runner(build_onnx(model), threads=0)(frames, qp)
+    np.testing.assert_array_equal(got, reference_forward(model, frames, qp))
+
+
+def test_verify_exits_zero_when_backends_match(exported, capsys):
+    from preedit.cli import main
+
+    rc = main(["verify", "--model-repository", str(exported), "--backend", "ort", "--backend", "numpy",
+               "--backend", "torch-fbgemm"])
+    assert rc == 0
+    assert capsys.readouterr().out.count("4/4 frames match") == 3
+
+
+def test_verify_exits_8_with_first_mismatch_when_digest_differs(exported, tmp_path, capsys):
+    import shutil
+
+    from preedit.cli import main
+
+    repo = tmp_path / "repo"
+    shutil.copytree(exported, repo)
+    contract = repo / "preedit_int8" / "contract.json"
+    meta = json.loads(contract.read_text())
+    meta["verification"]["output_sha256"][2] = frame_digest(np.zeros((1, 1), np.uint8))
+    contract.write_text(json.dumps(meta))
+    rc = main(["verify", "--model-repository", str(repo), "--backend", "ort"])
+    err = capsys.readouterr().err
+    assert rc == 8
+    assert "frame 2" in err and err.count("\n") == 1
+
+
+@pytest.mark.needs_triton
+def test_triton_output_bit_exact_when_serving_int8_model(exported):
+    from preedit.export.verify import verify
+
+    results = verify(exported / "preedit_int8", ["triton"])
+    assert results[0]["ok"] and results[0]["frames"] == 4
