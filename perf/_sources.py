@@ -26,7 +26,7 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".y4m", ".yuv", ".ts", ".avi"
 # Keys in training/default/config.yaml naming clips held out of training (first found wins), or
 # the training clips themselves (subtracted from the clip folder).
 HELD_OUT_KEYS = ("held_out", "heldout", "held_out_clips", "eval_clips", "test_clips", "holdout")
-TRAIN_KEYS = ("train_clips", "training_clips", "clips", "train")
+TRAIN_KEYS = ("train_sources", "train_clips", "training_clips", "clips", "train")
 
 
 @dataclass(frozen=True)
