@@ -18,6 +18,14 @@ fi
 # Runtime fix-ups the wheels need (python-backend stub for this Python, libb64/libcudart for
 # perf_analyzer): idempotent, all under .cache/, no system changes.
 "$VENV/bin/python" -m preedit.install_support
+# Prometheus (Debian's `prometheus` package) for the dashboard test: installed only when missing,
+# running as root, with apt-get; otherwise that test skips and says why.
+if ! command -v prometheus >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } \
+    || echo "setup: could not install prometheus; the dashboard test will skip" >&2
+fi
 
 case "${1:-}" in
   demo)

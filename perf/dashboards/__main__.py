@@ -1,0 +1,7 @@
+"""`python -m preedit.perf.dashboards write|queries`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
