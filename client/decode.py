@@ -221,6 +221,9 @@ class PyAvDecoder:
     def to_nv12(self, frame) -> Tuple[np.ndarray, bool]:
         """One AVFrame → (limited-range NV12 uint8 `[H*3/2, W]`, whether the source was full range)."""
         full = is_full_range(frame)
+        if (frame.width & ~1, frame.height & ~1) != self.crop:
+            raise StreamError(f"frame size changed mid-stream from {self.crop[0]}x{self.crop[1]} to "
+                              f"{frame.width}x{frame.height}; split the input at the change")
         if frame.format.name not in DIRECT_FORMATS:
             rng = 2 if full else 1
             frame = frame.reformat(format="yuv420p", src_color_range=rng, dst_color_range=rng)

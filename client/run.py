@@ -50,6 +50,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                      help=f"use the bit-exact integer model (= --model {DETERMINISTIC_MODEL})")
     srv.add_argument("--model-repository", type=Path, default=None,
                      help="repository for the embedded server (default: the project's model_repository/)")
+    srv.add_argument("--triton-metrics-port", type=int, default=0,
+                     help="Prometheus port of the embedded server (default 0: a free port, logged)")
     srv.add_argument("--bypass", action="store_true", help="encode without pre-editing (A/B reference)")
     srv.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                      help="back ends: cpu, cuda (NVDEC/CUDA shm/NVENC where present), auto (default cpu)")
@@ -212,8 +214,8 @@ def run(args: argparse.Namespace) -> int:
 
             repo = cfg.model_repository or model_repository()
             _check_model_in_repository(repo, cfg.model)
-            server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
-                                               models=(cfg.model,)))
+            server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0,
+                                               metrics_port=args.triton_metrics_port, models=(cfg.model,)))
             server.start()
             server.wait_model_ready(cfg.model)
             url = server.grpc_url

@@ -136,6 +136,29 @@ def test_run_exits_6_when_model_is_not_in_repository(capsys, tmp_path, clip):
     assert code == 6 and errors == [f"preedit run: error: model 'missing' not in {repo}; models there: other"]
 
 
+def test_run_exits_4_when_frame_size_changes_mid_stream(capsys, tmp_path):
+    from test_client_codec import _write_clip
+
+    a = _write_clip(tmp_path / "a.ts", 64, 48, n=6)
+    b = _write_clip(tmp_path / "b.ts", 96, 64, n=6)
+    joined = tmp_path / "joined.ts"  # MPEG-TS concatenates byte-wise: a new SPS switches the size
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    out = tmp_path / "o.mp4"
+    code, errors, _ = run_cli(capsys, joined, "-o", out, "--bypass", *FAST)
+    assert code == 4 and len(errors) == 1 and "frame size changed mid-stream from 64x48 to 96x64" in errors[0]
+    frames, _ = decoded(out)
+    assert len(frames) == 6
+
+
+def test_run_looks_for_int8_model_when_deterministic(capsys, tmp_path, clip):
+    repo = tmp_path / "repo"
+    (repo / "preedit").mkdir(parents=True)
+    (repo / "preedit" / "config.pbtxt").write_text('name: "preedit"\n')
+    code, errors, _ = run_cli(capsys, clip("flower.mp4"), "-o", tmp_path / "o.mp4", "--model-repository", repo,
+                              "--deterministic")
+    assert code == 6 and "model 'preedit_int8' not in" in errors[0] and "models there: preedit" in errors[0]
+
+
 def test_run_finalises_output_when_interrupted(tmp_path, clip):
     out = tmp_path / "o.mp4"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
