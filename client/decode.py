@@ -89,7 +89,8 @@ class PyAvDecoder:
         source: file path or FFmpeg URL.
         realtime: pace file input at its native frame rate (like `ffmpeg -re`), to rehearse live.
         max_frames: stop after this many frames (a segment of the input; no truncation check).
-        open_timeout_s: network open / read timeout for URLs.
+        open_timeout_s: network open / read timeout for URLs; a live source silent this long after
+            its first frame has ended (UDP has no end-of-stream signal).
     """
 
     def __init__(self, source: str, realtime: bool = False, open_timeout_s: float = 10.0,
@@ -120,6 +121,7 @@ class PyAvDecoder:
                                                           "framerate": str(raw.fps)})
         else:
             kwargs = dict(timeout=(open_timeout_s, open_timeout_s))
+        self.read_timeout_s = open_timeout_s
         try:
             self.container = av.open(self.source, **kwargs)
         except av.error.FileNotFoundError:
@@ -201,6 +203,12 @@ class PyAvDecoder:
             # demux() ends with an empty packet whose decode() flushes the reordering buffer.
         except av.error.EOFError:
             return
+        except av.error.ExitError:  # PyAV's read timeout interrupted a network read
+            if is_url(self.source) and decoded:
+                log.warning("%s: no data for %.0f s after %d frames; treating the silence as end of stream",
+                            self.source, self.read_timeout_s, decoded)
+                return
+            raise InputError(f"no data from {self.source} within {self.read_timeout_s:.0f} s") from None
         except av.error.FFmpegError as exc:
             if decoded == 0:
                 raise InputError(f"cannot decode {self.source}: {_av_message(exc)}") from None

@@ -62,6 +62,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     live = parser.add_argument_group("live")
     live.add_argument("--latency-budget-ms", type=float, default=None,
                       help="encode a frame unedited if its pre-edit round trip would exceed this")
+    live.add_argument("--read-timeout-s", type=float, default=10.0,
+                      help="URL input: give up opening after this long; silence this long ends the stream")
     live.add_argument("--realtime", action="store_true", help="read file input at its frame rate (like ffmpeg -re)")
     out = parser.add_argument_group("reporting")
     out.add_argument("--metrics-port", type=int, default=None,
@@ -207,7 +209,10 @@ def run(args: argparse.Namespace) -> int:
             metrics_server, port = serve_metrics(cfg.metrics_port)
             log.info("client metrics on http://127.0.0.1:%d/metrics", port)
         for s in streams:  # open every input first: bad input fails before a server starts
-            s.decoder = backends.make_decoder(s.src, realtime=cfg.realtime, max_frames=cfg.max_frames)
+            kw = dict(realtime=cfg.realtime, max_frames=cfg.max_frames)
+            if args.read_timeout_s != 10.0:
+                kw["open_timeout_s"] = args.read_timeout_s
+            s.decoder = backends.make_decoder(s.src, **kw)
         url = cfg.url
         if not cfg.bypass and url is None:
             from preedit.serve import ServerConfig, TritonServer

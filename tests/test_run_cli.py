@@ -173,3 +173,21 @@ def test_run_finalises_output_when_interrupted(tmp_path, clip):
     assert proc.returncode == 130 and "preedit run: interrupted" in err
     frames, _ = decoded(out)
     assert 5 < len(frames) < 150
+
+
+def test_run_ends_cleanly_when_live_udp_source_goes_silent(capsys, caplog, tmp_path, clip):
+    import imageio_ffmpeg
+
+    port = free_port()
+    sender = subprocess.Popen([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-re", "-i",
+                               str(clip("flower.mp4")), "-an", "-t", "1", "-c", "copy", "-f", "mpegts",
+                               f"udp://127.0.0.1:{port}?pkt_size=1316"])
+    try:
+        out = tmp_path / "live.ts"
+        code, errors, _ = run_cli(capsys, f"udp://127.0.0.1:{port}", "-o", out, "--bypass", "--read-timeout-s", "2",
+                                  *FAST)
+    finally:
+        sender.wait(timeout=30)
+    assert code == 0 and not errors and "treating the silence as end of stream" in caplog.text
+    frames, _ = decoded(out)
+    assert len(frames) >= 20  # ~1 s at 29.97 fps (UDP may drop a packet on a loaded machine)
