@@ -194,7 +194,7 @@ class PyAvDecoder:
                     continue
                 try:
                     frames = packet.decode()
-                except (av.error.InvalidDataError, av.error.UndefinedError, av.error.ValueError) as exc:
+                except (av.error.InvalidDataError, av.error.UndefinedError) as exc:
                     self._conceal(exc, decoded)
                     continue
                 for frame in frames:
@@ -217,6 +217,10 @@ class PyAvDecoder:
     def _conceal(self, exc, decoded: int) -> None:
         from preedit.client import metrics
 
+        if decoded == 0 and is_url(self.source):
+            # Joining a live stream mid-GOP: packets before the first key frame do not decode.
+            log.debug("%s: waiting for a decodable key frame (%s)", self.source, _av_message(exc))
+            return
         self.decode_errors += 1
         metrics.count_error("stream")
         if decoded == 0 and self.decode_errors >= 3:
