@@ -68,19 +68,55 @@ def _requant(g: _Graph, acc: str, conv: ConvQ, hint: str) -> str:
     return g.op("Cast", [f], hint, to=2)
 
 
-def _conv(g: _Graph, x: str, conv: ConvQ, hint: str) -> str:
+def _qlinear(g: _Graph, x: str, xzp: str, conv: ConvQ, rows: slice, hint: str) -> str:
+    """QLinearConv: ORT's fused int8 conv + fp32 requantization `round(acc·s_x·s_w/s_y) + zp`."""
+    scales = np.asarray(conv.out_scale)[rows]
+    zps = np.asarray(conv.out_zero_point)[rows]
+    if np.ptp(scales) or np.ptp(zps):
+        raise ValueError("QLinearConv needs one output scale and zero point per group")
+    w = conv.weight[rows]
+    w_scale = np.asarray(conv.weight_scale, dtype=np.float64)[rows]
+    if not np.array_equal(np.log2(np.asarray(conv.in_scale) * w_scale / scales), conv.mult_exp[rows]):
+        raise ValueError(f"{hint}: scales do not reproduce the integer model's exponents")
+    y = g.op("QLinearConv", [x, g.const(conv.in_scale, np.float32), xzp, g.const(w, np.int8, f"{hint}_w"),
+                             g.const(w_scale, np.float32), g.const(np.zeros(len(w)), np.int8),
+                             g.const(scales[0], np.float32), g.const(zps[0], np.uint8),
+                             g.const(conv.bias[rows], np.int32, f"{hint}_b")], f"{hint}_q")
+    if conv.relu and zps[0] > 0:
+        y = g.op("Max", [y, g.const(zps[0], np.uint8)])
+    return y
+
+
+def _conv(g: _Graph, x: str, conv: ConvQ, hint: str, form: str = "qlinear") -> str:
     p = conv.padding
     zp = g.const(conv.in_zero_point, np.uint8, f"{hint}_xzp")
     if p:
         pads = g.const([0, 0, p, p, 0, 0, p, p], np.int64)
         x = g.op("Pad", [x, pads, zp], mode="constant")
+    if form == "qlinear":
+        c = conv.weight.shape[0]
+        groups = [slice(0, c)] if c != 24 or conv.relu else [slice(0, 16), slice(16, 24)]
+        outs = [_qlinear(g, x, zp, conv, rows, f"{hint}{i}") for i, rows in enumerate(groups)]
+        return outs[0] if len(outs) == 1 else g.op("Concat", outs, axis=1)
     acc = g.op("ConvInteger", [x, g.const(conv.weight, np.int8, f"{hint}_w"), zp], f"{hint}_acc")
     bias = g.const(conv.bias.astype(np.int32).reshape(1, -1, 1, 1), np.int32, f"{hint}_b")
     return _requant(g, g.op("Add", [acc, bias]), conv, hint)
 
 
-def build_onnx(model: IntModel) -> bytes:
-    """Serialized ONNX graph of `model` (opset 17), NV12 uint8 in/out with dynamic N, rows, W."""
+FORMS = ("qlinear", "integer")
+
+
+def build_onnx(model: IntModel, form: str = "qlinear") -> bytes:
+    """Serialized ONNX graph of `model` (opset 17), NV12 uint8 in/out with dynamic N, rows, W.
+
+    Args:
+        model: the integer model.
+        form: `qlinear` (QLinearConv: ORT's fused int8 kernels, fastest) or `integer`
+            (ConvInteger → int32, then explicit Cast/Mul/Round requantization). Both compute the
+            same bits as the NumPy reference; the tests check both.
+    """
+    if form not in FORMS:
+        raise ValueError(f"unknown ONNX form {form!r}; valid: {', '.join(FORMS)}")
     import onnx
     from onnx import TensorProto, helper
 
@@ -118,7 +154,7 @@ def build_onnx(model: IntModel) -> bytes:
         return g.op("Reshape", [t, g.op("Concat", [n, g.const([channels], i64), h4, w4], axis=0)])
 
     blocks = g.op("Concat", [s2d(y_p, four, 4, 16), s2d(uv_p, two, 2, 8)], axis=1)
-    h = _conv(g, blocks, model.down, "down")
+    h = _conv(g, blocks, model.down, "down", form)
 
     # FiLM: tables indexed by round(QP) clamped to [0, 63].
     qp = g.op("Clip", [g.op("Round", [QP_IN.name]), g.const(0.0, np.float32), g.const(QP_TABLE_SIZE - 1.0, np.float32)])
@@ -132,8 +168,8 @@ def build_onnx(model: IntModel) -> bytes:
     h = g.op("Cast", [f], "film", to=2)
 
     for i, conv in enumerate(model.body):
-        h = _conv(g, h, conv, f"body{i}")
-    u = _conv(g, h, model.up, "up")
+        h = _conv(g, h, conv, f"body{i}", form)
+    u = _conv(g, h, model.up, "up", form)
 
     # LUT: Y phases index row 0, UV phases row 1 of the flattened [2 * 256] table.
     group = np.array([0] * 16 + [256] * 8, dtype=np.int64).reshape(1, 24, 1, 1)
