@@ -134,25 +134,26 @@ class NvdecDecoder:
 
         from preedit.client.interfaces import Frame
 
-        ctx = torch.cuda.stream(self.stream) if self.stream is not None else _nullcontext()
-        with ctx:
-            for packet in self._demux:
-                t0 = time.perf_counter()
-                decoded = self._dec.Decode(packet)
+        for packet in self._demux:
+            t0 = time.perf_counter()
+            # Decode and copy on the decoder's stream; the stream context is left before yielding
+            # so the consumer's work runs on its own stream.
+            ctx = torch.cuda.stream(self.stream) if self.stream is not None else _nullcontext()
+            with ctx:
                 out: List = []
-                for df in decoded:
+                for df in self._dec.Decode(packet):
                     view = torch.from_dlpack(df)
                     owned = self._owned(view)  # copy out of the decoder's pool before the next Decode
                     if self.color_range == "full":
                         full_to_limited_(owned, self.height)
                     out.append((owned, getattr(df, "timestamp", None)))
-                if self.stream is not None and out:
-                    self.stream.synchronize()
-                self.decode_s += time.perf_counter() - t0
-                for owned, ts in out:
-                    yield Frame(index=self.frames, pts=None if ts is None else int(ts), time_base=self.time_base,
-                                nv12=owned, t_decoded_ns=time.monotonic_ns(), meta={"device": "cuda"})
-                    self.frames += 1
+            if self.stream is not None and out:
+                self.stream.synchronize()
+            self.decode_s += time.perf_counter() - t0
+            for owned, ts in out:
+                yield Frame(index=self.frames, pts=None if ts is None else int(ts), time_base=self.time_base,
+                            nv12=owned, t_decoded_ns=time.monotonic_ns(), meta={"device": "cuda"})
+                self.frames += 1
 
     def close(self) -> None:
         self._dec = None

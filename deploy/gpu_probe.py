@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Check a GPU host for the preedit GPU path and measure its stages (run on the deployment host).
+
+```
+ versions ─ capabilities (NVDEC/NVENC per codec, raw SDK answers) ─ NVDEC decode fps (real clips)
+ ─ CUDA shm region round trip + D2D copy cost ─ network fp32/fp16 on the GPU: mismatch vs CPU, fps
+ ─> JSON (--out) + readable log on stdout
+```
+Usage:
+    python3 deploy/gpu_probe.py --out probe.json [--clips DIR] [--quick]
+    python3 deploy/gpu_probe.py --make-reference DIR --clips DIR   # CPU + PyAV: NVDEC references
+Needs torch with CUDA; PyNvVideoCodec and tritonclient[cuda] are optional (reported if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+CLIPS = ("edge-rotate-buck-bunny.mp4", "flower.mp4")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _ver(name):
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict:
+    import torch
+
+    out = {"python": sys.version.split()[0], "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+           "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
+    for name in ("numpy", "cuda-bindings", "cuda-python", "tritonclient", "grpcio", "protobuf", "onnxruntime",
+                 "onnxruntime-gpu", "tensorrt", "torch_tensorrt", "setuptools"):
+        out[name] = _ver(name)
+    try:
+        import PyNvVideoCodec as nvc
+
+        out["PyNvVideoCodec"] = getattr(nvc, "__version__", "?")
+    except Exception as exc:  # noqa: BLE001
+        out["PyNvVideoCodec"] = f"import failed: {str(exc).splitlines()[0][:200]}"
+    try:
+        import tritonclient
+
+        out["tritonclient_path"] = str(Path(tritonclient.__file__).parent)
+    except Exception:  # noqa: BLE001
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        q = subprocess.run([smi, "--query-gpu=name,driver_version,clocks.max.sm,memory.total,pci.bus_id",
+                            "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        out["nvidia_smi"] = q.stdout.strip()
+    try:
+        import onnxruntime
+
+        out["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def raw_encoder_probe() -> dict:
+    """GetEncoderCaps/CreateEncoder straight from PyNvVideoCodec, in a child process (it can swap contexts)."""
+    code = r"""
+import json, torch
+torch.zeros(1, device='cuda')
+res = {}
+try:
+    import PyNvVideoCodec as nvc
+except Exception as e:
+    print(json.dumps({'import': repr(e)[:300]})); raise SystemExit
+for codec in ('h264', 'hevc', 'av1'):
+    try:
+        caps = nvc.GetEncoderCaps(codec=codec)
+        res[codec + '_caps'] = {k: v for k, v in dict(caps).items() if isinstance(v, (int, float, str, bool))}
+    except Exception as e:
+        res[codec + '_caps'] = 'error: ' + repr(e)[:300]
+    try:
+        enc = nvc.CreateEncoder(640, 360, 'NV12', False, codec=codec, preset='P4', gop=30, bf=0, fps=30)
+        res[codec + '_create'] = 'created'
+        del enc
+    except Exception as e:
+        res[codec + '_create'] = 'error: ' + repr(e)[:300]
+print(json.dumps(res))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except Exception:  # noqa: BLE001
+        return {"rc": p.returncode, "stdout": p.stdout[-800:], "stderr": p.stderr[-800:]}
+
+
+def bench_decode(clips_dir: Path, repeats: int) -> dict:
+    import torch
+
+    from preedit.client.gpu import make_decoder
+
+    out = {}
+    for name in CLIPS:
+        path = clips_dir / name
+        if not path.is_file():
+            out[name] = "missing"
+            continue
+        try:
+            frames, first_pts, digest0 = 0, [], None
+            t0 = time.perf_counter()
+            for r in range(repeats):
+                dec = make_decoder(path, ring_size=4)
+                for f in dec:
+                    frames += 1
+                    if r == 0:
+                        first_pts.append(f.pts)
+                        if digest0 is None:
+                            digest0 = hashlib.sha256(f.nv12.cpu().numpy().tobytes()).hexdigest()
+                torch.cuda.synchronize()
+                info = dec.info
+                dec.close()
+            dt = time.perf_counter() - t0
+            out[name] = {"frames": frames, "seconds": round(dt, 3), "fps": round(frames / dt, 1),
+                         "size": f"{info.width}x{info.height}", "time_base": str(info.time_base),
+                         "rate": str(info.average_rate), "color_range": info.color_range, "codec": info.codec_name,
+                         "first_pts": first_pts[:6], "frame0_sha256": digest0,
+                         "note": "includes demux, NVDEC, D2D copy into the owned ring, per-packet sync; 1 session"}
+        except Exception as exc:  # noqa: BLE001
+            out[name] = "error: " + "".join(traceback.format_exception_only(type(exc), exc)).strip()[:400]
+    return out
+
+
+def bench_cuda_shm() -> dict:
+    import numpy as np
+    import torch
+
+    try:
+        import tritonclient.utils.cuda_shared_memory as cudashm
+    except Exception as exc:  # noqa: BLE001
+        return {"import": "error: " + repr(exc)[:300]}
+    out = {}
+    h3, w = 1620, 1920
+    frame = torch.randint(0, 256, (h3, w), dtype=torch.uint8, device="cuda")
+    handle = cudashm.create_shared_memory_region("probe_region", h3 * w, 0)
+    try:
+        out["raw_handle_bytes"] = len(cudashm.get_raw_handle(handle))
+        view = torch.from_dlpack(cudashm.as_shared_memory_tensor(handle, "UINT8", [h3 * w])).view(h3, w)
+        view.copy_(frame)
+        torch.cuda.synchronize()
+        back = cudashm.get_contents_as_numpy(handle, np.uint8, [h3, w])
+        out["round_trip_equal"] = bool(np.array_equal(back, frame.cpu().numpy()))
+        s = torch.cuda.Stream()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(s):
+            for _ in range(10):
+                view.copy_(frame, non_blocking=True)
+            start.record(s)
+            for _ in range(200):
+                view.copy_(frame, non_blocking=True)
+            end.record(s)
+        s.synchronize()
+        out["d2d_copy_1080p_us"] = round(start.elapsed_time(end) / 200 * 1000, 2)
+        t0 = time.perf_counter()
+        for _ in range(50):
+            with torch.cuda.stream(s):
+                view.copy_(frame, non_blocking=True)
+            s.synchronize()
+        out["d2d_copy_plus_sync_1080p_us"] = round((time.perf_counter() - t0) / 50 * 1e6, 1)
+        cudashm.set_shared_memory_region_from_dlpack(handle, [frame.view(-1)])
+        out["set_from_dlpack_equal"] = bool(torch.equal(view, frame))
+    except Exception as exc:  # noqa: BLE001
+        out["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:400]
+    finally:
+        cudashm.destroy_shared_memory_region(handle)
+    return out
+
+
+def _timed(fn, iters: int, warmup: int = 5) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+def bench_network(quick: bool) -> dict:
+    import torch
+
+    from preedit.export.onnx_export import synthetic_frames
+    from preedit.network import NV12PreEditor, NetConfig, PreEditorNet, to_uint8
+
+    gen = torch.Generator().manual_seed(0)
+    net = PreEditorNet(NetConfig())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    net.eval()
+    cpu = NV12PreEditor(net)
+    net_gpu = PreEditorNet(net.config).eval()
+    net_gpu.load_state_dict(net.state_dict())
+    net_gpu = net_gpu.cuda()
+    net_half = PreEditorNet(net.config).eval()
+    net_half.load_state_dict(net.state_dict())
+    net_half = net_half.cuda().half()
+
+    def fp32(x, q):
+        return to_uint8(net_gpu(x.float(), q))
+
+    def fp16_half(x, q):
+        return to_uint8(net_half(x.half(), q.half()).float())
+
+    def fp16_autocast(x, q):
+        with torch.autocast("cuda", dtype=torch.float16):
+            y = net_gpu(x.float(), q)
+        return to_uint8(y.float())
+
+    variants = {"fp32": fp32, "fp16_half": fp16_half, "fp16_autocast": fp16_autocast}
+    out = {"mismatch_vs_cpu_fp32": {}, "ms_per_call": {}, "fps": {}}
+    x = torch.from_numpy(synthetic_frames(1, 1080, 1920, seed=3))
+    q = torch.full((1, 1), 30.0)
+    with torch.no_grad():
+        want = cpu(x, q)
+        for name, fn in variants.items():
+            got = fn(x.cuda(), q.cuda()).cpu()
+            d = (got.int() - want.int()).abs()
+            out["mismatch_vs_cpu_fp32"][name] = {"max_abs_diff": int(d.max()), "mismatch_share": float((d > 0).float().mean())}
+        shapes = [(1, 1080, 1920), (4, 1080, 1920), (1, 2160, 3840)]
+        iters = 20 if quick else 50
+        for b, h, w in shapes:
+            xb = torch.randint(0, 256, (b, h * 3 // 2, w), dtype=torch.uint8, device="cuda")
+            qb = torch.full((b, 1), 30.0, device="cuda")
+            for name, fn in variants.items():
+                ms = _timed(lambda: fn(xb, qb), iters)
+                key = f"{name}_b{b}_{h}p"
+                out["ms_per_call"][key] = round(ms, 3)
+                out["fps"][key] = round(b * 1000.0 / ms, 1)
+        out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if not quick:
+            try:
+                t0 = time.perf_counter()
+                compiled = torch.compile(fp16_autocast, dynamic=False)
+                xb = torch.randint(0, 256, (1, 1620, 1920), dtype=torch.uint8, device="cuda")
+                qb = torch.full((1, 1), 30.0, device="cuda")
+                got = compiled(xb, qb)
+                out["compile_s"] = round(time.perf_counter() - t0, 1)
+                ms = _timed(lambda: compiled(xb, qb), 50)
+                out["ms_per_call"]["inductor_fp16_autocast_b1_1080p"] = round(ms, 3)
+                out["fps"]["inductor_fp16_autocast_b1_1080p"] = round(1000.0 / ms, 1)
+                d = (got.int() - fp16_autocast(xb, qb).int()).abs()
+                out["inductor_vs_eager_autocast_max_abs_diff"] = int(d.max())
+            except Exception as exc:  # noqa: BLE001
+                out["compile_error"] = repr(exc)[:300]
+    return out
+
+
+def make_reference(clips_dir: Path, out_dir: Path) -> None:
+    import av
+    import numpy as np
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in CLIPS:
+        digests, pts, first = [], [], None
+        with av.open(str(clips_dir / name)) as c:
+            for frame in c.decode(c.streams.video[0]):
+                nv12 = frame.to_ndarray(format="nv12")
+                first = nv12 if first is None else first
+                digests.append(hashlib.sha256(nv12.tobytes()).hexdigest())
+                pts.append(frame.pts)
+        np.savez_compressed(out_dir / f"{Path(name).stem}.npz", digests=np.array(digests), pts=np.array(pts), first=first)
+        log(f"reference {name}: {len(digests)} frames")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--clips", type=Path, default=Path(os.environ.get("PREEDIT_CLIPS", "../shared/data/clips")))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--make-reference", type=Path, default=None)
+    args = ap.parse_args()
+    if args.make_reference:
+        make_reference(args.clips, args.make_reference)
+        return 0
+    import torch
+
+    if not torch.cuda.is_available():
+        log("no CUDA device: nothing to probe (preedit doctor says the same)")
+        return 2
+    report = {"when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    steps = [("versions", versions), ("capabilities", None), ("raw_encoder_probe", raw_encoder_probe),
+             ("decode", lambda: bench_decode(args.clips, 2 if args.quick else 5)),
+             ("cuda_shm", bench_cuda_shm), ("network", lambda: bench_network(args.quick))]
+    for name, fn in steps:
+        t0 = time.perf_counter()
+        try:
+            if name == "capabilities":
+                from preedit.client.gpu import capabilities
+
+                value = capabilities(0)
+            else:
+                value = fn()
+        except Exception as exc:  # noqa: BLE001
+            value = {"error": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-1500:]}
+        report[name] = value
+        log(f"== {name} ({time.perf_counter() - t0:.1f} s)\n{json.dumps(value, indent=1, default=str)}")
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
