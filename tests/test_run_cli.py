@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -179,15 +180,20 @@ def test_run_ends_cleanly_when_live_udp_source_goes_silent(capsys, caplog, tmp_p
     import imageio_ffmpeg
 
     port = free_port()
-    sender = subprocess.Popen([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-re", "-i",
-                               str(clip("flower.mp4")), "-an", "-t", "1", "-c", "copy", "-f", "mpegts",
-                               f"udp://127.0.0.1:{port}?pkt_size=1316"])
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-re", "-i", str(clip("flower.mp4")), "-an",
+           "-t", "1.5", "-c", "copy", "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"]
+    procs = []
+    # Start sending once the receiver listens (UDP drops what nobody reads, the first key frame too).
+    timer = threading.Timer(1.0, lambda: procs.append(subprocess.Popen(cmd)))
+    timer.start()
     try:
         out = tmp_path / "live.ts"
-        code, errors, _ = run_cli(capsys, f"udp://127.0.0.1:{port}", "-o", out, "--bypass", "--read-timeout-s", "2",
+        code, errors, _ = run_cli(capsys, f"udp://127.0.0.1:{port}", "-o", out, "--bypass", "--read-timeout-s", "3",
                                   *FAST)
     finally:
-        sender.wait(timeout=30)
-    assert code == 0 and not errors and "treating the silence as end of stream" in caplog.text
+        timer.join()
+        for p in procs:
+            p.wait(timeout=30)
+    assert code == 0 and not errors and "treating the silence as end of stream" in caplog.text, errors
     frames, _ = decoded(out)
-    assert len(frames) >= 20  # ~1 s at 29.97 fps (UDP may drop a packet on a loaded machine)
+    assert len(frames) >= 30  # ~1.5 s at 29.97 fps (UDP may drop a packet on a loaded machine)
