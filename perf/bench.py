@@ -157,7 +157,7 @@ def encode_x264(frames: np.ndarray, fps: float = 24.0, preset: str = "medium", c
     return n, time.perf_counter() - t0, out_bytes
 
 
-def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium",
+def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium", max_frames: Optional[int] = None,
                    timeout_s: float = 900.0) -> BenchRow:
     """`preedit run CLIP -o tmp.mp4 --codec h264 --preset medium --url URL` (client/); its own fps."""
     with tempfile.TemporaryDirectory(prefix="preedit-bench-") as tmp:
@@ -165,6 +165,8 @@ def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium",
         cmd = [sys.executable, "-m", "preedit", "run", str(clip), "-o", str(Path(tmp) / "out.mp4"),
                "--url", url, "--model", model, "--codec", "h264", "--preset", preset,
                "--summary-json", str(summary)]
+        if max_frames:
+            cmd += ["--max-frames", str(max_frames)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
         if proc.returncode != 0 or not summary.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -210,7 +212,11 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="interleaved rounds of the in-process/Triton/x264 rows (default 2)")
     parser.add_argument("--only", action="append", default=[], choices=ROWS,
                         help="run only these rows (repeatable; default all)")
+    parser.add_argument("--intra-op-threads", type=int, default=None,
+                        help="ONNX Runtime threads for the in-process row (default: the served config's value)")
     parser.add_argument("--x264-preset", default="medium")
+    parser.add_argument("--pipeline-max-frames", type=int, default=None,
+                        help="frames of the clip the pipeline row encodes (default: all)")
     parser.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: embedded)")
     parser.add_argument("--model", default="preedit")
     parser.add_argument("--model-repository", type=Path, default=None)
@@ -239,7 +245,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     width, height = parse_resolution(args.resolution)
     frames = load_nv12_frames(clip, width, height, args.frames)
     label = resolution_label(width, height)
-    intra = served_intra_op_threads(model_dir) if "inprocess" in selected else 0
+    intra = args.intra_op_threads
+    if intra is None:
+        intra = served_intra_op_threads(model_dir) if "inprocess" in selected else 0
     totals: Dict[str, List[float]] = {}  # name -> [frames, wall_s]
 
     def _add(name: str, n: float, wall: float) -> None:
@@ -279,7 +287,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "pipeline" in selected:
             if (width, height) != _clip_size(clip):
                 log.warning("pipeline row runs at the clip's own size %s, not %s", _clip_size(clip), label)
-            measured["pipeline"] = bench_pipeline(url, args.model, clip, preset=args.x264_preset)
+            measured["pipeline"] = bench_pipeline(url, args.model, clip, preset=args.x264_preset,
+                                                max_frames=args.pipeline_max_frames)
             log.info("pipeline: %.1f fps", measured["pipeline"].fps)
     finally:
         if "triton" in runners:

@@ -1,0 +1,96 @@
+"""Multi-stream benchmark: window control, aggregation, Triton batch counters, and a real 2-stream run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from preedit.perf.multistream import (StreamRun, aggregate, avg_batch_size, drive_transport,
+                                      parse_batch_counters, scaling_table)
+
+
+class _SlowTransport:
+    """Answers each frame after `delay_s` on a thread pool; records the peak in-flight count."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.pool = ThreadPoolExecutor(max_workers=16)
+        self.inflight = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def _work(self, frame):
+        time.sleep(self.delay_s)
+        with self.lock:
+            self.inflight -= 1
+        return frame
+
+    def submit(self, frame):
+        with self.lock:
+            self.inflight += 1
+            self.peak = max(self.peak, self.inflight)
+        return self.pool.submit(self._work, frame)
+
+
+def test_drive_transport_keeps_window_and_times_each_frame_when_closed_loop():
+    transport = _SlowTransport(0.02)
+    frames = np.zeros((3, 6, 4), np.uint8)
+    run = drive_transport(transport, frames, duration_s=0.3, inflight=3)
+    assert transport.peak <= 3
+    assert run.frames >= 10 and run.errors == 0
+    assert min(run.latencies_s) >= 0.02
+    # 3 in flight at 20 ms each: about 150 frames/s, far above one-at-a-time (50/s).
+    assert run.frames / (run.last_done_s - run.first_send_s) > 75
+
+
+def test_drive_transport_paces_frames_when_stream_fps_given():
+    transport = _SlowTransport(0.001)
+    run = drive_transport(transport, np.zeros((1, 6, 4), np.uint8), duration_s=0.5, inflight=4, stream_fps=20)
+    assert 8 <= run.frames <= 12
+
+
+def test_aggregate_sums_frames_over_common_window_when_streams_overlap():
+    a = StreamRun(latencies_s=[0.01] * 10, first_send_s=100.0, last_done_s=101.0)
+    b = StreamRun(latencies_s=[0.03] * 10, first_send_s=100.5, last_done_s=102.0)
+    agg = aggregate([a, b])
+    assert agg["frames"] == 20 and agg["aggregate_fps"] == pytest.approx(10.0)
+    assert agg["per_stream_fps"] == pytest.approx(5.0)
+    assert agg["p50_ms"] == pytest.approx(20.0) and agg["p99_ms"] == pytest.approx(30.0)
+    assert aggregate([StreamRun()])["aggregate_fps"] == 0.0
+
+
+def test_batch_counters_give_avg_batch_when_parsed_from_triton_text():
+    text = ('nv_inference_count{model="preedit",version="1"} 120\n'
+            'nv_inference_exec_count{model="preedit",version="1"} 40\n'
+            'nv_inference_count{model="other",version="1"} 999\n')
+    after = parse_batch_counters(text, "preedit")
+    before = {"nv_inference_count": 20.0, "nv_inference_exec_count": 15.0}
+    assert after == {"nv_inference_count": 120.0, "nv_inference_exec_count": 40.0}
+    assert avg_batch_size(before, after) == pytest.approx(4.0)
+    assert avg_batch_size(None, after) == 0.0
+    table = scaling_table([{"streams": 1, "aggregate_fps": 10.0, "per_stream_fps": 10.0, "p50_ms": 5, "p99_ms": 9,
+                            "avg_batch_size": 1.0},
+                           {"streams": 2, "aggregate_fps": 15.0, "per_stream_fps": 7.5, "p50_ms": 6, "p99_ms": 12,
+                            "avg_batch_size": 1.8}], "serving")
+    assert "| 2 | 15.0 | 7.5 | 1.50x |" in table
+
+
+@pytest.mark.needs_triton
+def test_two_streams_share_one_server_when_run_against_triton(tmp_path):
+    from preedit.paths import model_repository
+    from preedit.perf.multistream import run_serving
+    from preedit.serve import ServerConfig, TritonServer
+
+    frames = np.random.default_rng(0).integers(16, 235, (3, 270, 320), dtype=np.uint8)
+    with TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0, metrics_port=0,
+                                   models=("preedit",))) as server:
+        server.wait_model_ready("preedit")
+        res = run_serving(server.grpc_url, "preedit", frames, n_streams=2, duration_s=1.0, inflight=2,
+                          metrics_url=server.metrics_url)
+    assert res["streams"] == 2 and res["frames"] > 0 and res["errors"] == 0
+    assert res["aggregate_fps"] > 0 and res["p99_ms"] >= res["p50_ms"] > 0
+    assert res["avg_batch_size"] >= 1.0
