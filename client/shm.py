@@ -16,14 +16,18 @@ Triton maps by key, and gives NumPy views directly (no extra copy through ctypes
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import re
 import uuid
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import List, Optional
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class ShmRegion:
@@ -96,6 +100,28 @@ class Slot:
         return self.out.view(np.uint8, shape)
 
 
+def sweep_stale_regions(prefix: str = "preedit", shm_dir: str = "/dev/shm") -> List[str]:
+    """Unlink `<prefix>_<pid>_*` regions left by client processes that no longer exist.
+
+    A client killed with SIGKILL cannot unlink its ring; the next client cleans up after it.
+    Returns the names removed (Linux only: elsewhere, or without `shm_dir`, nothing happens).
+    """
+    removed: List[str] = []
+    if not os.path.isdir(shm_dir):
+        return removed
+    pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)_[0-9a-f]{{8}}_(?:in|out)\d+$")
+    for name in os.listdir(shm_dir):
+        match = pattern.match(name)
+        if not match or os.path.exists(f"/proc/{match.group(1)}"):
+            continue
+        try:
+            os.unlink(os.path.join(shm_dir, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
 def _qp_offset(frame_bytes: int) -> int:
     return (frame_bytes + 63) // 64 * 64  # keep the fp32 QP aligned
 
@@ -112,6 +138,9 @@ class SlotRing:
     def __init__(self, n_slots: int, frame_bytes: int, prefix: str = "preedit") -> None:
         if n_slots < 1:
             raise ValueError(f"a ring needs at least one slot, got {n_slots}")
+        swept = sweep_stale_regions(prefix)
+        if swept:
+            log.info("removed %d shared-memory regions left by dead clients", len(swept))
         self.run_id = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self.frame_bytes = frame_bytes
         self.slots: List[Slot] = []

@@ -14,7 +14,7 @@ import pytest
 
 from preedit.client.interfaces import Frame
 from preedit.client.pipeline import Pipeline, PipelineConfig
-from preedit.client.shm import SlotRing
+from preedit.client.shm import SlotRing, sweep_stale_regions
 from preedit.errors import ServerError, StreamError, UsageError
 
 H, W = 8, 12
@@ -177,3 +177,14 @@ def test_slot_ring_reuses_released_slot_when_ring_is_full():
     finally:
         ring.destroy()
     assert not any(os.path.exists(f"/dev/shm/{n}") for n in names)
+
+
+def test_sweep_stale_regions_removes_only_dead_owners_when_called(tmp_path):
+    dead_pid = 4_000_000  # above any pid_max: no such process
+    stale = tmp_path / f"preedit_{dead_pid}_0123abcd_in0"
+    live = tmp_path / f"preedit_{os.getpid()}_0123abcd_out1"
+    other = tmp_path / "NV12_IN_0_0"
+    for p in (stale, live, other):
+        p.write_bytes(b"x")
+    assert sweep_stale_regions(shm_dir=str(tmp_path)) == [stale.name]
+    assert not stale.exists() and live.exists() and other.exists()
