@@ -29,10 +29,12 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="training device (auto: CUDA when present)")
     parser.add_argument("--seed", type=int, default=None, help="RNG seed")
     parser.add_argument("--source", action="append", default=[], help="extra training video file or image folder (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set loss.rate_weight=2.0 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--bank", default=None, help="use a pre-extracted sequence bank (.npz with 'bank') instead of decoding clips")
     parser.add_argument("--no-validate", action="store_true", help="skip the final real-encoder validation")
     parser.add_argument("--val-frames", type=int, default=None, help="frames per held-out clip in validation")
+    parser.add_argument("--time-budget-min", type=float, default=0.0, help="shorten the run (measured after 20 steps) to fit this many minutes")
     parser.add_argument("--val-max-size", type=int, default=0, help="centre-crop side limit in validation (0: full frame)")
 
 
@@ -44,6 +46,17 @@ def build_config(args) -> "TrainConfig":
     for key, value in (("out_dir", args.out), ("steps", args.steps), ("batch_size", args.batch_size), ("device", args.device), ("seed", args.seed), ("val_frames", args.val_frames)):
         if value is not None:
             data[key] = value
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set needs KEY=VALUE, got {item!r}")
+        import yaml
+
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
     if args.source:
         data["extra_sources"] = list(data.get("extra_sources", [])) + list(args.source)
     try:
@@ -83,7 +96,6 @@ def main(argv: List[str]) -> int:
     cfg = build_config(args)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     bank = None
     if args.bank:
         data = np.load(args.bank)
@@ -96,7 +108,8 @@ def main(argv: List[str]) -> int:
         print(f"resumed at step {trainer.step}")
     print(f"training on {trainer.device}: {len(trainer.bank)} sequences from {len(trainer.sources)} sources, {cfg.steps} steps")
     val_frames = cfg.val_frames
-    trainer.fit(on_validate=lambda tr: run_validation(tr, val_frames, args.val_max_size))
+    trainer.fit(on_validate=lambda tr: run_validation(tr, val_frames, args.val_max_size), time_budget_s=60.0 * args.time_budget_min)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     trainer.export(out / "model.pt", seconds_per_step=round(trainer.seconds_per_step, 3), device=str(trainer.device))
     (out / "history.json").write_text(json.dumps(trainer.history, indent=1))
     print(f"model written to {out / 'model.pt'} ({trainer.seconds_per_step:.2f} s/step on {trainer.device})")

@@ -126,19 +126,19 @@ class Losses(torch.nn.Module):
         fid = fidelity_y(sy, dy) / (fid0 + EPS)
         uv = ((su - du).abs().mean() + (sv - dv).abs().mean()) / 2.0 / (uv0 + EPS)
         total = cfg.rate_weight * rate + cfg.fidelity_weight * fid + cfg.chroma_weight * uv
-        logs = {"rate": float(rate), "fid": float(fid), "uv": float(uv)}
+        logs = {"rate": float(rate.detach()), "fid": float(fid.detach()), "uv": float(uv.detach())}
         if self.vmaf_neg is not None:
             neg = self._vmaf(self.vmaf_neg, sy, dy)
             with torch.no_grad():
                 neg0 = self._vmaf(self.vmaf_neg, sy, py)
-            vm = (100.0 - neg) / (100.0 - neg0 + 1.0)
+            vm = (100.0 - neg) / torch.clamp(100.0 - neg0, min=1.0)
             total = total + cfg.vmaf_weight * vm
-            logs.update(vmaf_neg=float(neg), vmaf_neg_plain=float(neg0))
+            logs.update(vmaf_neg=float(neg.detach()), vmaf_neg_plain=float(neg0))
             if self.vmaf_plain is not None:
                 gap = self._vmaf(self.vmaf_plain, sy, dy) - neg
                 total = total + cfg.vmaf_gap_weight * F.relu(gap - cfg.vmaf_gap_margin) / 100.0
-                logs["vmaf_gap"] = float(gap)
+                logs["vmaf_gap"] = float(gap.detach())
         if self.lpips is not None:  # pragma: no cover
             total = total + cfg.lpips_weight * self.lpips(flat(source), flat(decoded)).mean()
-        logs["loss"] = float(total)
+        logs["loss"] = float(total.detach())
         return LossTerms(total, logs)

@@ -88,6 +88,19 @@ def fit_rate_scales(samples: Sequence[dict]) -> Dict[str, float]:
     return {"intra": float(coef[0]), "inter": float(coef[1])}
 
 
+def _rho(a: Sequence[float], b: Sequence[float]) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3:
+        return float("nan")
+    return float(spearmanr(a, b).correlation)
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def run_check(clips: Sequence[Path], qps: Sequence[int], encoders: Sequence[str], frames: int, max_size: int, preset: str) -> dict:
     """Measure samples and correlations; returns a JSON-able report."""
     from scipy.stats import spearmanr
@@ -116,13 +129,13 @@ def run_check(clips: Sequence[Path], qps: Sequence[int], encoders: Sequence[str]
         rho_rate = spearmanr([s["proxy_bits"] for s in samples], [s["real_bits"] for s in samples]).correlation
         rho_dist = spearmanr([s["proxy_mse"] for s in samples], [s["real_mse"] for s in samples]).correlation
         # Within-QP ranking (content only), the harder question, reported beside.
-        per_qp = [spearmanr([s["proxy_bits"] for s in samples if s["qp"] == q], [s["real_bits"] for s in samples if s["qp"] == q]).correlation for q in qps]
-        per_qp_d = [spearmanr([s["proxy_mse"] for s in samples if s["qp"] == q], [s["real_mse"] for s in samples if s["qp"] == q]).correlation for q in qps]
+        per_qp = [_rho([s["proxy_bits"] for s in samples if s["qp"] == q], [s["real_bits"] for s in samples if s["qp"] == q]) for q in qps]
+        per_qp_d = [_rho([s["proxy_mse"] for s in samples if s["qp"] == q], [s["real_mse"] for s in samples if s["qp"] == q]) for q in qps]
         report["encoders"][enc] = {
             "spearman_rate": float(rho_rate),
             "spearman_distortion": float(rho_dist),
-            "spearman_rate_within_qp_mean": float(np.nanmean(per_qp)),
-            "spearman_distortion_within_qp_mean": float(np.nanmean(per_qp_d)),
+            "spearman_rate_within_qp_mean": _nanmean(per_qp),
+            "spearman_distortion_within_qp_mean": _nanmean(per_qp_d),
             "rate_scales": scales,
             "samples": samples,
             "seconds": round(time.time() - t0, 1),

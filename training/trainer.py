@@ -47,6 +47,10 @@ def load_calibration(cfg: TrainConfig) -> dict:
     if not cfg.calibration:
         return {}
     path = Path(cfg.calibration)
+    if not path.is_absolute() and not path.is_file():
+        from preedit.paths import REPO_ROOT
+
+        path = REPO_ROOT / path
     if not path.is_file():
         LOG.warning("calibration file %s not found; proxy rate scales stay at 1", path)
         return {}
@@ -145,8 +149,12 @@ class Trainer:
         self.step += 1
         return {**terms.logs, "codec": codec, "n": n}
 
-    def fit(self, on_validate=None) -> None:
-        """Train to `cfg.steps`, checkpointing into `cfg.out_dir` (last.pt) as it goes."""
+    def fit(self, on_validate=None, time_budget_s: float = 0.0) -> None:
+        """Train to `cfg.steps`, checkpointing into `cfg.out_dir` (last.pt) as it goes.
+
+        With `time_budget_s` > 0, the speed of the first 20 steps sets a smaller `cfg.steps` when
+        the run would not fit (the cosine schedule follows the new horizon).
+        """
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -160,6 +168,13 @@ class Trainer:
                 self.history.append({"step": self.step, **{k: v for k, v in logs.items()}})
             bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in logs.items() if k in ("loss", "rate", "fid", "uv", "vmaf_neg", "codec")})
             bar.update(1)
+            if time_budget_s > 0 and self.step - s0 == 20:
+                per_step = (time.time() - t0) / 20.0
+                fit = s0 + 20 + int(max(0.0, time_budget_s - (time.time() - t0)) / per_step)
+                if fit < cfg.steps:
+                    LOG.warning("time budget %.0f s at %.2f s/step: training %d steps instead of %d", time_budget_s, per_step, fit, cfg.steps)
+                    cfg.steps = fit
+                    bar.total = fit
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self.save(out / "last.pt")
             if on_validate and cfg.val_every > 0 and self.step % cfg.val_every == 0 and self.step < cfg.steps:
