@@ -197,3 +197,33 @@ def test_run_ends_cleanly_when_live_udp_source_goes_silent(capsys, caplog, tmp_p
     assert code == 0 and not errors and "treating the silence as end of stream" in caplog.text, errors
     frames, _ = decoded(out)
     assert len(frames) >= 30  # ~1.5 s at 29.97 fps (UDP may drop a packet on a loaded machine)
+
+
+def _audio_packets(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return [(bytes(p), p.pts) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def test_run_copies_audio_packets_unchanged_when_input_has_audio(capsys, tmp_path, clip):
+    src, out = clip("flower.mp4"), tmp_path / "o.mkv"
+    code, errors, _ = run_cli(capsys, src, "-o", out, "--bypass", *FAST)
+    assert code == 0 and not errors
+    ref, got = _audio_packets(src), _audio_packets(out)
+    assert len(got) == len(ref) > 100
+    assert [p[0] for p in got] == [p[0] for p in ref]  # same bytes, same order
+
+
+def test_run_writes_one_output_per_input_when_several_inputs_share_a_folder(capsys, tmp_path, clip):
+    outdir = tmp_path / "outs"
+    code, errors, _ = run_cli(capsys, clip("edge-sar_2x1.mp4"), clip("park_joy_480x270_50fps.y4m"), "-o",
+                              f"{outdir}/", "--bypass", "--max-frames", "10", *FAST)
+    assert code == 0 and not errors
+    sar, _ = decoded(outdir / "edge-sar_2x1.preedit.mp4")
+    joy, stream = decoded(outdir / "park_joy_480x270_50fps.preedit.mp4")
+    assert len(sar) == 10 and len(joy) == 10 and stream.average_rate == 50
+    import av
+
+    with av.open(str(outdir / "edge-sar_2x1.preedit.mp4")) as c:
+        assert c.streams.video[0].sample_aspect_ratio == 2  # SAR 2:1 carried through
