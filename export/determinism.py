@@ -163,7 +163,7 @@ def mismatch(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> Dict[str, floa
         frames += int(n > 0)
         worst = max(worst, int(d.max()))
         total += d.size
-    return {"pixels": total, "differing_share": differing / max(total, 1), "max_abs_diff": worst,
+    return {"pixels": total, "differing": differing, "differing_share": differing / max(total, 1), "max_abs_diff": worst,
             "frames_differing": frames, "frames": len(a)}
 
 
@@ -330,10 +330,12 @@ def measure(net, model: Optional[IntModel], clips: Sequence[Tuple[str, int, Opti
 
 
 def markdown_pairs(pairs: Sequence[Dict]) -> str:
-    lines = ["| backend A | backend B | pixels differing | max abs diff | frames differing |", "|---|---|---|---|---|"]
+    lines = ["| backend A | backend B | pixels differing | share (ppm) | max abs diff | frames differing |",
+             "|---|---|---|---|---|---|"]
     for p in pairs:
-        lines.append(f"| {p['a']} | {p['b']} | {p['differing_share'] * 100:.4f} % | {p['max_abs_diff']} | "
-                     f"{p['frames_differing']}/{p['frames']} |")
+        count = p.get("differing", round(p["differing_share"] * p["pixels"]))
+        lines.append(f"| {p['a']} | {p['b']} | {count} of {p['pixels']} | {p['differing_share'] * 1e6:.2f} | "
+                     f"{p['max_abs_diff']} | {p['frames_differing']}/{p['frames']} |")
     return "\n".join(lines)
 
 

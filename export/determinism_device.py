@@ -1,0 +1,158 @@
+"""Cross-machine check: replay this machine's float and int8 outputs on another machine (e.g. a GPU host).
+
+```
+ here:   prepare → bundle/{frames.npz, net.pt, int_model.npz, int8.onnx, float.onnx, expected.npz}
+ there:  run     → float: torch CPU fp32, torch CUDA fp32 (TF32 off / on), CUDA fp16, ORT CPU
+                   int8:  NumPy reference, ORT CPU (1 / all threads), PyTorch engines, torch CUDA (fp32 on ints)
+                   each vs the outputs recorded here: share of pixels differing, max |diff|
+```
+Usage: `python -m preedit.export.determinism_device prepare BUNDLE` here, then
+`python -m preedit.export.determinism_device run BUNDLE --json OUT.json` on the other machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .determinism import float_backends, frame_qps, int8_backends, mismatch, run_frames
+
+BUNDLE_CLIPS = (("park_joy_480x270_50fps.y4m", 4, None), ("CiscoVT2people_320x192_12fps.yuv", 4, None),
+                ("flower.mp4", 3, 960))
+
+
+def prepare(bundle: Path, checkpoint: Optional[Path] = None) -> None:
+    import torch
+
+    from preedit.paths import clips_dir
+
+    from .determinism import export_deterministic, load_int_model, load_net
+    from .determinism_frames import load_frames
+    from .int8_onnx import build_onnx
+    from .onnx_export import export_onnx_bytes
+
+    bundle.mkdir(parents=True, exist_ok=True)
+    net, source = load_net(checkpoint)
+    frames = [f for name, n, w in BUNDLE_CLIPS for f in load_frames(clips_dir() / name, n, max_width=w)]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_int_model(export_deterministic(net, Path(tmp)))
+    (bundle / "int_model.npz").write_bytes(model.to_npz_bytes())
+    (bundle / "int8.onnx").write_bytes(build_onnx(model))
+    (bundle / "float.onnx").write_bytes(export_onnx_bytes(net))
+    torch.save({"config": net.config.__dict__, "state_dict": net.state_dict()}, bundle / "net.pt")
+    qps = frame_qps(len(frames))
+    expected = {}
+    local_float = float_backends(net)
+    local_int = int8_backends(model, engines=["fbgemm"])
+    for kind, runner in (("float", local_float["torch-fp32"]), ("int8", local_int["numpy-ref"])):
+        for i, out in enumerate(run_frames(runner, frames, qps)):
+            expected[f"{kind}_{i}"] = out
+    np.savez_compressed(bundle / "frames.npz", **{f"f{i}": f for i, f in enumerate(frames)})
+    np.savez_compressed(bundle / "expected.npz", **expected)
+    (bundle / "meta.json").write_text(json.dumps({"network": source, "frames": len(frames), "qps": qps,
+                                                  "machine": platform.processor() or platform.machine()}))
+
+
+def _cuda_float_runners(net) -> Dict:
+    import torch
+
+    from preedit.network import NV12PreEditor
+
+    if not torch.cuda.is_available():
+        return {}
+    out = {}
+
+    def make(tf32: bool, half: bool):
+        gpu_net = copy.deepcopy(net).cuda().eval()
+        if half:
+            gpu_net = gpu_net.half()
+        module = NV12PreEditor(gpu_net)
+
+        def run(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            with torch.no_grad():
+                xt = torch.from_numpy(x).cuda()
+                qt = torch.from_numpy(q).cuda()
+                if half:
+                    y = gpu_net(xt.half(), qt.half())
+                    return torch.clamp(torch.round(y.float()), 0, 255).to(torch.uint8).cpu().numpy()
+                return module(xt, qt).cpu().numpy()
+
+        return run
+
+    out["torch-cuda-fp32"] = make(False, False)
+    out["torch-cuda-tf32"] = make(True, False)
+    out["torch-cuda-fp16"] = make(False, True)
+    return out
+
+
+def run(bundle: Path) -> Dict:
+    import torch
+
+    from preedit.network import NetConfig, PreEditorNet
+
+    from .int8_reference import IntModel
+
+    meta = json.loads((bundle / "meta.json").read_text())
+    fz = np.load(bundle / "frames.npz")
+    frames = [fz[f"f{i}"] for i in range(meta["frames"])]
+    expected = np.load(bundle / "expected.npz")
+    qps = meta["qps"]
+    data = torch.load(bundle / "net.pt", map_location="cpu", weights_only=False)
+    net = PreEditorNet(NetConfig(**data["config"]))
+    net.load_state_dict(data["state_dict"])
+    net.eval()
+    model = IntModel.from_npz_bytes((bundle / "int_model.npz").read_bytes())
+    report = {"recorded_on": meta, "machine": {"processor": platform.processor(), "machine": platform.machine(),
+                                               "torch": torch.__version__,
+                                               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
+    try:
+        import onnxruntime
+
+        report["machine"]["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    kinds = {"float": {**float_backends(net, (bundle / "float.onnx").read_bytes()), **_cuda_float_runners(net)},
+             "int8": int8_backends(model, (bundle / "int8.onnx").read_bytes())}
+    for kind, backends in kinds.items():
+        want = [expected[f"{kind}_{i}"] for i in range(len(frames))]
+        rows: List[Dict] = []
+        for name, runner in backends.items():
+            try:
+                got = run_frames(runner, frames, qps)
+                rows.append({"backend": name, **mismatch(want, got)})
+            except Exception as exc:  # report and go on: one missing backend must not hide the rest
+                rows.append({"backend": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+        report[kind] = rows
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m preedit.export.determinism_device", description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["prepare", "run"])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.action == "prepare":
+        prepare(args.bundle, args.checkpoint)
+        return 0
+    report = run(args.bundle)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
