@@ -43,15 +43,16 @@ def _reference(clip_path: Path):
         if not path.is_file():
             pytest.fail(f"neither PyAV nor a reference file {path} (set PREEDIT_NVDEC_REF)")
         data = np.load(path)
-        return list(data["digests"]), list(data["pts"]), data["first"]
+        return list(data["digests"]), list(data["pts"]), data["first"], str(data["time_base"])
     digests, pts, first = [], [], None
     with av.open(str(clip_path)) as c:
+        time_base = str(c.streams.video[0].time_base)
         for frame in c.decode(c.streams.video[0]):
             nv12 = frame.to_ndarray(format="nv12")
             first = nv12 if first is None else first
             digests.append(hashlib.sha256(nv12.tobytes()).hexdigest())
             pts.append(frame.pts)
-    return digests, pts, first
+    return digests, pts, first, time_base
 
 
 def test_capabilities_on_this_gpu_match_the_architecture_table():
@@ -78,11 +79,11 @@ def test_plan_on_this_gpu_keeps_decode_and_preedit_on_gpu_for_h264():
 
 @pytest.mark.parametrize("name", ["flower.mp4", "edge-rotate-buck-bunny.mp4"])
 def test_nvdec_decodes_bit_exact_frames_with_pts_when_input_is_h264(clip, name):
-    from preedit.client.gpu import make_decoder
+    from preedit.client.gpu import NvdecDecoder
 
     path = clip(name)
-    digests, ref_pts, first = _reference(path)
-    dec = make_decoder(path, nvc=_nvc(), ring_size=4)
+    digests, ref_pts, first, time_base = _reference(path)
+    dec = NvdecDecoder(path, nvc=_nvc(), ring_size=4)
     got, pts, kept = [], [], []
     for frame in dec:
         assert frame.nv12.is_cuda and frame.nv12.dtype == torch.uint8 and frame.nv12.is_contiguous()
@@ -91,13 +92,14 @@ def test_nvdec_decodes_bit_exact_frames_with_pts_when_input_is_h264(clip, name):
             kept.append((frame.nv12, host.copy()))
         got.append(hashlib.sha256(host.tobytes()).hexdigest())
         pts.append(frame.pts)
-    dec.close()
     assert len(got) == len(digests), f"NVDEC gave {len(got)} frames, FFmpeg {len(digests)}"
     if got[0] != digests[0]:
         diff = np.abs(kept[0][1].astype(int) - first.astype(int))
         pytest.fail(f"frame 0 differs from FFmpeg: max |diff| {diff.max()}, {np.count_nonzero(diff)} pixels")
     assert got == digests
     assert sorted(pts) == sorted(ref_pts)
+    assert str(dec.info.time_base) == time_base
+    dec.close()
 
 
 def test_network_on_gpu_matches_cpu_within_one_code_value():
@@ -196,17 +198,114 @@ def test_cuda_shm_transport_ring_moves_frames_through_real_regions():
 def test_nvenc_encodes_hevc_when_gpu_has_nvenc(tmp_path):
     from fractions import Fraction
 
-    from preedit.client.gpu import NvencConfig, capabilities, make_encoder
+    from preedit.client.gpu import NvencConfig, NvencEncoder, capabilities
     from preedit.client.interfaces import Frame
 
     caps = capabilities(0)
     if "hevc" not in caps["nvenc"]:
         pytest.skip(f"{caps['device']['name']} has no HEVC NVENC ({caps['architecture']}); encode falls back to CPU")
     pytest.importorskip("av", reason="muxing needs PyAV")
-    enc = make_encoder(tmp_path / "out.mp4", 640, 360, NvencConfig(bframes=2, gop=30), nvc=_nvc(),
+    enc = NvencEncoder(tmp_path / "out.mp4", 640, 360, NvencConfig(bframes=2, gop=30), nvc=_nvc(),
                        time_base=Fraction(1, 30))
     for i in range(40):
         nv12 = torch.full((540, 640), 16 + i, dtype=torch.uint8, device=DEV)
         enc.encode(Frame(index=i, pts=i, time_base=Fraction(1, 30), nv12=nv12))
     stats = enc.finish()
     assert stats["frames"] == 40
+
+
+class _GpuModelServer:
+    """Stands in for Triton on this host: maps the client's CUDA regions zero-copy and runs the
+    real network on the GPU, answering from another thread like gRPC callbacks."""
+
+    def __init__(self, cudashm, net):
+        import threading
+
+        from preedit.network import NV12PreEditor
+
+        self.cudashm, self.model = cudashm, NV12PreEditor(net.to(DEV).eval())
+        self.regions, self.threads, self.lock = {}, [], threading.Lock()
+        self.requests = 0
+
+    def get_model_metadata(self, model, as_json=False):
+        return {"inputs": [{"name": "NV12_IN"}, {"name": "QP"}], "outputs": [{"name": "NV12_OUT"}]}
+
+    def register_cuda_shared_memory(self, name, raw, device_id, size):
+        self.regions[name] = size
+
+    def unregister_cuda_shared_memory(self, name=""):
+        self.regions.pop(name, None)
+
+    def async_infer(self, model, inputs, callback, outputs=None, client_timeout=None):
+        import threading
+
+        t = threading.Thread(target=self._run, args=(inputs, outputs, callback))
+        t.start()
+        self.threads.append(t)
+
+    def _run(self, inputs, outputs, callback):
+        torch.cuda.set_device(0)
+        p_in = inputs[0]._get_tensor()
+        h3, w = list(p_in.shape)[1:]
+        src = self._view(p_in.parameters["shared_memory_region"].string_param, h3 * w).view(1, h3, w)
+        qoff = inputs[1]._get_tensor().parameters["shared_memory_offset"].int64_param
+        qp = self._view(inputs[1]._get_tensor().parameters["shared_memory_region"].string_param, qoff + 4)[qoff:]
+        dst = self._view(outputs[0]._get_tensor().parameters["shared_memory_region"].string_param, h3 * w).view(1, h3, w)
+        with torch.no_grad():
+            dst.copy_(self.model(src, qp.view(torch.float32).view(1, 1)))
+        torch.cuda.synchronize()
+        with self.lock:
+            self.requests += 1
+        callback(object(), None)
+
+    def _view(self, name, size):
+        from preedit.client.gpu import _transport  # noqa: F401 - regions were made through it
+
+        handle = next(h for h in self.cudashm.allocated_shared_memory_regions() if _region_name(h) == name)
+        return torch.from_dlpack(self.cudashm.as_shared_memory_tensor(handle, "UINT8", [size]))
+
+
+def _region_name(handle):
+    for attr in ("_triton_shm_name", "triton_shm_name", "_name"):
+        if hasattr(handle, attr):
+            return getattr(handle, attr)
+    return None
+
+
+def test_pipeline_runs_gpu_decode_gpu_preedit_and_falls_back_per_stage_for_encode(clip, tmp_path):
+    """NVDEC → CUDA shm ring → the network on the GPU → NVENC, or the CPU encoder where this GPU
+    has no NVENC (H100): through the client's own factory and pipeline."""
+    av = pytest.importorskip("av", reason="the CPU encoder and the output check need PyAV")
+    cudashm = pytest.importorskip("tritonclient.utils.cuda_shared_memory",
+                                  reason="tritonclient[cuda] with cuda-python is required for CUDA shm")
+    from preedit.client.backends import select_backends
+    from preedit.client.encode import EncoderSettings
+    from preedit.client.gpu import capabilities
+    from preedit.client.gpu._transport import CudaShmTransport
+    from preedit.client.pipeline import Pipeline, PipelineConfig
+    from preedit.network import identity_model
+
+    src = clip("flower.mp4")
+    backends = select_backends("cuda")
+    dec = backends.make_decoder(str(src), max_frames=24)
+    assert backends.stage_devices["decoder"] == "cuda"
+    info = dec.info
+    server = _GpuModelServer(cudashm, identity_model())
+    transport = CudaShmTransport("local", "preedit", (info.height * 3 // 2, info.width), 4, client=server,
+                                 cudashm=cudashm, qp=30.0)
+    out = tmp_path / "out.mp4"
+    enc = backends.make_encoder(str(out), info, EncoderSettings(codec="hevc", crf=30), audio_streams=dec.audio_streams)
+    has_nvenc = "hevc" in capabilities(0)["nvenc"]
+    assert backends.stage_devices["encoder"] == ("cuda" if has_nvenc else "cpu")
+    try:
+        stats = Pipeline(dec, transport, enc, PipelineConfig(queue_size=4)).run()
+    finally:
+        transport.close()
+        dec.close()
+    assert stats.frames_encoded == 24 and server.requests == 24
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        frames = [f for f in c.decode(s)]
+    assert len(frames) == 24 and (s.width, s.height) == (info.width, info.height)
+    pts = [round(float(f.pts * f.time_base) * 30000) for f in frames]
+    assert pts == [1001 * i for i in range(24)]

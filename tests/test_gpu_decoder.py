@@ -134,3 +134,19 @@ def test_decoder_raises_input_error_when_file_missing(tmp_path):
 
     with pytest.raises(InputError):
         NvdecDecoder(tmp_path / "missing.mp4", nvc=FakeNvc())
+
+
+def test_decoder_allocates_fresh_frames_when_ring_size_is_zero(dummy_file):
+    frames = list(NvdecDecoder(dummy_file, nvc=FakeNvc(), ring_size=0))
+    assert len({f.nv12.data_ptr() for f in frames}) == len(frames)
+    assert [int(f.nv12[0, 0]) for f in frames] == [i + 1 for i in range(FakeNvc.N)]
+
+
+def test_client_decoder_refuses_urls_and_realtime_so_the_cpu_decoder_takes_them():
+    from preedit.client.gpu._adapters import make_client_decoder
+    from preedit.errors import InputError
+
+    with pytest.raises(InputError, match="URL"):
+        make_client_decoder("rtmp://example/live")
+    with pytest.raises(InputError, match="real-time"):
+        make_client_decoder("in.mp4", realtime=True)

@@ -146,3 +146,44 @@ def test_nvenc_encoder_raises_encode_error_when_pynvvideocodec_missing(tmp_path,
     monkeypatch.setattr(caps, "import_nvc", lambda: None)
     with pytest.raises(EncodeError, match="PyNvVideoCodec"):
         NvencEncoder(tmp_path / "o.mp4", W, H)
+
+
+def test_nvenc_config_from_client_settings_maps_rate_control_and_preset():
+    from preedit.client.encode import EncoderSettings
+    from preedit.client.gpu._adapters import nvenc_config_from_settings
+
+    cfg = nvenc_config_from_settings(EncoderSettings(codec="hevc", crf=30, preset="slow"))
+    assert (cfg.rc, cfg.cq, cfg.preset, cfg.codec) == ("vbr", 30, "P5", "hevc")
+    cfg = nvenc_config_from_settings(EncoderSettings(codec="av1", crf=63, preset="10"))
+    assert cfg.cq == 51 and cfg.preset == "P2"
+    cfg = nvenc_config_from_settings(EncoderSettings(codec="h264", qp=27))
+    assert (cfg.rc, cfg.qp) == ("constqp", 27)
+    cfg = nvenc_config_from_settings(EncoderSettings(codec="hevc", bitrate_kbps=3000))
+    assert (cfg.rc, cfg.bitrate_kbps, cfg.cq) == ("vbr", 3000, None)
+
+
+def test_client_nvenc_encoder_raises_so_client_falls_back_when_gpu_has_no_nvenc(tmp_path, monkeypatch):
+    import preedit.client.gpu._caps as caps
+    from preedit.client.encode import EncoderSettings
+    from preedit.client.gpu import make_encoder
+    from preedit.client.interfaces import StreamInfo
+
+    h100 = {"cuda": True, "device": {"name": "NVIDIA H100 80GB HBM3"}, "nvenc": [], "nvdec": ["h264", "hevc"]}
+    monkeypatch.setattr(caps, "capabilities", lambda device_id=0, probe=True: h100)
+    info = StreamInfo(width=W, height=H, time_base=Fraction(1, 30), average_rate=Fraction(30))
+    with pytest.raises(EncodeError, match="H100 80GB HBM3 has no NVENC for hevc"):
+        make_encoder(tmp_path / "o.mp4", info, EncoderSettings(codec="hevc"))
+
+
+def test_client_nvenc_encoder_writes_output_bits_with_fake_nvenc(tmp_path):
+    from preedit.client.encode import EncoderSettings
+    from preedit.client.gpu._adapters import ClientNvencEncoder
+    from preedit.client.interfaces import StreamInfo
+
+    info = StreamInfo(width=W, height=H, time_base=Fraction(1, 1000), average_rate=Fraction(30))
+    enc = ClientNvencEncoder(tmp_path / "o.mkv", info, EncoderSettings(codec="hevc", crf=28), nvc=FakeNvc())
+    for frame in _frames(6, [0, 33, 67, 100, 133, 167]):
+        enc.encode(frame)
+    enc.mux_audio([])
+    stats = enc.finish()
+    assert stats["frames"] == 6 and stats["output_bits"] > 0 and enc.frames == 6

@@ -23,7 +23,8 @@ from ._mux import decode_timestamps, mux_elementary
 __all__ = [
     "available", "capabilities", "architecture", "documented_codecs",
     "DEVICES", "STAGES", "BackendPlan", "plan_backends", "log_plan",
-    "make_decoder", "make_transport", "make_encoder", "NvencConfig",
+    "make_decoder", "make_transport", "make_encoder", "NvencConfig", "NvencEncoder", "NvdecDecoder",
+    "CudaShmTransport",
     "decode_timestamps", "mux_elementary",
 ]
 
@@ -37,30 +38,53 @@ def available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def make_decoder(path, **kwargs: Any):
-    """`NvdecDecoder(path, device_id=0, ring_size=8, ...)`: CUDA NV12 frames from NVDEC."""
-    from ._decoder import NvdecDecoder
+def make_decoder(source, **kwargs: Any):
+    """NVDEC decoder for the client (`realtime=`, `max_frames=`, ...): CUDA NV12 frames + audio.
 
-    return NvdecDecoder(path, **kwargs)
+    Raises for inputs NVDEC does not take (URLs, real-time pacing); the client then uses its
+    CPU decoder. Use `NvdecDecoder` directly for the bare stage.
+    """
+    from ._adapters import make_client_decoder
+
+    return make_client_decoder(source, **kwargs)
 
 
-def make_transport(url: str, model: str, frame_shape, n_slots: int = 4, **kwargs: Any):
-    """`CudaShmTransport(...)`: Triton over a ring of registered CUDA shared-memory slots."""
+def make_transport(url: str, model: str, frame_shape, n_slots: int = 4, *, qp=None,
+                   request_timeout_s: float = 30.0, device_id: int = 0, output_device: str = "cuda",
+                   **_ignored: Any):
+    """`CudaShmTransport(...)`: Triton over a ring of registered CUDA shared-memory slots.
+
+    Accepts (and ignores) the CPU transport's retry/connect options, so the client's factory
+    can call either with the same arguments.
+    """
     from ._transport import CudaShmTransport
 
-    return CudaShmTransport(url, model, frame_shape, n_slots, **kwargs)
+    return CudaShmTransport(url, model, frame_shape, n_slots, qp=qp, request_timeout_s=request_timeout_s,
+                            device_id=device_id, output_device=output_device)
 
 
-def make_encoder(out_path, width: int, height: int, config=None, **kwargs: Any):
-    """`NvencEncoder(...)`: NVENC from device NV12, muxed with source timestamps and audio."""
-    from ._encoder import NvencConfig as _Cfg, NvencEncoder
+def make_encoder(path, info, settings, **kwargs: Any):
+    """NVENC encoder from the client's `(path, StreamInfo, EncoderSettings, audio_streams=...)`.
 
-    return NvencEncoder(out_path, width, height, config or _Cfg(), **kwargs)
+    Raises `EncodeError` when this GPU has no NVENC for `settings.codec` (H100/H200/A100: none;
+    AV1 needs Ada+); the client then encodes on the CPU. `NvencEncoder` is the bare stage.
+    """
+    from ._adapters import ClientNvencEncoder
+
+    return ClientNvencEncoder(path, info, settings, **kwargs)
 
 
 def __getattr__(name: str):
-    if name == "NvencConfig":
-        from ._encoder import NvencConfig
+    if name in ("NvencConfig", "NvencEncoder"):
+        from . import _encoder
 
-        return NvencConfig
+        return getattr(_encoder, name)
+    if name == "NvdecDecoder":
+        from ._decoder import NvdecDecoder
+
+        return NvdecDecoder
+    if name == "CudaShmTransport":
+        from ._transport import CudaShmTransport
+
+        return CudaShmTransport
     raise AttributeError(name)

@@ -6,9 +6,9 @@
 ```
 Decoded frames are views into a decoder-owned pool that the next `Decode()` overwrites (brief
 §1.5), so every frame is copied (device-to-device) before the next packet is decoded. The copy
-lands in a ring of `ring_size` pre-allocated tensors; a consumer that keeps a frame longer than
-`ring_size - 1` further frames must clone it (the pipeline's bounded queues are smaller than the
-ring). Full-range input (yuvj420p) is converted to limited range on the GPU, as the CPU decoder does.
+lands in a ring of `ring_size` pre-allocated tensors (a consumer may hold at most `ring_size - 2`
+frames), or with `ring_size=0` in a fresh tensor per frame (what the client pipeline uses: a
+bypassed frame can wait in three queues). Full-range input (yuvj420p) is converted to limited range on the GPU, as the CPU decoder does.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ class NvdecDecoder:
     Args:
         path: input file (mp4/mkv/raw Annex-B); the demuxer is PyNvVideoCodec's (FFmpeg inside).
         device_id: CUDA ordinal.
-        ring_size: owned output buffers (>= pipeline queue depth + 2).
+        ring_size: owned output buffers reused round-robin; a consumer may hold at most
+            `ring_size - 2` frames. 0 allocates a fresh tensor per frame (no limit; the client
+            pipeline uses this, since a bypassed frame can sit in three queues).
         cuda_stream: `torch.cuda.Stream` for the decoder and the copies (a dedicated one by default).
         nvc: PyNvVideoCodec module (injected by tests).
         color_range: `limited` or `full` (full is converted to limited on the GPU); None → ask the demuxer.
@@ -98,9 +100,14 @@ class NvdecDecoder:
             raise InputError(f"NVDEC cannot open {self.path.name}: {exc}") from None
         self.width = _first_int(self._demux, ("Width", "GetWidth"))
         self.height = _first_int(self._demux, ("Height", "GetHeight"))
+        rate_num = _first_int(self._demux, ("AvgFrameRateNum",))
+        rate_den = _first_int(self._demux, ("AvgFrameRateDen",))
         fps = _first_float(self._demux, ("FrameRate",))
-        self.frame_rate = Fraction(fps).limit_denominator(1001) if fps else None
-        self.time_base = time_base or _guess_time_base(self._demux)
+        if rate_num and rate_den:
+            self.frame_rate: Optional[Fraction] = Fraction(rate_num, rate_den)
+        else:
+            self.frame_rate = Fraction(fps).limit_denominator(1001) if fps else None
+        self.time_base = time_base or _guess_time_base(self._demux, self.path)
         self.color_range = color_range or _demux_range(self._demux)
         self.ring_size = ring_size
         self._ring: Optional[DeviceRing] = None
@@ -117,6 +124,13 @@ class NvdecDecoder:
     def _owned(self, view):
         import torch
 
+        if not self.ring_size:  # fresh tensor per frame (torch's caching allocator makes this cheap)
+            dev = view.device if view.device.type == "cuda" else self.device
+            if not self.height:
+                self.height, self.width = view.shape[0] * 2 // 3, view.shape[1]
+            buf = torch.empty(tuple(view.shape), dtype=torch.uint8, device=dev)
+            buf.copy_(view, non_blocking=True)
+            return buf
         if self._ring is None:
             shape, dev = tuple(view.shape), view.device if view.device.type == "cuda" else self.device
             self._ring = DeviceRing(lambda: torch.empty(shape, dtype=torch.uint8, device=dev), self.ring_size)
@@ -134,6 +148,8 @@ class NvdecDecoder:
 
         from preedit.client.interfaces import Frame
 
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # iteration may run in another thread (brief §1.2)
         for packet in self._demux:
             t0 = time.perf_counter()
             # Decode and copy on the decoder's stream; the stream context is left before yielding
@@ -207,18 +223,23 @@ def _codec_name(demux) -> str:
         return ""
 
 
-def _guess_time_base(demux) -> Fraction:
-    """PyNvVideoCodec's demuxer reports packet pts in the container stream's time base.
+def _guess_time_base(demux, path: Optional[Path] = None) -> Fraction:
+    """Time base of the packet pts (the container stream's: 1/30000, 1/57600, 1/1000, ...).
 
-    The time base itself is not exposed by name in 2.x (UNCONFIRMED); 1/90000 is what mp4/ts
-    use most, and the client overrides it with the PyAV-probed one when available.
+    PyNvVideoCodec 2.2 exposes it as `GetTimebaseNum()/GetTimebaseDen()` (seen on an H100 with
+    2.2.4); older releases do not, then PyAV is asked, and 1/90000 is the last resort (warned).
     """
-    for name in ("TimeBase", "GetTimeBase"):
-        fn = getattr(demux, name, None)
-        if fn is not None:
-            try:
-                value = fn()
-                return Fraction(value).limit_denominator(1 << 30) if not isinstance(value, tuple) else Fraction(*value)
-            except Exception:  # noqa: BLE001
-                pass
+    num = _first_int(demux, ("GetTimebaseNum",))
+    den = _first_int(demux, ("GetTimebaseDen",))
+    if num and den:
+        return Fraction(num, den)
+    if path is not None:
+        try:
+            import av
+
+            with av.open(str(path)) as container:
+                return Fraction(container.streams.video[0].time_base)
+        except Exception:  # noqa: BLE001 - PyAV missing or cannot open
+            pass
+    log.warning("cannot tell the time base of %s; assuming 1/90000", path)
     return Fraction(1, 90000)
