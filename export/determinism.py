@@ -363,13 +363,47 @@ def _parse_clip(text: str) -> Tuple[str, int, Optional[int]]:
         raise UsageError(f"--clip wants NAME:FRAMES[:MAXWIDTH], got {text!r}") from None
 
 
+def net_from_model_dir(model_dir: Path):
+    """Rebuild the float `PreEditorNet` from an exported float model (`model.onnx` initializers +
+    `contract.json` net_config), for when only the model repository is at hand."""
+    import onnx
+    import torch
+
+    from preedit.network import NetConfig, PreEditorNet
+
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / "contract.json").read_text())
+    if "net_config" not in meta:
+        raise ModelError(f"{model_dir}/contract.json has no net_config; pass a checkpoint instead")
+    net = PreEditorNet(NetConfig.from_dict(meta["net_config"]))
+    graph = onnx.load(str(model_dir / "1" / "model.onnx")).graph
+    arrays = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:  # exporters dedupe equal tensors through Identity / Constant nodes
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            arrays[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in arrays:
+            arrays[node.output[0]] = arrays[node.input[0]]
+    state = net.state_dict()
+    weights = {k: arrays.get("net." + k, arrays.get(k)) for k in state}
+    weights = {k: v for k, v in weights.items() if v is not None}
+    missing = [k for k in state if k not in weights]
+    if missing:
+        raise ModelError(f"{model_dir}/1/model.onnx lacks weights {missing}; pass a checkpoint instead")
+    net.load_state_dict({k: torch.from_numpy(np.array(weights[k])).reshape(state[k].shape) for k in state})
+    return net.eval()
+
+
 def load_net(checkpoint: Optional[Path]):
+    """Float network from a checkpoint (.pt), an exported float model dir, or (None) the seeded
+    perturbed stand-in; returns (net, description)."""
     from preedit.network import load_checkpoint
 
     from .quantize import perturbed_net
 
     if checkpoint is None:
         return perturbed_net(0), "perturbed_net(seed=0)"
+    if Path(checkpoint).is_dir():
+        return net_from_model_dir(checkpoint), f"{checkpoint} (ONNX initializers)"
     net, _ = load_checkpoint(checkpoint)
     return net, str(checkpoint)
 

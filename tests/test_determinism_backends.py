@@ -108,3 +108,16 @@ def test_triton_output_bit_exact_when_serving_int8_model(exported):
 
     results = verify(exported / "preedit_int8", ["triton"])
     assert results[0]["ok"] and results[0]["frames"] == 4
+
+
+def test_net_from_model_dir_recovers_weights_when_only_onnx_exported(tmp_path):
+    import torch
+
+    from preedit.export.determinism import net_from_model_dir
+    from preedit.export.repository import export_model_repository
+
+    net = perturbed_net(seed=7)
+    model_dir = export_model_repository(net, tmp_path, "float")
+    again = net_from_model_dir(model_dir)
+    for (k, a), b in zip(net.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
