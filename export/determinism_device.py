@@ -133,7 +133,44 @@ def run(bundle: Path) -> Dict:
             except Exception as exc:  # report and go on: one missing backend must not hide the rest
                 rows.append({"backend": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
         report[kind] = rows
+    report["speed"] = speed(bundle, frames)
     return report
+
+
+def speed(bundle: Path, frames: List[np.ndarray], repeats: int = 15) -> List[Dict]:
+    """ORT CPU ms/frame, float vs int8 (QLinearConv and ConvInteger forms), interleaved runs, median."""
+    import statistics
+    import time
+
+    from .determinism import ort_runner
+    from .int8_onnx import build_onnx
+    from .int8_reference import IntModel
+
+    model = IntModel.from_npz_bytes((bundle / "int_model.npz").read_bytes())
+    graphs = {"float": (bundle / "float.onnx").read_bytes(), "int8-qlinear": build_onnx(model, "qlinear"),
+              "int8-integer": build_onnx(model, "integer")}
+    sizes = {}
+    for f in frames:
+        sizes.setdefault(f.shape, f)
+    big = max(sizes.values(), key=lambda f: f.size)
+    tiles = {"1280x720": np.ascontiguousarray(np.resize(big, (1080, 1280))), f"{big.shape[1]}x{big.shape[0] * 2 // 3}": big}
+    rows = []
+    for threads in (1, 0):
+        runners = {name: ort_runner(g, threads=threads) for name, g in graphs.items()}
+        for label, frame in tiles.items():
+            x, q = frame[None], np.full((1, 1), 32.0, dtype=np.float32)
+            times: Dict[str, List[float]] = {name: [] for name in runners}
+            for name, r in runners.items():
+                r(x, q)
+            for _ in range(repeats):
+                for name, r in runners.items():
+                    t0 = time.perf_counter()
+                    r(x, q)
+                    times[name].append((time.perf_counter() - t0) * 1000.0)
+            for name, t in times.items():
+                rows.append({"size": label, "threads": threads or "all", "graph": name,
+                             "ms_median": statistics.median(t), "ms_min": min(t)})
+    return rows
 
 
 def main(argv: Optional[List[str]] = None) -> int:

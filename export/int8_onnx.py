@@ -5,7 +5,8 @@
    Slice/Pad(128)/Reshape/Transpose (space-to-depth) → ConvInteger → Add(int32 bias)
    → Cast fp32 → Mul(2^e) → Round → Add(zp) → Max/Min → Cast uint8       (each conv)
    FiLM: Gather(table, round(QP)) · q + offset → Mul(2^-F) → Round → clip  (fp32 on ints < 2^24)
-   up: ConvInteger 1x1 → requant → Gather(LUT) → depth-to-space → crop → Add(x) → Clip → uint8
+   up: 1x1 conv → requant → uint8 codes u → depth-to-space → crop → Gather(T, x·256 + u) → uint8
+       (T[x·256 + u] = clip(x + LUT[u], 0, 255): residual, tanh and clamp in one 64 KiB table)
  NV12_OUT uint8 [N, H*3/2, W]
 ```
 
@@ -144,17 +145,20 @@ def build_onnx(model: IntModel, form: str = "qlinear") -> bytes:
     half_pad_h = g.op("Div", [pad_h, g.const([2], i64)])
     uv_p = g.op("Pad", [uv, g.op("Concat", [zero, zero, zero, zero, half_pad_h, pad_w], axis=0), grey],
                 mode="constant")
-    h4 = g.op("Div", [g.op("Add", [height, pad_h]), four])
-    w4 = g.op("Div", [g.op("Add", [width, pad_w]), four])
     two = g.const([2], i64)
 
-    def s2d(plane: str, bh: str, kh: int, channels: int) -> str:
+    # down: space-to-depth (uint8 reshapes/transposes) then the 24→C 1x1 conv.
+    h4 = g.op("Div", [g.op("Add", [height, pad_h]), four])
+    w4 = g.op("Div", [g.op("Add", [width, pad_w]), four])
+
+    def s2d(plane: str, bh: str, channels: int) -> str:
         r = g.op("Reshape", [plane, g.op("Concat", [n, h4, bh, w4, four], axis=0)])
         t = g.op("Transpose", [r], perm=[0, 2, 4, 1, 3])
         return g.op("Reshape", [t, g.op("Concat", [n, g.const([channels], i64), h4, w4], axis=0)])
 
-    blocks = g.op("Concat", [s2d(y_p, four, 4, 16), s2d(uv_p, two, 2, 8)], axis=1)
+    blocks = g.op("Concat", [s2d(y_p, four, 16), s2d(uv_p, two, 8)], axis=1)
     h = _conv(g, blocks, model.down, "down", form)
+    axis1 = g.const([1], i64)
 
     # FiLM: tables indexed by round(QP) clamped to [0, 63].
     qp = g.op("Clip", [g.op("Round", [QP_IN.name]), g.const(0.0, np.float32), g.const(QP_TABLE_SIZE - 1.0, np.float32)])
@@ -171,28 +175,32 @@ def build_onnx(model: IntModel, form: str = "qlinear") -> bytes:
         h = _conv(g, h, conv, f"body{i}", form)
     u = _conv(g, h, model.up, "up", form)
 
-    # LUT: Y phases index row 0, UV phases row 1 of the flattened [2 * 256] table.
-    group = np.array([0] * 16 + [256] * 8, dtype=np.int64).reshape(1, 24, 1, 1)
-    lut_idx = g.op("Add", [g.op("Cast", [u], to=7), g.const(group, i64)])
-    d = g.op("Gather", [g.const(model.lut.reshape(-1), np.float32, "lut"), lut_idx], axis=0)
-    d_y = g.op("Slice", [d, zero, g.const([16], i64), ax1])
-    d_uv = g.op("Slice", [d, g.const([16], i64), g.const([24], i64), ax1])
-
-    def d2s(t: str, bh: str, rows_mult: str) -> str:
-        r = g.op("Reshape", [t, g.op("Concat", [n, bh, four, h4, w4], axis=0)])
-        tr = g.op("Transpose", [r], perm=[0, 3, 1, 4, 2])
-        return g.op("Reshape", [tr, g.op("Concat", [n, g.op("Mul", [h4, rows_mult]),
-                                                    g.op("Mul", [w4, four])], axis=0)])
-
-    ax12 = g.const([1, 2], i64)
-    plane_y = g.op("Slice", [d2s(d_y, four, four), g.op("Concat", [zero, zero], axis=0),
-                             g.op("Concat", [height, width], axis=0), ax12])
-    plane_uv = g.op("Slice", [d2s(d_uv, two, two), g.op("Concat", [zero, zero], axis=0),
-                              g.op("Concat", [g.op("Div", [height, two]), width], axis=0), ax12])
-    delta = g.op("Concat", [plane_y, plane_uv], axis=1)
-    out = g.op("Add", [g.op("Cast", [x], to=1), delta])
-    out = g.op("Clip", [out, g.const(0.0, np.float32), g.const(255.0, np.float32)])
-    g.nodes.append(helper.make_node("Cast", [out], [FRAMES_OUT.name], to=2))
+    # Tail, all on small integers: depth-to-space the uint8 codes u, crop, then one table lookup per
+    # pixel: out = T[plane][x·256 + u] with T[x·256 + u] = clip(x + LUT[u], 0, 255) (uint8, 64 KiB).
+    # Depth-to-space of the uint8 codes as ConvTranspose with one-hot kernels (stride == kernel):
+    # every output is one code times 1 plus zeros, exact in fp32 on any engine.
+    u_f = g.op("Cast", [u], to=1)
+    u_y = g.op("Slice", [u_f, zero, g.const([16], i64), ax1])
+    u_uv = g.op("Slice", [u_f, g.const([16], i64), g.const([24], i64), ax1])
+    one_hot_y = np.eye(16, dtype=np.float32).reshape(16, 1, 4, 4)
+    one_hot_uv = np.eye(8, dtype=np.float32).reshape(8, 1, 2, 4)
+    plane_y = g.op("ConvTranspose", [u_y, g.const(one_hot_y, np.float32, "d2s_y")], kernel_shape=[4, 4], strides=[4, 4])
+    plane_uv = g.op("ConvTranspose", [u_uv, g.const(one_hot_uv, np.float32, "d2s_uv")], kernel_shape=[2, 4],
+                    strides=[2, 4])
+    ax23 = g.const([2, 3], i64)
+    zz = g.op("Concat", [zero, zero], axis=0)
+    code_y = g.op("Slice", [plane_y, zz, g.op("Concat", [height, width], axis=0), ax23])
+    code_uv = g.op("Slice", [plane_uv, zz, g.op("Concat", [g.op("Div", [height, two]), width], axis=0), ax23])
+    code_y = g.op("Squeeze", [code_y, axis1])
+    code_uv = g.op("Squeeze", [code_uv, axis1])
+    codes = np.arange(256, dtype=np.int64)
+    out_planes = []
+    for plane, code, x_plane in ((0, code_y, y), (1, code_uv, uv)):
+        table = np.clip(codes[:, None] + model.lut[plane].astype(np.int64)[None, :], 0, 255).reshape(-1)
+        idx = g.op("Add", [g.op("Mul", [g.op("Cast", [x_plane], to=6), g.const(256, np.int32)]),
+                           g.op("Cast", [code], to=6)])
+        out_planes.append(g.op("Gather", [g.const(table, np.uint8, f"table{plane}"), idx], axis=0))
+    g.nodes.append(helper.make_node("Concat", out_planes, [FRAMES_OUT.name], axis=1))
 
     graph = helper.make_graph(
         g.nodes, "preedit_int8",
