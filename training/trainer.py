@@ -137,9 +137,10 @@ class Trainer:
         n = n if n in cfg.proxy.block_sizes else cfg.proxy.block_sizes[0]
         proxy = self.proxies[codec]
         edited = self.net(batch.reshape(b * t, *batch.shape[2:]), qp.repeat_interleave(t).unsqueeze(1)).reshape(batch.shape)
-        dec = proxy(edited, qp, source=batch, block_size=n)
+        motion = proxy.estimate_motion(batch)
+        dec = proxy(edited, qp, block_size=n, motion=motion)
         with torch.no_grad():
-            plain = proxy(batch, qp, source=batch, block_size=n)
+            plain = proxy(batch, qp, block_size=n, motion=motion)
         terms = self.losses(batch, dec.recon, plain.recon, dec.bits, plain.bits)
         self.opt.zero_grad(set_to_none=True)
         terms.total.backward()

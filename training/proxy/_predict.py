@@ -50,6 +50,9 @@ def motion_search(cur: torch.Tensor, ref: torch.Tensor, block: int, radius: int)
 def motion_compensate(ref: torch.Tensor, mv: torch.Tensor, block: int) -> torch.Tensor:
     """Block motion compensation: each block copies `ref` displaced by its vector.
 
+    One gather over the replicate-padded reference (its backward is a scatter-add, so gradients
+    flow into `ref`).
+
     Args:
         ref: reference (reconstructed) plane `[B, H, W]`; gradients flow into it.
         mv: int64 `[B, H/block, W/block, 2]` displacements (dy, dx).
@@ -60,16 +63,14 @@ def motion_compensate(ref: torch.Tensor, mv: torch.Tensor, block: int) -> torch.
     """
     b, h, w = ref.shape
     radius = int(mv.abs().max().item()) if mv.numel() else 0
-    ref_p = F.pad(ref.unsqueeze(1), (radius,) * 4, mode="replicate").squeeze(1)
-    pred = torch.zeros_like(ref)
-    codes = torch.unique(mv[..., 0] * 4096 + mv[..., 1])
-    for code in codes.tolist():
-        dy, dx = divmod(int(code) + 2048, 4096)
-        dx -= 2048
-        sel = ((mv[..., 0] == dy) & (mv[..., 1] == dx)).to(ref.dtype)
-        mask = sel.repeat_interleave(block, 1).repeat_interleave(block, 2)
-        pred = pred + mask * _shifted(ref_p, radius, dy, dx, h, w)
-    return pred
+    ref_p = F.pad(ref.unsqueeze(1), (radius,) * 4, mode="replicate").reshape(b, -1)
+    wp = w + 2 * radius
+    dy = mv[..., 0].repeat_interleave(block, 1).repeat_interleave(block, 2)
+    dx = mv[..., 1].repeat_interleave(block, 1).repeat_interleave(block, 2)
+    rows = torch.arange(h, device=ref.device).view(1, h, 1) + radius + dy
+    cols = torch.arange(w, device=ref.device).view(1, 1, w) + radius + dx
+    index = (rows * wp + cols).reshape(b, -1)
+    return torch.gather(ref_p, 1, index).reshape(b, h, w)
 
 
 def chroma_vectors(mv: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -164,6 +164,7 @@ class CodecProxy(torch.nn.Module):
         qp: torch.Tensor,
         source: Optional[torch.Tensor] = None,
         block_size: Optional[int] = None,
+        motion: Optional[List[torch.Tensor]] = None,
     ) -> ProxyOutput:
         """Code a batch of short sequences.
 
@@ -172,6 +173,7 @@ class CodecProxy(torch.nn.Module):
             qp: HEVC-equivalent QP per sequence, float `[B]` or `[B, 1]`.
             source: float NV12 `[B, T, H*3/2, W]` used for motion search (default `frames`).
             block_size: luma transform size (default: sampled from `config.block_sizes`).
+            motion: vectors from `estimate_motion(source)`, to share one search between calls.
 
         Returns:
             `ProxyOutput`.
@@ -184,9 +186,9 @@ class CodecProxy(torch.nn.Module):
         b, t, rows, width = frames.shape
         height = rows * 2 // 3
         pixels = to_codec_pixels(frames)
-        src = (source if source is not None else frames).detach()
+        if motion is None:
+            motion = self.estimate_motion(source if source is not None else frames)
         planes = self._pad_planes(pixels)
-        src_planes = self._pad_planes(torch.round(src.clamp(0, 255)))
         recon_planes, units_t, inter_t = [], [], []
         prev = None
         for ti in range(t):
@@ -194,8 +196,7 @@ class CodecProxy(torch.nn.Module):
             if ti == 0:
                 out, units, inter_frac = self._code_intra_frame(cur, qp, n)
             else:
-                mv = motion_search(src_planes[0][:, ti], src_planes[0][:, ti - 1], cfg.pred_block, cfg.search_radius)
-                out, units, inter_frac = self._code_inter_frame(cur, prev, mv, qp, n)
+                out, units, inter_frac = self._code_inter_frame(cur, prev, motion[ti - 1], qp, n)
             recon_planes.append(out)
             units_t.append(units)
             inter_t.append(inter_frac)
@@ -208,6 +209,20 @@ class CodecProxy(torch.nn.Module):
         scale = torch.full((t,), cfg.rate_scale_inter, dtype=units.dtype, device=units.device)
         scale[0] = cfg.rate_scale_intra
         return ProxyOutput(recon, units * scale, units, torch.stack(inter_t, dim=1))
+
+    @torch.no_grad()
+    def estimate_motion(self, source: torch.Tensor) -> List[torch.Tensor]:
+        """Block vectors of frames 1..T-1 into their previous frame, searched on `source`.
+
+        Args:
+            source: float NV12 `[B, T, H*3/2, W]`.
+
+        Returns:
+            T-1 int64 tensors `[B, Hp/pred_block, Wp/pred_block, 2]` (Hp, Wp padded sizes).
+        """
+        y = self._pad_planes(torch.round(source.detach().clamp(0, 255)))[0]
+        cfg = self.config
+        return [motion_search(y[:, t], y[:, t - 1], cfg.pred_block, cfg.search_radius) for t in range(1, y.shape[1])]
 
     @staticmethod
     def _pad_planes(nv12: torch.Tensor):
