@@ -115,7 +115,7 @@ def test_decoder_converts_full_range_to_limited_like_cpu_path(dummy_file):
     assert dec.color_range == "full"
     first = next(iter(dec))
     expected = nv12_full_to_limited(np.full((H * 3 // 2, W), 1, np.uint8))
-    assert np.array_equal(first.nv12.numpy(), np.asarray(expected))
+    assert np.array_equal(first.nv12.cpu().numpy(), np.asarray(expected))
 
 
 def test_full_to_limited_maps_extremes():
