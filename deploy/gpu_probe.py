@@ -8,6 +8,7 @@
 ```
 Usage:
     python3 deploy/gpu_probe.py --out probe.json [--clips DIR] [--quick]
+    python3 deploy/gpu_probe.py --flops                              # FLOP/byte count per frame (CPU)
     python3 deploy/gpu_probe.py --make-reference DIR --clips DIR   # CPU + PyAV: NVDEC references
 Needs torch with CUDA; PyNvVideoCodec and tritonclient[cuda] are optional (reported if missing).
 """
@@ -312,6 +313,57 @@ def bench_network(quick: bool) -> dict:
     return out
 
 
+def count_flops_bytes() -> dict:
+    """Convolution FLOPs and memory traffic of `NV12PreEditor` per frame (CPU; no GPU needed).
+
+    FLOPs from `torch.utils.flop_counter` (2 per MAC); bytes = inputs + outputs of every non-view
+    aten op (what eager PyTorch moves), and the fused minimum (NV12 uint8 in + out).
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from preedit.network import NV12PreEditor, NetConfig, PreEditorNet
+
+    views = {"slice", "alias", "unsqueeze", "squeeze", "view", "expand", "split", "chunk", "select",
+             "t", "transpose", "_unsafe_view", "detach", "split_with_sizes"}
+
+    class _Bytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bytes, self.elementwise = 0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            if name in views:
+                return out
+            ins = [a for a in tree_leaves((args, kwargs or {})) if isinstance(a, torch.Tensor) and a.numel() > 64]
+            outs = [a for a in tree_leaves(out) if isinstance(a, torch.Tensor)]
+            self.bytes += sum(a.numel() * a.element_size() for a in ins + outs)
+            if name not in ("convolution", "addmm"):
+                self.elementwise += sum(a.numel() for a in outs)
+            return out
+
+    net = PreEditorNet(NetConfig()).eval()
+    model = NV12PreEditor(net)
+    out = {"parameters": sum(p.numel() for p in net.parameters())}
+    for h, w in ((1080, 1920), (2160, 3840)):
+        x = torch.zeros(1, h * 3 // 2, w, dtype=torch.uint8)
+        q = torch.full((1, 1), 32.0)
+        flops, counter = FlopCounterMode(display=False), _Bytes()
+        with torch.no_grad():
+            with flops:
+                model(x, q)
+            with counter:
+                model(x, q)
+        out[f"{h}p"] = {"conv_gflop": round(flops.get_total_flops() / 1e9, 3),
+                        "elementwise_mops": round(counter.elementwise / 1e6, 1),
+                        "eager_mbytes": round(counter.bytes / 1e6, 1), "fused_min_mbytes": round(2 * x.numel() / 1e6, 2)}
+    return out
+
+
 def make_reference(clips_dir: Path, out_dir: Path) -> None:
     import av
     import numpy as np
@@ -337,7 +389,11 @@ def main() -> int:
     ap.add_argument("--clips", type=Path, default=Path(os.environ.get("PREEDIT_CLIPS", "../shared/data/clips")))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--make-reference", type=Path, default=None)
+    ap.add_argument("--flops", action="store_true", help="print the FLOP/byte count per frame (CPU) and exit")
     args = ap.parse_args()
+    if args.flops:
+        log(json.dumps(count_flops_bytes(), indent=1))
+        return 0
     if args.make_reference:
         make_reference(args.clips, args.make_reference)
         return 0

@@ -98,6 +98,10 @@ def export_onnx_trt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
     from .onnx_export import export_checked
 
     onnx_bytes, check = export_checked(net)
+    trt_check = ort_tensorrt_check(onnx_bytes, net, fp16=fp16)
+    if trt_check is not None and (trt_check["max_abs_diff"] > 2 or trt_check["mismatch_share"] > 0.05):
+        raise ModelError(f"ONNX Runtime's TensorRT EP disagrees with PyTorch: max |diff| {trt_check['max_abs_diff']}, "
+                         f"{trt_check['mismatch_share']:.2e} of pixels differ")
     model_dir, version_dir = _fresh_version_dir(repo_dir, model_name, version)
     model_file = version_dir / "model.onnx"
     model_file.write_bytes(onnx_bytes)
@@ -105,11 +109,42 @@ def export_onnx_trt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
     config = onnx_trt_config(model_name, profile=profile, instance_count=instance_count, fp16=fp16,
                              cache_path=cache_path)
     meta = {"target": "onnx-trt", "net_config": asdict(net.config), "export_check": check.to_dict(),
+            "gpu_check": trt_check or "not run: ONNX Runtime here has no TensorRT execution provider",
             "gpu_profile": asdict(profile), "precision": "fp16" if fp16 else "fp32",
             "engine": "built by ONNX Runtime's TensorRT EP at model load, cached in trt_cache/"}
     meta.update(metadata or {})
     _write_common(model_dir, config, model_file, meta)
     return model_dir
+
+
+def ort_tensorrt_check(onnx_bytes: bytes, net: PreEditorNet, fp16: bool = True) -> Optional[dict]:
+    """The ONNX graph under ONNX Runtime's TensorRT EP vs PyTorch fp32 (None without that EP).
+
+    Runs only where `onnxruntime-gpu` with TensorRT is installed (a GPU host); frame sizes are
+    inside the default profile.
+    """
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        return None
+    from preedit.network import NV12PreEditor
+
+    from .onnx_export import synthetic_frames
+
+    session = ort.InferenceSession(onnx_bytes, providers=[
+        ("TensorrtExecutionProvider", {"trt_fp16_enable": fp16}), "CUDAExecutionProvider"])
+    reference = NV12PreEditor(net.eval().cpu())
+    worst = differing = total = 0
+    for i, (b, h, w) in enumerate(GPU_CHECK_SHAPES[:2]):
+        x = synthetic_frames(b, h, w, seed=i)
+        q = np.full((b, 1), 32.0, dtype=np.float32)
+        got = session.run([FRAMES_OUT.name], {FRAMES_IN.name: x, QP_IN.name: q})[0]
+        with torch.no_grad():
+            want = reference(torch.from_numpy(x), torch.from_numpy(q)).numpy()
+        diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+        worst, differing, total = max(worst, int(diff.max())), differing + int(np.count_nonzero(diff)), total + diff.size
+    return {"provider": "TensorrtExecutionProvider", "fp16": fp16, "max_abs_diff": worst,
+            "mismatch_share": differing / max(total, 1)}
 
 
 # ------------------------------------------------------------------------------------------

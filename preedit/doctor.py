@@ -91,6 +91,15 @@ def onnxruntime_providers() -> Optional[List[str]]:
     return list(onnxruntime.get_available_providers())
 
 
+def cuda_shm_client() -> dict:
+    """Whether tritonclient's CUDA shared-memory helpers import (they need cuda-python's bindings)."""
+    try:
+        import tritonclient.utils.cuda_shared_memory  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - ImportError, or pkg_resources missing in old releases
+        return {"usable": False, "error": " ".join(str(exc).split())[:200]}
+    return {"usable": True}
+
+
 def triton_info(url: Optional[str], timeout_s: float = 3.0) -> dict:
     """Server binary present (embedded pytriton) and, with `url`, whether it answers + its models."""
     info: dict = {"embedded_binary": None, "url": url, "reachable": None, "models": None}
@@ -134,6 +143,7 @@ def collect(url: Optional[str] = None, device_id: int = 0, probe: bool = True) -
         "ffmpeg": ffmpeg_info(),
         "onnxruntime_providers": onnxruntime_providers(),
         "triton": triton_info(url),
+        "cuda_shm_client": cuda_shm_client(),
     }
     try:
         import torch
@@ -180,6 +190,12 @@ def render(report: dict) -> str:
                      f"hw device types built in: {', '.join(ff['hwdevice_types_built']) or 'none'}")
     else:
         lines.append("FFmpeg: PyAV not installed")
+    shm = report.get("cuda_shm_client", {})
+    if shm.get("usable"):
+        lines.append(f"CUDA shared memory (tritonclient {pk.get('tritonclient')}): usable")
+    else:
+        lines.append(f"CUDA shared memory (tritonclient {pk.get('tritonclient')}): unavailable - {shm.get('error', '?')} "
+                     "(GPU hosts: tritonclient 2.73 with cuda-python; see docs/gpu.md)")
     tr = report["triton"]
     lines.append(f"Triton: embedded server binary {'present' if tr.get('embedded_binary') else 'absent'}")
     if tr.get("url"):
