@@ -32,6 +32,7 @@ def test_doctor_json_is_parseable_and_lists_stages(capsys):
     report = json.loads(capsys.readouterr().out)
     assert set(report["gpu"]) >= {"cuda", "nvdec", "nvenc", "reasons"}
     assert "torch" in report["packages"] and "encoders" in report["ffmpeg"]
+    assert isinstance(report["cuda_shm_client"]["usable"], bool)
 
 
 def test_doctor_reports_unreachable_triton_without_failing():
