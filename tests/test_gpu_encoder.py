@@ -124,11 +124,13 @@ def test_nvenc_encoder_flushes_delayed_frames_when_finish_calls_endencode(tmp_pa
     assert got == pts
 
 
-def test_nvenc_encoder_refuses_encode_after_finish(tmp_path):
-    enc = NvencEncoder(tmp_path / "o.mkv", W, H, NvencConfig(bframes=0), nvc=FakeNvc())
+def test_nvenc_encoder_refuses_encode_after_finish_and_finish_is_idempotent(tmp_path):
+    nvc = FakeNvc()
+    enc = NvencEncoder(tmp_path / "o.mkv", W, H, NvencConfig(bframes=0), nvc=nvc)
     frames = list(_frames(2, [0, 1]))
     enc.encode(frames[0])
-    enc.finish()
+    first = enc.finish()
+    assert enc.finish() == first and first["frames"] == 1
     with pytest.raises(EncodeError):
         enc.encode(frames[1])
 
@@ -187,3 +189,4 @@ def test_client_nvenc_encoder_writes_output_bits_with_fake_nvenc(tmp_path):
     enc.mux_audio([])
     stats = enc.finish()
     assert stats["frames"] == 6 and stats["output_bits"] > 0 and enc.frames == 6
+    assert (enc.first_pts, enc.last_end_pts) == (0, 167 + 33)  # what the pipeline reads for the duration

@@ -133,18 +133,27 @@ class ClientNvencEncoder(NvencEncoder):
         super().__init__(Path(path), info.width, info.height, nvenc_config_from_settings(settings),
                          time_base=Fraction(info.time_base), frame_rate=info.average_rate, audio_from=audio_from,
                          device_id=device_id, nvc=nvc)
+        self.info = info
         self.frames = 0
+        self.first_pts: Optional[int] = None  # read by the pipeline for the media duration
+        self.last_end_pts: Optional[int] = None
 
     def encode(self, frame) -> None:
         super().encode(frame)
         self.frames += 1
+        if frame.pts is not None:
+            self.first_pts = frame.pts if self.first_pts is None else self.first_pts
+            rate = self.info.average_rate
+            step = frame.duration or (int(round(1 / (rate * self.info.time_base))) if rate else 0)
+            self.last_end_pts = frame.pts + step
 
     def mux_audio(self, packets: list) -> None:  # noqa: D401 - protocol method
         """No-op: audio is copied from the source file at `finish()`."""
 
     def finish(self) -> dict:
         stats = super().finish()
-        stats["output_bits"] = self.out_path.stat().st_size * 8 if self.out_path.exists() else 0
+        stats.setdefault("output_bits", self.out_path.stat().st_size * 8 if self.out_path.exists() else 0)
+        self._stats = dict(stats)
         return stats
 
 

@@ -216,10 +216,15 @@ class NvencEncoder:
             self.spool.add(data, ts, key)
 
     def finish(self) -> dict:
-        """Flush (`EndEncode`), mux with source timestamps and audio, and return stats."""
+        """Flush (`EndEncode`), mux with source timestamps and audio, and return stats.
+
+        Idempotent: a second call returns the first call's stats (the client calls it again
+        on shutdown).
+        """
         if self._finished:
-            raise EncodeError("finish() called twice")
+            return dict(self._stats)
         self._finished = True
+        self._stats: dict = {}
         try:
             t0 = time.perf_counter()
             for data, ts, key in normalize_packets(self._enc.EndEncode()):
@@ -235,6 +240,7 @@ class NvencEncoder:
         stats.update(encoder=f"nvenc_{self.config.codec}", config=asdict(self.config), path=str(self.out_path),
                      frames_in=len(self.frame_pts), encode_s=round(self.encode_s, 4),
                      bframes_actual=self.bframes_actual)
+        self._stats = stats
         return stats
 
 
