@@ -32,6 +32,7 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set loss.rate_weight=2.0 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--bank", default=None, help="use a pre-extracted sequence bank (.npz with 'bank') instead of decoding clips")
+    parser.add_argument("--write-bank", default=None, metavar="NPZ", help="only decode and cut the training sequences into this .npz (for hosts without PyAV), then exit")
     parser.add_argument("--no-validate", action="store_true", help="skip the final real-encoder validation")
     parser.add_argument("--val-frames", type=int, default=None, help="frames per held-out clip in validation")
     parser.add_argument("--time-budget-min", type=float, default=0.0, help="shorten the run (measured after 20 steps) to fit this many minutes")
@@ -94,6 +95,13 @@ def main(argv: List[str]) -> int:
     from preedit.training.trainer import Trainer
 
     cfg = build_config(args)
+    if args.write_bank:
+        from preedit.training.data import build_bank
+
+        bank, used = build_bank(cfg.train_paths(), cfg.bank)
+        np.savez_compressed(args.write_bank, bank=bank, names=json.dumps(used))
+        print(f"bank {tuple(bank.shape)} from {len(used)} sources written to {args.write_bank}")
+        return 0
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     bank = None
