@@ -309,3 +309,49 @@ def test_pipeline_runs_gpu_decode_gpu_preedit_and_falls_back_per_stage_for_encod
     assert len(frames) == 24 and (s.width, s.height) == (info.width, info.height)
     pts = [round(float(f.pts * f.time_base) * 30000) for f in frames]
     assert pts == [1001 * i for i in range(24)]
+
+
+_IPC_CHILD = r"""
+import base64, ctypes, sys
+import numpy as np
+import cuda.bindings.runtime as rt
+
+raw, n = base64.b64decode(sys.argv[1]), int(sys.argv[2])
+handle = rt.cudaIpcMemHandle_t()
+ctypes.memmove(handle.getPtr(), raw, len(raw))
+err, ptr = rt.cudaIpcOpenMemHandle(handle, rt.cudaIpcMemLazyEnablePeerAccess)
+assert err == rt.cudaError_t.cudaSuccess, err
+host = np.empty(n, np.uint8)
+assert rt.cudaMemcpy(host.ctypes.data, ptr, n, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)[0] == rt.cudaError_t.cudaSuccess
+print(int(host.astype(np.int64).sum()))
+host = (255 - host).astype(np.uint8)
+assert rt.cudaMemcpy(ptr, host.ctypes.data, n, rt.cudaMemcpyKind.cudaMemcpyHostToDevice)[0] == rt.cudaError_t.cudaSuccess
+rt.cudaDeviceSynchronize()
+rt.cudaIpcCloseMemHandle(ptr)
+"""
+
+
+def test_cuda_shm_region_is_read_and_written_by_another_process_through_its_ipc_handle():
+    """What Triton does with a registered region: open the raw handle in its own process."""
+    import subprocess
+    import sys
+
+    cudashm = pytest.importorskip("tritonclient.utils.cuda_shared_memory",
+                                  reason="tritonclient[cuda] with cuda-python is required for CUDA shm")
+    pytest.importorskip("cuda.bindings.runtime")
+    n = 810 * 960
+    frame = torch.randint(0, 256, (n,), dtype=torch.uint8, device=DEV)
+    handle = cudashm.create_shared_memory_region("preedit_test_ipc", n, 0)
+    try:
+        view = torch.from_dlpack(cudashm.as_shared_memory_tensor(handle, "UINT8", [n]))
+        view.copy_(frame)
+        torch.cuda.synchronize()
+        raw = cudashm.get_raw_handle(handle).decode()
+        child = subprocess.run([sys.executable, "-c", _IPC_CHILD, raw, str(n)], capture_output=True, text=True,
+                               timeout=120)
+        assert child.returncode == 0, child.stderr[-2000:]
+        assert int(child.stdout.strip().splitlines()[-1]) == int(frame.to(torch.int64).sum())
+        torch.cuda.synchronize()
+        assert torch.equal(view, 255 - frame)  # the other process wrote into our region
+    finally:
+        cudashm.destroy_shared_memory_region(handle)
