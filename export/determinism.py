@@ -125,7 +125,7 @@ def int8_backends(model: IntModel, onnx_bytes: Optional[bytes] = None,
                   engines: Optional[Sequence[str]] = None) -> Dict[str, Runner]:
     """NumPy reference, ORT variants of the int8 ONNX, and PyTorch quantized engines."""
     from .int8_onnx import build_onnx
-    from .int8_torch import TorchInt8PreEditor, available_engines
+    from .int8_torch import TorchFloatIntPreEditor, TorchInt8PreEditor, available_engines
 
     if onnx_bytes is None:
         onnx_bytes = build_onnx(model)
@@ -133,6 +133,7 @@ def int8_backends(model: IntModel, onnx_bytes: Optional[bytes] = None,
     out.update(ort_variants(onnx_bytes))
     for engine in engines if engines is not None else available_engines():
         out[f"torch-{engine}"] = TorchInt8PreEditor(model, engine)
+    out["torch-fp32-cpu"] = TorchFloatIntPreEditor(model, "cpu")
     return out
 
 

@@ -121,8 +121,22 @@ def run(bundle: Path) -> Dict:
         report["machine"]["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
+    int8 = int8_backends(model, (bundle / "int8.onnx").read_bytes())
+    if torch.cuda.is_available():
+        from .int8_torch import TorchFloatIntPreEditor
+
+        int8["torch-cuda-fp32-int"] = TorchFloatIntPreEditor(model, "cuda")
+
+        def tf32_runner(x, q, _r=TorchFloatIntPreEditor(model, "cuda")):
+            torch.backends.cudnn.allow_tf32 = True
+            try:
+                return _r(x, q)
+            finally:
+                torch.backends.cudnn.allow_tf32 = False
+
+        int8["torch-cuda-tf32-int"] = tf32_runner
     kinds = {"float": {**float_backends(net, (bundle / "float.onnx").read_bytes()), **_cuda_float_runners(net)},
-             "int8": int8_backends(model, (bundle / "int8.onnx").read_bytes())}
+             "int8": int8}
     for kind, backends in kinds.items():
         want = [expected[f"{kind}_{i}"] for i in range(len(frames))]
         rows: List[Dict] = []

@@ -130,3 +130,61 @@ def _round_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
     r = x - (q << shift)
     half = 1 << (shift - 1)
     return q + ((r > half) | ((r == half) & ((q & 1) == 1))).long()
+
+
+class TorchFloatIntPreEditor:
+    """The integer model as fp32 PyTorch ops on integer values (any device, e.g. CUDA).
+
+    Every tensor holds integers below 2^24 and every rescale is a power of two, so fp32
+    convolution (whatever its summation order, FMA use, or TF32 input rounding: inputs are at
+    most 8-bit integers) and `torch.round` (half to even) give the reference's bits. This is the
+    GPU path of the deterministic model; the tests compare it with the NumPy oracle.
+    """
+
+    def __init__(self, model: IntModel, device: str = "cpu") -> None:
+        self.model = model
+        self.device = torch.device(device)
+
+        def t(a, dtype=torch.float32):
+            return torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
+
+        self.convs = [(c, t(c.weight), t(c.bias).reshape(1, -1, 1, 1), t(2.0 ** c.mult_exp.astype(np.float64)).reshape(1, -1, 1, 1),
+                       t(c.out_zero_point).reshape(1, -1, 1, 1)) for c in [model.down, *model.body, model.up]]
+        self.film_m, self.film_b = t(model.film.mult), t(model.film.offset)
+        self.film_scale = 2.0 ** -model.film.shift
+        self.lut = t(model.lut)
+
+    @staticmethod
+    def _conv(layer, q: torch.Tensor) -> torch.Tensor:
+        conv, w, b, scale, zp = layer
+        acc = F.conv2d(q - conv.in_zero_point, w, padding=conv.padding) + b
+        out = torch.round(acc * scale) + zp
+        return torch.maximum(out, zp).clamp(max=255.0) if conv.relu else out.clamp(0.0, 255.0)
+
+    def __call__(self, nv12: np.ndarray, qp: Optional[np.ndarray] = None) -> np.ndarray:
+        model = self.model
+        if qp is None:
+            qp = np.full((nv12.shape[0], 1), 32.0, dtype=np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(nv12)).to(self.device).float()
+        n, rows, width = x.shape
+        height = rows * 2 // 3
+        pad_h, pad_w = (-height) % 4, (-width) % 4
+        y = F.pad(x[:, :height], (0, pad_w, 0, pad_h), value=128.0)
+        uv = F.pad(x[:, height:], (0, pad_w, 0, pad_h // 2), value=128.0)
+        h4, w4 = y.shape[1] // 4, y.shape[2] // 4
+        blocks = torch.cat([y.reshape(n, h4, 4, w4, 4).permute(0, 2, 4, 1, 3).reshape(n, 16, h4, w4),
+                            uv.reshape(n, h4, 2, w4, 4).permute(0, 2, 4, 1, 3).reshape(n, 8, h4, w4)], 1)
+        with torch.no_grad():
+            h = self._conv(self.convs[0], blocks)
+            idx = torch.from_numpy(qp_index(qp)).to(self.device)
+            m = self.film_m[idx][:, :, None, None]
+            b = self.film_b[idx][:, :, None, None]
+            h = torch.round((h * m + b) * self.film_scale).clamp(0.0, 255.0)
+            for layer in self.convs[1:-1]:
+                h = self._conv(layer, h)
+            u = self._conv(self.convs[-1], h).long()
+            d = torch.cat([self.lut[0][u[:, :16]], self.lut[1][u[:, 16:]]], dim=1)
+            d_y = d[:, :16].reshape(n, 4, 4, h4, w4).permute(0, 3, 1, 4, 2).reshape(n, 4 * h4, 4 * w4)
+            d_uv = d[:, 16:].reshape(n, 2, 4, h4, w4).permute(0, 3, 1, 4, 2).reshape(n, 2 * h4, 4 * w4)
+            delta = torch.cat([d_y[:, :height, :width], d_uv[:, : height // 2, :width]], dim=1)
+            return (x + delta).clamp(0.0, 255.0).to(torch.uint8).cpu().numpy()

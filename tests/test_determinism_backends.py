@@ -121,3 +121,21 @@ def test_net_from_model_dir_recovers_weights_when_only_onnx_exported(tmp_path):
     again = net_from_model_dir(model_dir)
     for (k, a), b in zip(net.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.needs_cuda
+def test_int8_on_cuda_bit_exact_when_run_as_fp32_on_integers(model):
+    import torch
+
+    from preedit.export.int8_reference import reference_forward
+    from preedit.export.int8_torch import TorchFloatIntPreEditor
+
+    frames = np.stack(_frames("CiscoVT2people_160x96_6fps.yuv", 3))
+    qp = np.array([[22.0], [32.0], [42.0]], dtype=np.float32)
+    want = reference_forward(model, frames, qp)
+    for tf32 in (False, True):
+        torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            np.testing.assert_array_equal(TorchFloatIntPreEditor(model, "cuda")(frames, qp), want)
+        finally:
+            torch.backends.cudnn.allow_tf32 = False
