@@ -33,14 +33,17 @@ class _Decoded:
 
 
 class FakeDemuxer:
-    def __init__(self, n, full_range=False):
-        self.n, self.full_range = n, full_range
+    def __init__(self, n, full_range=False, codec="H264", bit_depth=8):
+        self.n, self.full_range, self.codec, self.depth = n, full_range, codec, bit_depth
+
+    def BitDepth(self):  # noqa: N802
+        return self.depth
 
     def __iter__(self):
         return iter([_Packet(100 * i) for i in range(self.n)])
 
     def GetNvCodecId(self):  # noqa: N802
-        return "cudaVideoCodec.H264"
+        return f"cudaVideoCodec.{self.codec}"
 
     def Width(self):  # noqa: N802
         return W
@@ -76,11 +79,11 @@ class FakeDecoder:
 class FakeNvc:
     N = 6
 
-    def __init__(self, full_range=False):
-        self.full_range = full_range
+    def __init__(self, full_range=False, codec="H264", bit_depth=8):
+        self.full_range, self.codec, self.bit_depth = full_range, codec, bit_depth
 
     def CreateDemuxer(self, filename):  # noqa: N802
-        return FakeDemuxer(self.N, self.full_range)
+        return FakeDemuxer(self.N, self.full_range, self.codec, self.bit_depth)
 
     def CreateDecoder(self, **kwargs):  # noqa: N802
         assert kwargs["usedevicememory"] is True
@@ -150,3 +153,17 @@ def test_client_decoder_refuses_urls_and_realtime_so_the_cpu_decoder_takes_them(
         make_client_decoder("rtmp://example/live")
     with pytest.raises(InputError, match="real-time"):
         make_client_decoder("in.mp4", realtime=True)
+
+
+def test_client_decoder_refuses_10_bit_and_codecs_nvdec_lacks(dummy_file):
+    from preedit.client.gpu._adapters import ClientNvdecDecoder
+    from preedit.errors import InputError
+
+    with pytest.raises(InputError, match="10-bit"):
+        ClientNvdecDecoder(dummy_file, nvc=FakeNvc(bit_depth=10))
+    with pytest.raises(InputError, match="does not decode av1"):
+        ClientNvdecDecoder(dummy_file, nvc=FakeNvc(codec="AV1"), nvdec_codecs=["h264", "hevc"])
+    dec = ClientNvdecDecoder(dummy_file, nvc=FakeNvc(), nvdec_codecs=["h264", "hevc"], max_frames=3)
+    frames = list(dec)
+    assert len(frames) == 3 and all("decode_ns" in f.meta for f in frames)
+    assert dec.info.codec_name == "h264" and dec.take_audio() == []

@@ -67,10 +67,19 @@ class ClientNvdecDecoder(NvdecDecoder):
     mapping applies unchanged.
     """
 
-    def __init__(self, source, *, max_frames: Optional[int] = None, **kwargs: Any) -> None:
-        super().__init__(Path(source), **kwargs)
-        self.max_frames = max_frames
+    def __init__(self, source, *, max_frames: Optional[int] = None, nvdec_codecs: Optional[Sequence[str]] = None,
+                 **kwargs: Any) -> None:
         self._audio_container = None
+        super().__init__(Path(source), **kwargs)
+        depth = self.bit_depth
+        if depth not in (None, 8):
+            self.close()
+            raise InputError(f"{depth}-bit input: the NVDEC path is 8-bit NV12 only (the CPU decoder converts it)")
+        if nvdec_codecs is not None and self.codec_name and self.codec_name not in nvdec_codecs:
+            codec = self.codec_name
+            self.close()
+            raise InputError(f"NVDEC on this GPU does not decode {codec} (it does: {', '.join(nvdec_codecs) or 'none'})")
+        self.max_frames = max_frames
         self.audio_streams: List = []
         self.sample_aspect_ratio = None
         try:
@@ -82,6 +91,8 @@ class ClientNvdecDecoder(NvdecDecoder):
             self.sample_aspect_ratio = video.sample_aspect_ratio or video.codec_context.sample_aspect_ratio
             if kwargs.get("color_range") is None and video.codec_context.color_range == 2:
                 self.color_range = "full"
+            self.color_matrix = {5: "bt601", 6: "bt601"}.get(int(video.codec_context.colorspace or 0), "bt709")
+            self.frame_count_hint = video.frames or None
         except Exception as exc:  # noqa: BLE001 - no PyAV: video only
             log.debug("no PyAV side-container for %s: %s", source, exc)
 
@@ -165,4 +176,8 @@ def make_client_decoder(source, *, realtime: bool = False, max_frames: Optional[
         raise InputError("the NVDEC decoder reads local files; live URLs use the CPU decoder")
     if realtime:
         raise InputError("real-time pacing is implemented by the CPU decoder")
-    return ClientNvdecDecoder(source, max_frames=max_frames, device_id=device_id, ring_size=0)
+    from ._caps import capabilities
+
+    caps = capabilities(device_id)
+    codecs = caps["nvdec"] if caps.get("cuda") else None
+    return ClientNvdecDecoder(source, max_frames=max_frames, device_id=device_id, ring_size=0, nvdec_codecs=codecs)

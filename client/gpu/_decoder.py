@@ -109,6 +109,8 @@ class NvdecDecoder:
             self.frame_rate = Fraction(fps).limit_denominator(1001) if fps else None
         self.time_base = time_base or _guess_time_base(self._demux, self.path)
         self.color_range = color_range or _demux_range(self._demux)
+        self.color_matrix = "bt709"
+        self.frame_count_hint: Optional[int] = None
         self.ring_size = ring_size
         self._ring: Optional[DeviceRing] = None
         self.decode_s = 0.0
@@ -119,7 +121,16 @@ class NvdecDecoder:
         from preedit.client.interfaces import StreamInfo
 
         return StreamInfo(width=self.width or 0, height=self.height or 0, time_base=self.time_base,
-                          average_rate=self.frame_rate, color_range=self.color_range, codec_name=_codec_name(self._demux))
+                          average_rate=self.frame_rate, color_range=self.color_range, color_matrix=self.color_matrix,
+                          frame_count_hint=self.frame_count_hint, codec_name=self.codec_name)
+
+    @property
+    def codec_name(self) -> str:
+        return _codec_name(self._demux) if self._demux is not None else ""
+
+    @property
+    def bit_depth(self) -> Optional[int]:
+        return _first_int(self._demux, ("BitDepth",)) if self._demux is not None else None
 
     def _owned(self, view):
         import torch
