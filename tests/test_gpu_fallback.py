@@ -106,3 +106,6 @@ def test_capabilities_report_no_cuda_cleanly_when_forced_to_cpu(monkeypatch):
     finally:
         capabilities.cache_clear()
     assert caps["cuda"] is False and caps["nvenc"] == [] and caps["reasons"]
+    from preedit.client.gpu import available
+
+    assert available() is False

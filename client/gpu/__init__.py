@@ -30,7 +30,11 @@ __all__ = [
 
 
 def available() -> bool:
-    """True when torch sees a CUDA device (cheap; no NVDEC/NVENC probe)."""
+    """True when torch sees a CUDA device (cheap; no NVDEC/NVENC probe); False with PREEDIT_FORCE_CPU=1."""
+    import os
+
+    if os.environ.get("PREEDIT_FORCE_CPU") == "1":
+        return False
     try:
         import torch
     except ImportError:
