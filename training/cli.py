@@ -30,6 +30,7 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="RNG seed")
     parser.add_argument("--source", action="append", default=[], help="extra training video file or image folder (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set loss.rate_weight=2.0 (repeatable)")
+    parser.add_argument("--init", default=None, metavar="CKPT", help="warm start: initial weights from a checkpoint (fresh optimiser and schedule)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--bank", default=None, help="use a pre-extracted sequence bank (.npz with 'bank') instead of decoding clips")
     parser.add_argument("--write-bank", default=None, metavar="NPZ", help="only decode and cut the training sequences into this .npz (for hosts without PyAV), then exit")
@@ -111,6 +112,12 @@ def main(argv: List[str]) -> int:
     trainer = Trainer(cfg, bank=bank)
     if args.bank and "names" in data:
         trainer.sources = json.loads(str(data["names"]))
+    if args.init:
+        from preedit.network import load_checkpoint
+
+        init_net, _ = load_checkpoint(args.init)
+        trainer.net.load_state_dict(init_net.state_dict())
+        print(f"initial weights from {args.init}")
     if args.resume:
         trainer.resume(out / "last.pt")
         print(f"resumed at step {trainer.step}")
