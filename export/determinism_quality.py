@@ -109,12 +109,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--ladder", default="22,27,32,37", help="libx265 CRF values")
     parser.add_argument("--clips", default=",".join(HELDOUT_CLIPS))
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--scheme", default=None, help="observer/granularity/symmetry/nN (default: the shipped scheme)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     net, source = load_net(args.checkpoint)
     ladder = [float(v) for v in args.ladder.split(",")]
     with tempfile.TemporaryDirectory(prefix="preedit_detq_") as tmp:
-        model_dir = export_deterministic(net, Path(tmp))
+        from .quantize import QuantScheme
+
+        scheme = QuantScheme.parse(args.scheme) if args.scheme else None
+        model_dir = export_deterministic(net, Path(tmp), scheme=scheme)
         model = load_int_model(model_dir)
         int_editor = OrtEditor((model_dir / "1" / "model.onnx").read_bytes(), "int8 " + json.dumps(model.scheme))
         float_editor = OrtEditor(export_onnx_bytes(net), "float " + source)

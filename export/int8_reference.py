@@ -124,6 +124,14 @@ class IntModel:
             raise ValueError(f"integer intermediates reach {worst} >= 2^24: not exact in fp32 engines ({bounds})")
         return bounds
 
+    def zero_points_even(self) -> bool:
+        """True when every activation zero point is even: then engines that round `v + zp` (oneDNN)
+        and engines that round `v` then add `zp` agree on half-way ties, so the model is exact by
+        construction on all of them (odd zero points pass or fail by the luck of the frames)."""
+        zps = [self.film.out_zero_point] + [int(z) for _, c in self._named_convs()
+                                            for z in [c.in_zero_point, *np.asarray(c.out_zero_point).tolist()]]
+        return all(z % 2 == 0 for z in zps)
+
     # -- serialisation ------------------------------------------------------------------------
 
     def to_npz_bytes(self) -> bytes:

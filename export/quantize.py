@@ -77,6 +77,15 @@ class QuantScheme:
         return asdict(self)
 
     @classmethod
+    def parse(cls, name: str) -> "QuantScheme":
+        """From `observer/granularity/symmetry/n<frames>` (the `name` form)."""
+        parts = name.split("/")
+        if len(parts) != 4 or not parts[3].startswith("n") or not parts[3][1:].isdigit():
+            raise UsageError(f"scheme must look like minmax/per_channel/affine_even/n16, got {name!r}")
+        return cls(observer=parts[0], weight_granularity=parts[1], activation_symmetry=parts[2],
+                   calib_frames=int(parts[3][1:]))
+
+    @classmethod
     def from_dict(cls, data: dict) -> "QuantScheme":
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
@@ -339,8 +348,8 @@ def perturbed_net(seed: int = 0, scale: float = 0.05, config=None) -> PreEditorN
 
 #: The scheme `preedit export --deterministic` uses: the pick of `python -m preedit.export.quantize_search`
 #: (best quality among the schemes bit-exact on every backend; see perf/results/determinism.md).
-DEFAULT_SCHEME = QuantScheme(observer="minmax", weight_granularity="per_channel",
-                             activation_symmetry="affine_even", calib_frames=16)
+DEFAULT_SCHEME = QuantScheme(observer="moving_average", weight_granularity="per_channel",
+                             activation_symmetry="affine_even", calib_frames=2)
 
 
 def export_deterministic(net: PreEditorNet, repo_dir, calib_frames: Optional[Sequence[np.ndarray]] = None,

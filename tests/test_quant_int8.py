@@ -90,3 +90,16 @@ def test_int8_output_tracks_float_when_quantized_per_channel(net, calib):
     err = np.abs(got - want)
     assert edit > 1.0, "the test network should edit the frame"
     assert err.max() <= 2 and err.mean() < 0.1 * edit
+
+
+def test_quant_scheme_parses_name_when_round_tripped():
+    s = QuantScheme(observer="histogram", weight_granularity="per_tensor", activation_symmetry="symmetric",
+                    calib_frames=5)
+    assert QuantScheme.parse(s.name) == s
+    with pytest.raises(UsageError, match="minmax/per_channel/affine_even/n16"):
+        QuantScheme.parse("minmax/per_channel")
+
+
+def test_int_model_zero_points_even_when_affine_even(net, calib):
+    assert quantize(net, calib, QuantScheme(calib_frames=2, activation_symmetry="affine_even")).zero_points_even()
+    assert quantize(net, calib, QuantScheme(calib_frames=2, activation_symmetry="symmetric")).zero_points_even()
