@@ -139,3 +139,24 @@ def test_proxy_check_ranks_like_x265_when_run_on_a_real_clip(clip, capsys):
     row = next(line for line in text.splitlines() if line.startswith("libx265"))
     rho_rate, rho_dist = map(float, row.split()[1:3])
     assert rho_rate >= 0.9 and rho_dist >= 0.9
+
+
+def test_validate_gives_zero_bd_rate_when_editor_is_identity(clip):
+    from preedit.network import identity_model
+    from preedit.training.validate import format_report, torch_editor, validate
+
+    path = clip("flower.mp4")
+    report = validate({"identity": torch_editor(identity_model())}, [path], 3, [26, 34, 42], "libx265", preset="ultrafast", max_size=128)
+    bd = report["clips"]["flower.mp4"]["bd_identity"]
+    assert bd["vmaf_neg"] == pytest.approx(0.0, abs=1e-6) and bd["psnr_y"] == pytest.approx(0.0, abs=1e-6)
+    plain = report["clips"]["flower.mp4"]["plain"]
+    assert plain[0]["kbits"] > plain[-1]["kbits"], "higher QP spends fewer bits"
+    assert "| flower.mp4 | identity |" in format_report(report)
+
+
+def test_train_main_rejects_set_when_not_key_value(tmp_path):
+    from preedit.errors import UsageError
+    from preedit.training.cli import main
+
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        main(["--out", str(tmp_path), "--set", "loss.rate_weight"])
