@@ -160,3 +160,15 @@ def test_train_main_rejects_set_when_not_key_value(tmp_path):
 
     with pytest.raises(UsageError, match="KEY=VALUE"):
         main(["--out", str(tmp_path), "--set", "loss.rate_weight"])
+
+
+def test_real_codec_forward_uses_real_pixels_when_keeping_proxy_gradient():
+    from preedit.training.trainer import real_codec_forward
+
+    frames = torch.from_numpy(_synthetic_bank(s=1, t=2, size=64)).float().requires_grad_(True)
+    proxy_recon = frames * 1.0
+    out = real_codec_forward(frames, proxy_recon, torch.tensor([30.0]), "hevc", "ultrafast")
+    assert not torch.equal(out.detach(), frames.detach()), "forward values come from the real decode"
+    assert out.detach().eq(out.detach().round()).all()
+    out.sum().backward()
+    assert torch.allclose(frames.grad, torch.ones_like(frames)), "gradient is the proxy's (identity here)"

@@ -56,6 +56,10 @@ class TrainConfig:
         val_codec: encoder of validation ("libx265" or "libsvtav1").
         out_dir: where checkpoints and logs go.
         calibration: JSON of proxy rate scales written by `preedit proxy-check` ("" = none).
+        real_codec_every: every N steps, replace the proxy reconstruction of the edited frames by
+            the real encoder's decoded frames in the forward pass, keeping the proxy's gradient
+            (x̂ = proxy + sg(real − proxy); SCALED / neural wrapping); 0 disables.
+        real_codec_preset: encoder preset of that real forward (libx265 name; SVT-AV1 uses 12).
     """
 
     clips_dir: str = ""
@@ -81,6 +85,8 @@ class TrainConfig:
     val_codec: str = "libx265"
     out_dir: str = "runs/train"
     calibration: str = ""
+    real_codec_every: int = 0
+    real_codec_preset: str = "ultrafast"
 
     def __post_init__(self) -> None:
         self.codecs = tuple(self.codecs)
@@ -100,6 +106,8 @@ class TrainConfig:
         lo, hi = self.qp_range
         if not 0 <= lo <= hi <= 51:
             raise ValueError(f"qp_range must satisfy 0 <= lo <= hi <= 51, got {self.qp_range}")
+        if self.real_codec_every < 0:
+            raise ValueError(f"real_codec_every must be >= 0, got {self.real_codec_every}")
         if self.val_codec not in ("libx265", "libsvtav1"):
             raise ValueError(f"val_codec {self.val_codec!r} not valid; valid: ['libx265', 'libsvtav1']")
         overlap = set(map(lambda s: Path(s).name, self.train_sources)) & set(map(lambda s: Path(s).name, self.heldout))

@@ -57,6 +57,32 @@ def load_calibration(cfg: TrainConfig) -> dict:
     return json.loads(path.read_text())
 
 
+def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torch.Tensor, codec: str, preset: str) -> torch.Tensor:
+    """x̂ = proxy + sg(real − proxy): real decoded pixels forward, the proxy's gradient backward.
+
+    Args:
+        edited: pre-edited frames, float NV12 `[B, T, H*3/2, W]`.
+        proxy_recon: the proxy's reconstruction of them, same layout (carries the gradient).
+        qp: HEVC-equivalent QP per sequence `[B]`.
+        codec: proxy codec family ("hevc" → libx265 at QP, "av1" → libsvtav1 at the AV1 quantizer
+            of equal step).
+        preset: libx265 preset (SVT-AV1 uses preset 12).
+    """
+    from preedit.training.encoders import encode_decode
+    from preedit.training.proxy import hevc_qp_to_av1_q, to_codec_pixels
+
+    pixels = to_codec_pixels(edited.detach()).to(torch.uint8).cpu().numpy()
+    real = []
+    for seq, q in zip(pixels, qp.tolist()):
+        if codec == "hevc":
+            rt = encode_decode(seq, "libx265", int(round(q)), preset=preset)
+        else:
+            rt = encode_decode(seq, "libsvtav1", hevc_qp_to_av1_q(q), preset="12")
+        real.append(torch.from_numpy(rt.decoded))
+    real_t = torch.stack(real).to(proxy_recon.device, proxy_recon.dtype)
+    return proxy_recon + (real_t - proxy_recon).detach()
+
+
 class Trainer:
     """Holds the model, proxies, losses, data and optimiser of one run."""
 
@@ -141,6 +167,9 @@ class Trainer:
         dec = proxy(edited, qp, block_size=n, motion=motion)
         with torch.no_grad():
             plain = proxy(batch, qp, block_size=n, motion=motion)
+        real = cfg.real_codec_every > 0 and (self.step + 1) % cfg.real_codec_every == 0
+        if real:
+            dec = dec._replace(recon=real_codec_forward(edited, dec.recon, qp, codec, cfg.real_codec_preset))
         terms = self.losses(batch, dec.recon, plain.recon, dec.bits, plain.bits)
         self.opt.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -148,7 +177,7 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         self.step += 1
-        return {**terms.logs, "codec": codec, "n": n}
+        return {**terms.logs, "codec": codec, "n": n, "real": real}
 
     def fit(self, on_validate=None, time_budget_s: float = 0.0) -> None:
         """Train to `cfg.steps`, checkpointing into `cfg.out_dir` (last.pt) as it goes.
