@@ -148,8 +148,11 @@ class TorchFloatIntPreEditor:
         def t(a, dtype=torch.float32):
             return torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
 
-        self.convs = [(c, t(c.weight), t(c.bias).reshape(1, -1, 1, 1), t(2.0 ** c.mult_exp.astype(np.float64)).reshape(1, -1, 1, 1),
-                       t(c.out_zero_point).reshape(1, -1, 1, 1)) for c in [model.down, *model.body, model.up]]
+        def per_channel(a) -> torch.Tensor:
+            return t(a).reshape(1, -1, 1, 1)
+
+        self.convs = [(c, t(c.weight), per_channel(c.bias), per_channel(2.0 ** c.mult_exp.astype(np.float64)),
+                       per_channel(c.out_zero_point)) for c in [model.down, *model.body, model.up]]
         self.film_m, self.film_b = t(model.film.mult), t(model.film.offset)
         self.film_scale = 2.0 ** -model.film.shift
         self.lut = t(model.lut)

@@ -25,8 +25,8 @@ import numpy as np
 
 from preedit.paths import clips_dir
 
-from .determinism import (HELDOUT_CLIPS, default_calibration_frames, frame_qps, int8_backends, load_net, ort_runner, pairwise,
-                          run_frames, torch_float_runner)
+from .determinism import (HELDOUT_CLIPS, default_calibration_frames, frame_qps, int8_backends, load_net,
+                          ort_runner, pairwise, run_frames, torch_float_runner)
 from .determinism_frames import load_frames
 from .int8_onnx import build_onnx
 from .quantize import QuantScheme, all_schemes, quantize
