@@ -6,8 +6,9 @@
    all equal → exit 0 · first differing frame reported → exit 8 (VerifyError)
 ```
 Backends: `ort` (ONNX Runtime, the serving path), `numpy` (integer reference), `torch-<engine>`
-(PyTorch quantized engine, e.g. torch-fbgemm), `triton` (the served model; `--url` or an
-embedded server started on the repository).
+(PyTorch quantized engine, e.g. torch-fbgemm), `torch-fp32-cpu` / `torch-fp32-cuda` (fp32 ops on
+integer values, the GPU path), `triton` (the served model; `--url` or an embedded server started
+on the repository).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .determinism_frames import load_frames
 
 log = logging.getLogger(__name__)
 
-STATIC_BACKENDS = ("ort", "ort-1thread", "numpy", "triton")
+STATIC_BACKENDS = ("ort", "ort-1thread", "numpy", "torch-fp32-cpu", "torch-fp32-cuda", "triton")
 
 
 def read_record(model_dir: Path) -> Dict:
@@ -57,6 +58,10 @@ def _runner(name: str, model_dir: Path, model_name: str, url: Optional[str], sta
 
         model = load_int_model(model_dir)
         return lambda x, q: reference_forward(model, x, q)
+    if name in ("torch-fp32-cpu", "torch-fp32-cuda"):
+        from .int8_torch import TorchFloatIntPreEditor
+
+        return TorchFloatIntPreEditor(load_int_model(model_dir), name.rsplit("-", 1)[1])
     if name.startswith("torch-"):
         from .int8_torch import TorchInt8PreEditor
 
@@ -139,7 +144,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=INT8_MODEL_NAME, help=f"deterministic model name (default {INT8_MODEL_NAME})")
     parser.add_argument("--backend", action="append", default=None,
                         help="backend to check, repeatable: ort, ort-1thread, numpy, torch-<engine> "
-                             "(fbgemm, qnnpack, x86, onednn), triton (default: ort and numpy)")
+                             "(fbgemm, qnnpack, x86, onednn), torch-fp32-cpu, torch-fp32-cuda (fp32 on integers), "
+                             "triton (default: ort and numpy)")
     parser.add_argument("--url", default=None, help="HTTP host:port of a running Triton (with --backend triton)")
     parser.add_argument("--clips-dir", type=Path, default=None, help="shared clip set (default: ../shared/data/clips)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
