@@ -139,3 +139,17 @@ def test_int8_on_cuda_bit_exact_when_run_as_fp32_on_integers(model):
             np.testing.assert_array_equal(TorchFloatIntPreEditor(model, "cuda")(frames, qp), want)
         finally:
             torch.backends.cudnn.allow_tf32 = False
+
+
+def test_verify_exits_3_when_clip_differs_from_recorded_one(exported, tmp_path, capsys):
+    from preedit.cli import main
+    from preedit.export.determinism import VERIFY_CLIP
+
+    src = clips_dir() / VERIFY_CLIP
+    data = bytearray(src.read_bytes())
+    frame_bytes = 320 * 192 * 3 // 2
+    data[frame_bytes + 100] ^= 0xFF  # one luma byte of frame 1
+    (tmp_path / VERIFY_CLIP).write_bytes(bytes(data))
+    rc = main(["verify", "--model-repository", str(exported), "--clips-dir", str(tmp_path), "--backend", "numpy"])
+    assert rc == 3
+    assert "input frame 1" in capsys.readouterr().err
