@@ -234,7 +234,7 @@ def default_calibration_frames(count: int = 16, max_width: int = 640) -> List[np
 
 def export_deterministic(net, repo_dir: Path, calib_frames: Optional[Sequence[np.ndarray]] = None,
                          scheme=None, *, model_name: str = INT8_MODEL_NAME, verify_clip: str = VERIFY_CLIP,
-                         verify_frames: int = 9, **config_kwargs) -> Path:
+                         verify_frames: int = 9, metadata: Optional[Mapping] = None, **config_kwargs) -> Path:
     """Quantize `net`, check it bit for bit, and write `<repo_dir>/<model_name>/`.
 
     Args:
@@ -245,6 +245,7 @@ def export_deterministic(net, repo_dir: Path, calib_frames: Optional[Sequence[np
         model_name: served model name.
         verify_clip: raw clip (shared clip set) whose reference digests go into the config.
         verify_frames: frames of `verify_clip` recorded.
+        metadata: extra JSON-able provenance for contract.json (e.g. the checkpoint path).
         config_kwargs: passed to the lead's `cpu_model_config` (max_batch_size, instance_count, ...).
 
     Returns:
@@ -281,6 +282,7 @@ def export_deterministic(net, repo_dir: Path, calib_frames: Optional[Sequence[np
     meta = {"deterministic": True, "quant_scheme": scheme.to_dict(), "int_model_sha256": model.content_hash(),
             "verification": record, "net_config": {k: getattr(net.config, k) for k in ("channels", "depth", "max_delta")},
             "source": "int8 static quantization (preedit.export.quantize)"}
+    meta.update(metadata or {})
     model_dir = write_onnx_model(onnx_bytes, Path(repo_dir), model_name, metadata=meta,
                                  extra_parameters=params, **config_kwargs)
     (model_dir / "1" / INT_MODEL_FILE).write_bytes(model.to_npz_bytes())
