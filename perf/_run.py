@@ -16,7 +16,15 @@ from preedit.errors import EncodeError, PreeditError
 
 @functools.lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
-    """Path of the FFmpeg binary shipped in `imageio-ffmpeg` (built with libvmaf, x264/x265/SVT-AV1)."""
+    """Path of the FFmpeg binary shipped in `imageio-ffmpeg` (built with libvmaf, x264/x265/SVT-AV1).
+
+    `IMAGEIO_FFMPEG_EXE` (imageio-ffmpeg's own override) points at another build with libvmaf.
+    """
+    import os
+
+    env = os.environ.get("IMAGEIO_FFMPEG_EXE")
+    if env:
+        return env
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
