@@ -353,7 +353,7 @@ def _available_codecs(cfg: EvalConfig, notes: List[str]) -> List[str]:
     out = []
     for c in cfg.codecs:
         if _codecs.get_codec(c).hardware and not _codecs.encoder_available(c):
-            notes.append(f"{c} skipped: no working NVENC encoder on this machine")
+            notes.append(f"{c} skipped: a test encode failed (no NVENC engine or driver here; H100/A100-class GPUs have none)")
             continue
         out.append(c)
     return out
