@@ -22,11 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from preedit.errors import UsageError
 from preedit.perf import _codecs
 from preedit.perf.metrics import METRICS
+from preedit.perf.rd_summary import ANCHOR, compute_bd, summarize  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 EVAL_VERSION = "1"
 DEFAULT_CODECS = ("libx265", "libsvtav1")
 DEFAULT_VARIANTS = ("source", "preedit", "unsharp", "hqdn3d", "tune")
-ANCHOR = "source"
 
 
 @dataclass
@@ -292,61 +290,6 @@ def run_point(job: PointJob, cfg: EvalConfig, work: Path) -> Dict:
         result_path.write_text(json.dumps(rec, indent=1))
     rec["cached"] = False
     return rec
-
-
-def compute_bd(points: Sequence[Dict], min_overlap: float = 0.5) -> Tuple[List[Dict], List[str]]:
-    """BD-rate (PCHIP, Akima) and BD-quality (PCHIP) of every variant vs `source`, per clip x codec x metric."""
-    from preedit.perf.bdrate import bd_quality, bd_rate
-
-    curves: Dict[Tuple[str, str, str], List[Dict]] = {}
-    for p in points:
-        curves.setdefault((p["clip"], p["codec"], p["variant"]), []).append(p)
-    rows, notes = [], []
-    for (clip, codec, variant), pts in sorted(curves.items()):
-        if variant == ANCHOR or (clip, codec, ANCHOR) not in curves:
-            continue
-        anchor = curves[(clip, codec, ANCHOR)]
-        ra = [p["rate_kbps"] for p in anchor]
-        rt = [p["rate_kbps"] for p in pts]
-        for metric in METRICS:
-            qa = [p[metric] for p in anchor]
-            qt = [p[metric] for p in pts]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pchip = bd_rate(ra, qa, rt, qt, method="pchip", min_overlap=min_overlap)
-                akima = bd_rate(ra, qa, rt, qt, method="akima", min_overlap=min_overlap)
-                bdq = bd_quality(ra, qa, rt, qt, method="pchip", min_overlap=min_overlap)
-            warn = pchip.warning or bdq.warning
-            if warn:
-                notes.append(f"{clip} {codec} {variant} {metric}: {warn}")
-            rows.append({
-                "clip": clip, "codec": codec, "variant": variant, "metric": metric,
-                "bd_rate_pchip": pchip.value, "bd_rate_akima": akima.value, "bd_quality_pchip": bdq.value,
-                "overlap": pchip.overlap, "quality_overlap": bdq.overlap, "warning": warn,
-            })  # fmt: skip
-    return rows, notes
-
-
-def summarize(bd_rows: Sequence[Dict]) -> List[Dict]:
-    """Per codec x variant x metric: mean of per-clip BD values (never pooled curves) and bad cases."""
-    groups: Dict[Tuple[str, str, str], List[Dict]] = {}
-    for r in bd_rows:
-        groups.setdefault((r["codec"], r["variant"], r["metric"]), []).append(r)
-    out = []
-    for (codec, variant, metric), rows in sorted(groups.items()):
-        def finite(key: str) -> List[float]:
-            return [r[key] for r in rows if r[key] is not None and math.isfinite(r[key])]
-
-        pch, aki, bdq = finite("bd_rate_pchip"), finite("bd_rate_akima"), finite("bd_quality_pchip")
-        out.append({
-            "codec": codec, "variant": variant, "metric": metric, "clips": len(rows),
-            "clips_valid": len(pch),
-            "mean_bd_rate_pchip": sum(pch) / len(pch) if pch else math.nan,
-            "mean_bd_rate_akima": sum(aki) / len(aki) if aki else math.nan,
-            "mean_bd_quality_pchip": sum(bdq) / len(bdq) if bdq else math.nan,
-            "bad_cases": sum(1 for v in pch if v > 0.0),
-        })  # fmt: skip
-    return out
 
 
 def _available_codecs(cfg: EvalConfig, notes: List[str]) -> List[str]:
