@@ -8,7 +8,7 @@
            └─ codec perceptual tune ──┘         │
                                                 └─> libvmaf/XPSNR vs reference.y4m [perf/metrics.py]
  points (rate_kbps, metrics) per clip x codec x variant ─> BD-rate / BD-quality vs source
-                                                           (per clip, then averaged) [perf/bdrate.py]
+                                          (per clip, then averaged) [perf/rd_summary.py, perf/bdrate.py]
 ```
 
 Each point is cached under `cache_dir` by a key of everything that changes its result (clip

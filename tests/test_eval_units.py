@@ -127,3 +127,29 @@ def test_summarize_averages_per_clip_and_counts_bad_cases_when_clips_disagree():
     assert s["mean_bd_rate_pchip"] == pytest.approx(-5.0)  # mean of -20 and +10, not a pooled curve
     assert s["bad_cases"] == 1 and s["clips_valid"] == 2
     assert not math.isnan(s["mean_bd_quality_pchip"])
+
+
+@pytest.mark.parametrize(
+    "args, code, text",
+    [
+        (["--codecs", "x266"], 2, "choose from libx265"),
+        (["--ladder", "libx265:22,27"], 2, "CODEC=VALUE"),
+        (["--ladder", "libx265=22,abc"], 2, "comma-separated numbers"),
+        (["--variants", "source,sharpen"], 2, "choose from source"),
+    ],
+)
+def test_eval_cli_exits_with_usage_error_when_options_are_bad(tmp_path, capsys, args, code, text):
+    from preedit.cli import run_subcommand
+
+    clip = tmp_path / "a.y4m"
+    clip.write_bytes(b"YUV4MPEG2 W16 H16 F25:1\n")
+    assert run_subcommand("eval", [str(clip), "--out", str(tmp_path / "o"), *args]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("preedit eval: error:") and text in err[0]
+
+
+def test_eval_cli_exits_with_input_error_when_clip_is_missing(tmp_path, capsys):
+    from preedit.cli import run_subcommand
+
+    assert run_subcommand("eval", [str(tmp_path / "nope.mp4")]) == 3
+    assert "not found" in capsys.readouterr().err
