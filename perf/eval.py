@@ -231,6 +231,11 @@ class PointJob:
     cacheable: bool
 
 
+def _point_tools(tools: Dict[str, str], codec: str) -> Dict[str, str]:
+    """Tool versions that can change one point: FFmpeg, libvmaf and that point's encoder only."""
+    return {k: v for k, v in tools.items() if k in ("ffmpeg", "libvmaf", "vmaf_models", codec)}
+
+
 def plan_jobs(clips: Sequence[ClipInfo], cfg: EvalConfig, preedited: Dict[Tuple[str, float], str],
               model_hash: Optional[str], tools: Dict[str, str]) -> List[PointJob]:  # fmt: skip
     """All (clip x codec x variant x rate) jobs with their cache keys (pure)."""
@@ -245,7 +250,8 @@ def plan_jobs(clips: Sequence[ClipInfo], cfg: EvalConfig, preedited: Dict[Tuple[
                     src = preedited[(clip.key, qp)] if variant.preedited else clip.reference
                     key = _key("point", EVAL_VERSION, clip.key, cname, cfg.preset(cname), vname, value,
                                variant.vf, list(codec.tune_args) if variant.tune else None,
-                               model_hash if variant.preedited else None, qp, tools)  # fmt: skip
+                               model_hash if variant.preedited else None, qp,
+                               _point_tools(tools, cname))  # fmt: skip
                     jobs.append(PointJob(clip.name, cname, vname, value, qp, src, clip.reference, clip.frames,
                                          clip.fps, clip.width, clip.height, key, model_hash is not None or not variant.preedited))  # fmt: skip
     return jobs
