@@ -168,8 +168,9 @@ class Trainer:
         with torch.no_grad():
             plain = proxy(batch, qp, block_size=n, motion=motion)
         real = cfg.real_codec_every > 0 and (self.step + 1) % cfg.real_codec_every == 0
-        if real:
+        if real:  # the plain baseline goes through the same real encoder, so the ratios compare like with like
             dec = dec._replace(recon=real_codec_forward(edited, dec.recon, qp, codec, cfg.real_codec_preset))
+            plain = plain._replace(recon=real_codec_forward(batch, plain.recon, qp, codec, cfg.real_codec_preset))
         terms = self.losses(batch, dec.recon, plain.recon, dec.bits, plain.bits)
         self.opt.zero_grad(set_to_none=True)
         terms.total.backward()
