@@ -8,7 +8,8 @@
  ──> one table: fps, ms/frame, ratio to libx264 medium; Triton overhead vs in-process
 ```
 Goals (issue 2, issue 6): in-process ≥ 4x libx264 medium; Triton costs ≤ 10% of in-process fps.
-Rows run one after another on the same frames; on a shared machine run it twice and compare.
+In-process, Triton and libx264 rows run interleaved in `--rounds` rounds on the same frames, so a
+load change on a shared machine hits them alike; the pipeline row runs after them.
 """
 
 from __future__ import annotations
@@ -316,7 +317,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         section = results_section(f"preedit bench at {label}", command_line("preedit bench", argv),
                                   table + "\n" + "\n".join(f"- {v}" for v in verdicts),
                                   facts={"Setup": f"{args.frames} real frames of `{clip.name}` at {width}x{height}, "
-                                                  f"model `{args.model}` ({source}); rows run one after another"})
+                                                  f"model `{args.model}` ({source}); in-process, Triton and libx264 rows "
+                                                  f"interleaved in {args.rounds} rounds, pipeline row after them"})
         append_results(section, args.results_md)
     return 0
 
