@@ -9,7 +9,7 @@
 Two modes:
 - `serving` (default): frames are pre-decoded, so the figure is what the server and the client
   transport sustain (decode and encode excluded);
-- `pipeline`: `preedit run IN x N -o DIR --url ...` (client/, decode → Triton → encode per stream),
+- `pipeline`: `preedit run IN x N -o OUT x N --url ...` (client/, decode → Triton → encode per stream),
   reading its per-stream summaries.
 `python -m preedit.perf.multistream --streams 1,2,4,8 --resolution 720p` runs it.
 """
@@ -208,8 +208,8 @@ def run_pipeline_streams(url: str, model: str, clip: Path, n_streams: int, codec
         summary = Path(tmp) / "summary.json"
         out_dir = Path(tmp) / "out"
         out_dir.mkdir()
-        cmd = [sys.executable, "-m", "preedit", "run", *([str(clip)] * n_streams), "-o", str(out_dir) + "/",
-               "--url", url, "--model", model, "--codec", codec, "--preset", preset, "--summary-json", str(summary)]
+        outputs = [a for k in range(n_streams) for a in ("-o", str(out_dir / f"stream{k}.mp4"))]
+        cmd = [sys.executable, "-m", "preedit", "run", *([str(clip)] * n_streams), *outputs, "--url", url, "--model", model, "--codec", codec, "--preset", preset, "--summary-json", str(summary)]
         if max_frames:
             cmd += ["--max-frames", str(max_frames)]
         before = read_batch_counters(metrics_url, model)

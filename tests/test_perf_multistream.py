@@ -94,3 +94,19 @@ def test_two_streams_share_one_server_when_run_against_triton(tmp_path):
     assert res["streams"] == 2 and res["frames"] > 0 and res["errors"] == 0
     assert res["aggregate_fps"] > 0 and res["p99_ms"] >= res["p50_ms"] > 0
     assert res["avg_batch_size"] >= 1.0
+
+
+@pytest.mark.needs_triton
+def test_pipeline_mode_runs_preedit_run_per_stream_when_two_streams(clip):
+    from preedit.paths import model_repository
+    from preedit.perf.multistream import run_pipeline_streams
+    from preedit.serve import ServerConfig, TritonServer
+
+    source = clip("bottle-detection.mp4")
+    with TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0, metrics_port=0,
+                                   models=("preedit",))) as server:
+        server.wait_model_ready("preedit")
+        res = run_pipeline_streams(server.grpc_url, "preedit", source, 2, preset="ultrafast", max_frames=10,
+                                   metrics_url=server.metrics_url)
+    assert res["streams"] == 2 and res["frames"] == 20 and res["errors"] == 0
+    assert res["aggregate_fps"] > 0 and res["e2e_p50_ms"] > 0 and res["avg_batch_size"] >= 1.0
