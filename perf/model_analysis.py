@@ -133,8 +133,12 @@ def write_variant_repository(onnx_path: Path, variants: Sequence[ConfigVariant],
 
 def run_analysis(onnx_path: Path, variants: Sequence[ConfigVariant], input_data: Path, frame_shape: Sequence[int],
                  concurrencies: Sequence[int], work_dir: Path, measurement_interval_ms: int = 3000,
-                 stability_percentage: float = 20.0, max_trials: int = 5) -> List[VariantResult]:
-    """Load each variant in one Triton (explicit model control), measure it, unload it."""
+                 stability_percentage: float = 20.0, max_trials: int = 5, passes: int = 1) -> List[VariantResult]:
+    """Load each variant in one Triton (explicit model control), measure it, unload it.
+
+    With `passes` 2 the grid is measured forwards then backwards and each figure is the mean of
+    its passes, so a load drift on a shared machine does not favour the variants measured first.
+    """
     import tritonclient.http as httpclient
 
     from preedit.serve import ServerConfig, TritonServer
@@ -144,11 +148,17 @@ def run_analysis(onnx_path: Path, variants: Sequence[ConfigVariant], input_data:
     repo = write_variant_repository(onnx_path, variants, work_dir / "repository")
     server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
                                        extra_args=("--model-control-mode=explicit",)))
-    results = []
+    samples: Dict[ConfigVariant, List[VariantResult]] = {v: [] for v in variants}
+    order = [v for p in range(passes) for v in (variants if p % 2 == 0 else list(reversed(variants)))]
     with server:
         client = httpclient.InferenceServerClient(server.http_url)
-        for v in variants:
+        for v in order:
             result = VariantResult(v)
+            if server.proc is None or server.proc.poll() is not None:  # died: start afresh for the rest
+                log.warning("tritonserver exited (code %s); restarting it", server.proc and server.proc.returncode)
+                server.stop()
+                server.start()
+                client = httpclient.InferenceServerClient(server.http_url)
             try:
                 client.load_model(v.name)
                 server.wait_model_ready(v.name, timeout_s=120)
@@ -167,8 +177,19 @@ def run_analysis(onnx_path: Path, variants: Sequence[ConfigVariant], input_data:
                     client.unload_model(v.name)
                 except Exception:  # noqa: BLE001
                     pass
-            results.append(result)
-    return results
+            samples[v].append(result)
+    return [merge_passes(v, samples[v]) for v in variants]
+
+
+def merge_passes(variant: ConfigVariant, passes: Sequence[VariantResult]) -> VariantResult:
+    """Mean of each figure over the passes that measured it (pure)."""
+    merged = VariantResult(variant)
+    for name in ("fps", "p95_ms", "batch"):
+        keys = {c for r in passes for c in getattr(r, name)}
+        for c in keys:
+            values = [getattr(r, name)[c] for r in passes if c in getattr(r, name)]
+            getattr(merged, name)[c] = sum(values) / len(values)
+    return merged
 
 
 def _ints(text: str) -> List[int]:
@@ -189,6 +210,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", default="1,4",
                         help="concurrencies measured; the first is the latency check, the last the throughput one")
     parser.add_argument("--measurement-interval-ms", type=int, default=3000)
+    parser.add_argument("--passes", type=int, default=2,
+                        help="1: grid once; 2 (default): forwards then backwards, figures averaged")
     parser.add_argument("--model", default="preedit", help="served model whose ONNX graph is analysed")
     parser.add_argument("--model-repository", type=Path, default=None)
     parser.add_argument("--results-md", type=Path, default=None, help="append the table to this results log")
@@ -213,7 +236,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         data = write_input_data(load_nv12_frames(args.clip or default_clip(), width, height, args.frames),
                                 work / "input-data.json")
         results = run_analysis(onnx_path, variants, data, nv12_shape(width, height), concurrencies, work,
-                               measurement_interval_ms=args.measurement_interval_ms)
+                               measurement_interval_ms=args.measurement_interval_ms, passes=args.passes)
     chosen = choose_config(results, concurrencies[0], concurrencies[-1])
     table = analysis_table(results, concurrencies, chosen)
     verdict = (f"chosen: {chosen.variant.label()} — highest fps at concurrency {concurrencies[-1]} among variants "
@@ -225,7 +248,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   command_line("python -m preedit.perf.model_analysis", argv),
                                   table + "\n" + verdict,
                                   facts={"Setup": "perf_analyzer, gRPC + system shm, real frames; one Triton with "
-                                                  "explicit model control, each variant loaded alone"})
+                                                  "explicit model control, each variant loaded alone; "
+                                                  f"{args.passes} pass(es) over the grid (forwards, backwards), "
+                                                  "figures averaged"})
         append_results(section, args.results_md)
     return 0
 

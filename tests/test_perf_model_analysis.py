@@ -6,7 +6,7 @@ import pytest
 
 from preedit.errors import UsageError
 from preedit.perf.model_analysis import (ConfigVariant, VariantResult, analysis_table, build_variants,
-                                         choose_config, write_variant_repository)
+                                         choose_config, merge_passes, write_variant_repository)
 
 
 def test_build_variants_drops_queue_delay_when_batching_is_off():
@@ -50,3 +50,12 @@ def test_variant_repository_serves_each_config_when_written(tmp_path):
         assert cfg["parameters"]["intra_op_threads"]["string_value"] == str(v.intra_op_threads)
         assert int(cfg["dynamic_batching"].get("max_queue_delay_microseconds", 0)) == v.max_queue_delay_us
         assert (repo / v.name / "1" / "model.onnx").read_bytes() == onnx.read_bytes()
+
+
+def test_merge_passes_averages_figures_when_measured_twice():
+    v = ConfigVariant()
+    first = VariantResult(v, fps={1: 10.0, 4: 20.0}, p95_ms={1: 100.0}, batch={4: 2.0})
+    second = VariantResult(v, fps={1: 14.0}, p95_ms={1: 60.0, 4: 300.0}, batch={4: 3.0})
+    merged = merge_passes(v, [first, second])
+    assert merged.fps == {1: 12.0, 4: 20.0}
+    assert merged.p95_ms == {1: 80.0, 4: 300.0} and merged.batch == {4: 2.5}
