@@ -25,6 +25,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--repository", type=Path, default=None, help="model repository (default: model_repository/)")
     parser.add_argument("--name", default=None, help="model name (default: preedit, preedit_int8 with --deterministic)")
     parser.add_argument("--target", choices=TARGETS, default="onnx", help="what to build (default: onnx)")
+    parser.add_argument("--form", choices=("torchscript", "plan"), default="torchscript",
+                        help="--target tensorrt: TorchScript for the pytorch backend, or a TensorRT model.plan")
     parser.add_argument("--deterministic", action="store_true", help="statically quantized, bit-exact int8 model")
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--instances", type=int, default=1, help="model instances (CPU variant)")
@@ -51,7 +53,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         meta = {"source": str(args.checkpoint), "checkpoint_meta": extra}
     if args.deterministic:
         name = args.name or "preedit_int8"
-        model_dir = _call("preedit.export.quantize", "export_deterministic", net, repo, model_name=name)
+        model_dir = _call(
+            "preedit.export.quantize", "export_deterministic", net, repo, model_name=name, metadata=meta,
+            max_batch_size=args.max_batch_size, instance_count=args.instances,
+            max_queue_delay_us=args.max_queue_delay_us, intra_op_threads=args.threads,
+        )
     elif args.target == "onnx":
         from .repository import export_model_repository
 
@@ -63,7 +69,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
     else:
         name = args.name or f"preedit_{args.target.replace('-', '_')}"
-        model_dir = _call("preedit.export.tensorrt", "export_gpu", args.target, net, repo, model_name=name)
+        model_dir = _call("preedit.export.tensorrt", "export_gpu", args.target, net, repo, model_name=name,
+                          form=args.form, instance_count=args.instances, metadata=meta)
     if model_dir is None:
         raise ModelError("export wrote nothing")
     print(f"exported {name} -> {model_dir}")

@@ -10,7 +10,7 @@
 ```
 
 The last layers start at zero, so an untrained model is an exact identity. Any even H and W:
-the planes are padded (replicate) to a multiple of 4 and cropped back. One frame in, one frame
+the planes are padded (mid-grey) to a multiple of 4 and cropped back. One frame in, one frame
 out: no temporal state, one frame of latency.
 """
 
@@ -149,6 +149,12 @@ def load_checkpoint(path: Union[str, Path]) -> Tuple[PreEditorNet, dict]:
     return net, data.get("extra", {})
 
 
-def identity_model(config: NetConfig = NetConfig()) -> PreEditorNet:
-    """An untrained network: exact identity on uint8 frames (zero-initialised last layers)."""
-    return PreEditorNet(config).eval()
+def identity_model(config: NetConfig = NetConfig(), seed: int = 0) -> PreEditorNet:
+    """An untrained network: exact identity on uint8 frames (zero-initialised last layers).
+
+    The non-zero first layers are drawn from a fixed seed (without touching the global RNG), so
+    two identity exports are byte-identical.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PreEditorNet(config).eval()

@@ -54,6 +54,7 @@ class ServerConfig:
     log_verbose: int = 0
     startup_timeout_s: float = 180.0
     python_shm_default_bytes: int = 64 * 1024 * 1024
+    exit_timeout_s: int = 5
     extra_args: Sequence[str] = ()
 
     def __post_init__(self) -> None:
@@ -83,6 +84,9 @@ def build_server_cmd(config: ServerConfig, server_bin: Path, backend_dir: Path) 
         "--backend-config=python,shm-growth-byte-size=16777216",
         f"--log-verbose={config.log_verbose}",
         "--exit-on-error=true",
+        # WAR: on SIGTERM Triton waits up to --exit-timeout-secs (default 30) for open
+        # connections and in-flight requests; a pipeline stop should not take that long.
+        f"--exit-timeout-secs={config.exit_timeout_s}",
         "--strict-readiness=true",
     ]
     if config.models:
