@@ -160,8 +160,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     done = sum(1 for p in result.points if not p.get("cached"))
     print(f"preedit eval: {len(result.points)} points ({done} computed, {len(result.points) - done} cached) "
           f"on {len(result.clips)} clips in {result.elapsed_s:.0f} s; report {paths['markdown']}")  # fmt: skip
-    for s in result.summary:
-        if s["variant"] == "preedit" and s["metric"] in ("vmaf_neg", "vmaf"):
+    # VMAF-NEG, VMAF v1 and the fidelity metrics always printed beside VMAF: a gain only VMAF
+    # sees is not a gain.
+    order = ("vmaf_neg", "vmaf_v1", "psnr_y", "xpsnr_y", "vmaf")
+    for s in sorted(result.summary, key=lambda s: (s["codec"], order.index(s["metric"]) if s["metric"] in order else 99)):
+        if s["variant"] == "preedit" and s["metric"] in order:
             print(f"  {s['codec']:10s} {s['metric']:9s} mean BD-rate {s['mean_bd_rate_pchip']:+.2f}% "
                   f"(bad cases {s['bad_cases']}/{s['clips_valid']})")  # fmt: skip
     return 0
