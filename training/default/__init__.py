@@ -1,0 +1,1 @@
+"""Shipped default training config, calibration and checkpoint (package data)."""
