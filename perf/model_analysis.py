@@ -256,11 +256,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from preedit.errors import PreeditError
+    from preedit.cli import script_main
 
-    try:
-        raise SystemExit(main())
-    except PreeditError as exc:
-        print(f"model_analysis: error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code)
+    raise SystemExit(script_main("model_analysis", main))

@@ -10,9 +10,11 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from preedit.errors import PreeditError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # name -> (module, one-line help). Each module defines `setup_args(parser)` and `main(argv)`.
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
@@ -39,19 +41,29 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def call_main(prog: str, main_fn: Callable[[List[str]], Optional[int]], argv: List[str]) -> int:
+    """Call a `main(argv)`; expected faults become one line on stderr and their exit code."""
+    try:
+        return int(main_fn(argv) or 0)
+    except PreeditError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def script_main(prog: str, main_fn: Callable[[List[str]], Optional[int]]) -> int:
+    """Entry point of `python -m preedit.<module>` tools: CLI logging and error handling."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    return call_main(prog, main_fn, sys.argv[1:])
+
+
 def run_subcommand(name: str, argv: List[str]) -> int:
     """Import the subcommand module and call its `main(argv)`; map expected faults to exit codes."""
     module_name, _ = SUBCOMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-        result = module.main(argv)
-        return int(result or 0)
-    except PreeditError as exc:
-        print(f"preedit {name}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"preedit {name}: interrupted", file=sys.stderr)
-        return 130
+    module = importlib.import_module(module_name)
+    return call_main(f"preedit {name}", module.main, argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -63,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(head)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     if args.version:
         from preedit import __version__
