@@ -94,8 +94,8 @@ def encoder_options(settings: EncoderSettings) -> Tuple[str, Dict[str, str], Opt
 def model_qp(settings: EncoderSettings) -> Optional[float]:
     """The HEVC-style QP hint sent to the model, or None to use the model's default.
 
-    `--qp` is sent as is; `--crf` is on the QP scale for x264/x265 and is mapped from SVT-AV1's
-    0..63 scale to 0..51; a bitrate target gives no hint.
+    `--qp`/`--crf` are on the QP scale for x264/x265 and sent as is; SVT-AV1's 0..63 values are
+    mapped to the HEVC QP of equal quantizer step (`preedit.qp`); a bitrate target gives no hint.
     """
     if settings.qp is not None:
         value = float(settings.qp)
@@ -103,7 +103,9 @@ def model_qp(settings: EncoderSettings) -> Optional[float]:
         value = float(settings.crf)
     else:
         return None
-    return value * 51.0 / 63.0 if settings.codec == "av1" else value
+    from preedit.qp import model_qp as _model_qp
+
+    return _model_qp(settings.codec, value)
 
 
 def container_for(path: str, codec: str) -> str:

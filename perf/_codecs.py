@@ -36,7 +36,6 @@ class CodecSpec:
         preset: default speed preset.
         tune_args: extra FFmpeg args of the codec's own perceptual tuning (the `tune` variant).
         tune_label: human description of `tune_args`.
-        qp_scale: multiply a ladder value by this to get an HEVC-like QP for the model's QP input.
         hardware: True for NVENC encoders (used only when a working GPU encoder is found).
     """
 
@@ -46,7 +45,6 @@ class CodecSpec:
     preset: str
     tune_args: Tuple[str, ...]
     tune_label: str
-    qp_scale: float = 1.0
     hardware: bool = False
 
     def __post_init__(self) -> None:
@@ -64,7 +62,6 @@ CODECS: Dict[str, CodecSpec] = {
     "libsvtav1": CodecSpec(
         "libsvtav1", "av1", (36, 44, 51, 57, 63), "8",
         ("-svtav1-params", "tune=0"), "SVT-AV1 tune=0 (visual quality; default tune=1 is PSNR)",
-        qp_scale=51.0 / 63.0,
     ),
     "libx264": CodecSpec(
         "libx264", "h264", (20, 25, 30, 35, 40), "medium",
@@ -76,7 +73,7 @@ CODECS: Dict[str, CodecSpec] = {
     ),
     "av1_nvenc": CodecSpec(
         "av1_nvenc", "av1", (36, 44, 51, 57, 63), "p5",
-        ("-spatial-aq", "1", "-temporal-aq", "1"), "NVENC spatial + temporal AQ", qp_scale=51.0 / 63.0, hardware=True,
+        ("-spatial-aq", "1", "-temporal-aq", "1"), "NVENC spatial + temporal AQ", hardware=True,
     ),
 }  # fmt: skip
 
@@ -97,8 +94,11 @@ def bitstream_suffix(codec: CodecSpec) -> str:
 
 
 def model_qp(codec: CodecSpec, value: float, qp_range: Tuple[float, float] = (10.0, 51.0)) -> float:
-    """HEVC-like QP fed to the pre-editor for a rate point: `value * qp_scale`, clamped to `qp_range`."""
-    return float(min(max(value * codec.qp_scale, qp_range[0]), qp_range[1]))
+    """The pre-editor's QP input for a rate point (`preedit.qp.model_qp`: AV1 CRF → HEVC QP of equal
+    step), clamped to `qp_range`."""
+    from preedit.qp import model_qp as _model_qp
+
+    return float(min(max(_model_qp(codec.family, value), qp_range[0]), qp_range[1]))
 
 
 def build_encode_cmd(

@@ -167,8 +167,25 @@ def test_real_codec_forward_uses_real_pixels_when_keeping_proxy_gradient():
 
     frames = torch.from_numpy(_synthetic_bank(s=1, t=2, size=64)).float().requires_grad_(True)
     proxy_recon = frames * 1.0
-    out = real_codec_forward(frames, proxy_recon, torch.tensor([30.0]), "hevc", "ultrafast")
+    out, bits = real_codec_forward(frames, proxy_recon, torch.tensor([30.0]), "hevc", "ultrafast")
+    assert bits.shape == (1,) and bits[0] > 0, "the real encoder's bits per sequence come back"
     assert not torch.equal(out.detach(), frames.detach()), "forward values come from the real decode"
     assert out.detach().eq(out.detach().round()).all()
     out.sum().backward()
     assert torch.allclose(frames.grad, torch.ones_like(frames)), "gradient is the proxy's (identity here)"
+
+
+def test_rate_value_sets_the_rate_term_but_keeps_the_proxy_gradient_direction():
+    from preedit.training.losses import LossConfig, Losses
+
+    torch.manual_seed(0)
+    src = torch.rand(1, 1, 264, 176) * 255
+    bits = torch.tensor([[200.0]], requires_grad=True)
+    plain = torch.tensor([[100.0]])
+    losses = Losses(LossConfig(vmaf_weight=0.0, fidelity_weight=0.0, chroma_weight=0.0))
+    proxy_only = losses(src, src, src, bits, plain)
+    assert proxy_only.logs["rate"] == pytest.approx(2.0)
+    real = losses(src, src, src, bits, plain, rate_value=3.0)
+    assert real.logs["rate"] == pytest.approx(3.0) and real.logs["rate_proxy"] == pytest.approx(2.0)
+    real.total.backward()
+    assert bits.grad.item() == pytest.approx(3.0 / 2.0 / 100.0, rel=1e-4), "gradient is the proxy's, scaled by real/proxy"

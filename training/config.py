@@ -60,6 +60,9 @@ class TrainConfig:
             the real encoder's decoded frames in the forward pass, keeping the proxy's gradient
             (x̂ = proxy + sg(real − proxy); SCALED / neural wrapping); 0 disables.
         real_codec_preset: encoder preset of that real forward (libx265 name; SVT-AV1 uses 12).
+        real_codec_rate: on those steps, the rate term takes the real encoder's bit ratio
+            (edited / plain) as its value while the proxy keeps the gradient direction
+            (R = R_proxy · sg(R_real / R_proxy)), so the rate-vs-quality trade-off follows real bits.
     """
 
     clips_dir: str = ""
@@ -87,6 +90,7 @@ class TrainConfig:
     calibration: str = ""
     real_codec_every: int = 0
     real_codec_preset: str = "ultrafast"
+    real_codec_rate: bool = False
 
     def __post_init__(self) -> None:
         self.codecs = tuple(self.codecs)

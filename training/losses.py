@@ -103,7 +103,7 @@ class Losses(torch.nn.Module):
     def _vmaf(self, model, ref_y, dist_y):
         return model(ref_y.unsqueeze(1), dist_y.unsqueeze(1)).mean()
 
-    def forward(self, source, decoded, decoded_plain, bits, bits_plain) -> LossTerms:
+    def forward(self, source, decoded, decoded_plain, bits, bits_plain, rate_value: Optional[float] = None) -> LossTerms:
         """Loss of one batch.
 
         Args:
@@ -112,6 +112,8 @@ class Losses(torch.nn.Module):
             decoded_plain: proxy output of the unedited frames (no gradient needed), same layout.
             bits: proxy bits of the pre-edited frames `[B, T]`.
             bits_plain: proxy bits of the unedited frames `[B, T]`.
+            rate_value: when given (the real encoder's edited/plain bit ratio), the rate term takes
+                this value while keeping the proxy's gradient direction: R · sg(value / R).
         """
         cfg = self.config
         flat = lambda x: x.reshape(-1, *x.shape[-2:])  # noqa: E731
@@ -123,10 +125,13 @@ class Losses(torch.nn.Module):
             uv0 = ((su - pu).abs().mean() + (sv - pv).abs().mean()) / 2.0
             r0 = bits_plain.sum()
         rate = bits.sum() / (r0 + EPS)
+        rate_proxy = float(rate.detach())
+        if rate_value is not None:
+            rate = rate * (float(rate_value) / max(rate_proxy, EPS))
         fid = fidelity_y(sy, dy) / (fid0 + EPS)
         uv = ((su - du).abs().mean() + (sv - dv).abs().mean()) / 2.0 / (uv0 + EPS)
         total = cfg.rate_weight * rate + cfg.fidelity_weight * fid + cfg.chroma_weight * uv
-        logs = {"rate": float(rate.detach()), "fid": float(fid.detach()), "uv": float(uv.detach())}
+        logs = {"rate": float(rate.detach()), "rate_proxy": rate_proxy, "fid": float(fid.detach()), "uv": float(uv.detach())}
         if self.vmaf_neg is not None:
             neg = self._vmaf(self.vmaf_neg, sy, dy)
             with torch.no_grad():

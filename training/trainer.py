@@ -18,7 +18,7 @@ import random
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ def load_calibration(cfg: TrainConfig) -> dict:
     return json.loads(path.read_text())
 
 
-def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torch.Tensor, codec: str, preset: str) -> torch.Tensor:
+def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torch.Tensor, codec: str, preset: str) -> Tuple[torch.Tensor, torch.Tensor]:
     """x̂ = proxy + sg(real − proxy): real decoded pixels forward, the proxy's gradient backward.
 
     Args:
@@ -67,20 +67,24 @@ def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torc
         codec: proxy codec family ("hevc" → libx265 at QP, "av1" → libsvtav1 at the AV1 quantizer
             of equal step).
         preset: libx265 preset (SVT-AV1 uses preset 12).
+
+    Returns:
+        `(x̂, bits)`: the reconstruction and the real encoder's bits per sequence `[B]` (float64).
     """
     from preedit.training.encoders import encode_decode
     from preedit.training.proxy import hevc_qp_to_av1_q, to_codec_pixels
 
     pixels = to_codec_pixels(edited.detach()).to(torch.uint8).cpu().numpy()
-    real = []
+    real, bits = [], []
     for seq, q in zip(pixels, qp.tolist()):
         if codec == "hevc":
             rt = encode_decode(seq, "libx265", int(round(q)), preset=preset)
         else:
             rt = encode_decode(seq, "libsvtav1", hevc_qp_to_av1_q(q), preset="12")
         real.append(torch.from_numpy(rt.decoded))
+        bits.append(rt.total_bits)
     real_t = torch.stack(real).to(proxy_recon.device, proxy_recon.dtype)
-    return proxy_recon + (real_t - proxy_recon).detach()
+    return proxy_recon + (real_t - proxy_recon).detach(), torch.tensor(bits, dtype=torch.float64)
 
 
 class Trainer:
@@ -168,10 +172,14 @@ class Trainer:
         with torch.no_grad():
             plain = proxy(batch, qp, block_size=n, motion=motion)
         real = cfg.real_codec_every > 0 and (self.step + 1) % cfg.real_codec_every == 0
+        rate_value = None
         if real:  # the plain baseline goes through the same real encoder, so the ratios compare like with like
-            dec = dec._replace(recon=real_codec_forward(edited, dec.recon, qp, codec, cfg.real_codec_preset))
-            plain = plain._replace(recon=real_codec_forward(batch, plain.recon, qp, codec, cfg.real_codec_preset))
-        terms = self.losses(batch, dec.recon, plain.recon, dec.bits, plain.bits)
+            recon, real_bits = real_codec_forward(edited, dec.recon, qp, codec, cfg.real_codec_preset)
+            recon_plain, real_bits_plain = real_codec_forward(batch, plain.recon, qp, codec, cfg.real_codec_preset)
+            dec, plain = dec._replace(recon=recon), plain._replace(recon=recon_plain)
+            if cfg.real_codec_rate:
+                rate_value = float(real_bits.sum() / max(1.0, float(real_bits_plain.sum())))
+        terms = self.losses(batch, dec.recon, plain.recon, dec.bits, plain.bits, rate_value=rate_value)
         self.opt.zero_grad(set_to_none=True)
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
