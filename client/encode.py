@@ -95,7 +95,8 @@ def model_qp(settings: EncoderSettings) -> Optional[float]:
     """The HEVC-style QP hint sent to the model, or None to use the model's default.
 
     `--qp`/`--crf` are on the QP scale for x264/x265 and sent as is; SVT-AV1's 0..63 values are
-    mapped to the HEVC QP of equal quantizer step (`preedit.qp`); a bitrate target gives no hint.
+    mapped to the x265 QP of equal quality (`preedit.qp`, per rate-control mode); a bitrate target
+    gives no hint.
     """
     if settings.qp is not None:
         value = float(settings.qp)
@@ -105,7 +106,7 @@ def model_qp(settings: EncoderSettings) -> Optional[float]:
         return None
     from preedit.qp import model_qp as _model_qp
 
-    return _model_qp(settings.codec, value)
+    return _model_qp(settings.codec, value, "qp" if settings.qp is not None else "crf")
 
 
 def container_for(path: str, codec: str) -> str:

@@ -94,8 +94,8 @@ def bitstream_suffix(codec: CodecSpec) -> str:
 
 
 def model_qp(codec: CodecSpec, value: float, qp_range: Tuple[float, float] = (10.0, 51.0)) -> float:
-    """The pre-editor's QP input for a rate point (`preedit.qp.model_qp`: AV1 CRF → HEVC QP of equal
-    step), clamped to `qp_range`."""
+    """The pre-editor's QP input for a rate point (`preedit.qp.model_qp`: AV1 CRF → x265 QP of equal
+    quality), clamped to `qp_range`."""
     from preedit.qp import model_qp as _model_qp
 
     return float(min(max(_model_qp(codec.family, value), qp_range[0]), qp_range[1]))

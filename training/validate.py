@@ -141,9 +141,9 @@ def validate(
         max_size: centre-crop side limit (0: full frame).
     """
     from preedit.training.data import read_video_nv12
-    from preedit.training.proxy import av1_q_to_hevc_qp
+    from preedit.qp import av1_model_qp
 
-    to_model_qp = (lambda q: float(q)) if encoder == "libx265" else (lambda q: av1_q_to_hevc_qp(int(q)))
+    to_model_qp = (lambda q: float(q)) if encoder == "libx265" else (lambda q: av1_model_qp(q, "qp"))
     report: dict = {"encoder": encoder, "preset": preset, "qps": list(qps), "frames": frames, "clips": {}, "mean_bd_rate": {}}
     for clip in clips:
         seq = np.stack(read_video_nv12(clip, frames))

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from preedit.color import nv12_pack, nv12_split
+from preedit.qp import av1_step_qp_for_model_qp
 from preedit.training.proxy._dct import BLOCK_SIZES, block_dct, block_idct
 from preedit.training.proxy._predict import (
     chroma_vectors,
@@ -150,6 +151,8 @@ class CodecProxy(torch.nn.Module):
 
     def _params(self, qp: torch.Tensor, chroma: bool, inter: bool):
         cfg = self.config
+        if cfg.codec == "av1":  # model QP (x265 quality scale) → step of the AV1 quantizer of equal quality
+            qp = torch.tensor([av1_step_qp_for_model_qp(q) for q in qp.tolist()], dtype=qp.dtype, device=qp.device)
         qp = qp + (cfg.inter_qp_offset if inter else cfg.intra_qp_offset)
         if chroma and cfg.codec == "hevc":
             qp = torch.tensor([hevc_chroma_qp(q) for q in qp.tolist()], dtype=qp.dtype, device=qp.device)
@@ -170,7 +173,9 @@ class CodecProxy(torch.nn.Module):
 
         Args:
             frames: float NV12 `[B, T, H*3/2, W]` code values to encode (H, W even).
-            qp: HEVC-equivalent QP per sequence, float `[B]` or `[B, 1]`.
+            qp: model QP per sequence, float `[B]` or `[B, 1]`: the HEVC QP for the hevc family; for
+                av1 the x265-quality-scale QP, coded at the step of the AV1 quantizer of equal
+                quality (`preedit.qp`, fixed-QP map).
             source: float NV12 `[B, T, H*3/2, W]` used for motion search (default `frames`).
             block_size: luma transform size (default: sampled from `config.block_sizes`).
             motion: vectors from `estimate_motion(source)`, to share one search between calls.
