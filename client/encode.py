@@ -24,6 +24,7 @@ import numpy as np
 
 from preedit.client.interfaces import Frame, StreamInfo
 from preedit.color import nv12_limited_to_full
+from preedit import qp as qp_scale
 from preedit.errors import EncodeError, UsageError
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,7 @@ def model_qp(settings: EncoderSettings) -> Optional[float]:
         value = float(settings.crf)
     else:
         return None
-    from preedit.qp import model_qp as _model_qp
-
-    return _model_qp(settings.codec, value, "qp" if settings.qp is not None else "crf")
+    return qp_scale.model_qp(settings.codec, value, "qp" if settings.qp is not None else "crf")
 
 
 def container_for(path: str, codec: str) -> str:

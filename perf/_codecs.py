@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from preedit import qp as qp_scale
 from preedit.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,7 @@ def bitstream_suffix(codec: CodecSpec) -> str:
 def model_qp(codec: CodecSpec, value: float, qp_range: Tuple[float, float] = (10.0, 51.0)) -> float:
     """The pre-editor's QP input for a rate point (`preedit.qp.model_qp`: AV1 CRF → x265 QP of equal
     quality), clamped to `qp_range`."""
-    from preedit.qp import model_qp as _model_qp
-
-    return float(min(max(_model_qp(codec.family, value), qp_range[0]), qp_range[1]))
+    return float(min(max(qp_scale.model_qp(codec.family, value), qp_range[0]), qp_range[1]))
 
 
 def build_encode_cmd(

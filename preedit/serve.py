@@ -207,6 +207,13 @@ class TritonServer:
                 log.warning("tritonserver did not stop in %.0f s; killing it", timeout_s)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if proc is not None:
+            # Python-backend stubs still inside a model's execute() when the exit timeout ends
+            # outlive the server (re-parented to init). They share its process group: end them.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

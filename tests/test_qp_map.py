@@ -46,12 +46,17 @@ def test_bad_values_are_refused():
 def test_av1_proxy_codes_at_the_step_of_the_equal_quality_quantizer():
     import torch
 
-    from preedit.training.proxy import CodecProxy, ProxyConfig, hevc_qstep
+    from preedit.training.proxy import CodecProxy, ProxyConfig
 
-    proxy = CodecProxy(ProxyConfig(codec="av1", intra_qp_offset=0.0, inter_qp_offset=0.0))
-    model_qp = qpmap.av1_model_qp(36, "qp")
-    step = proxy._params(torch.tensor([model_qp]), chroma=False, inter=False)[0]
-    assert float(step.flatten()[0]) == pytest.approx(hevc_qstep(qpmap.av1_q_to_hevc_qp(36)), rel=1e-5)
+    proxy = CodecProxy(ProxyConfig(codec="av1"))
+    step_qp = proxy.step_qp(torch.tensor([qpmap.av1_model_qp(36, "qp"), 30.0]))
+    assert float(step_qp[0]) == pytest.approx(qpmap.av1_q_to_hevc_qp(36), abs=1e-4)
+    assert float(step_qp[1]) > 30.0 + 2.0, "AV1 codes a coarser step than x265 for the same quality"
+    assert float(CodecProxy(ProxyConfig(codec="hevc")).step_qp(torch.tensor([30.0]))[0]) == 30.0
+    # and the proxy's output depends on it: AV1 at model QP 30 codes fewer bits than at model QP 20
+    frames = torch.rand(1, 1, 96, 64) * 255
+    bits = [float(proxy(frames, torch.tensor([q]), block_size=8).bits.sum()) for q in (20.0, 30.0)]
+    assert bits[1] < bits[0]
 
 
 def test_equal_quality_qp_interpolates_and_extends_the_x265_curve():

@@ -82,7 +82,22 @@ def server(repo):
         srv.wait_model_ready("preedit_slow")
         yield srv
     finally:
+        pgid = srv.proc.pid
         srv.stop()
+        assert not _group_alive(pgid), "a python-backend stub outlived the server"
+
+
+def _group_alive(pgid: int, wait_s: float = 3.0) -> bool:
+    """Whether any process of the server's process group is left (after `wait_s` for init to reap)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.1)
 
 
 def _decode(path):
@@ -199,6 +214,7 @@ def test_run_exits_5_with_playable_output_when_server_dies_mid_stream(repo, clip
         thread.join(timeout=60)
     finally:
         srv.stop()
+    assert not _group_alive(srv.proc.pid), "python-backend stubs of the killed server were left running"
     assert not thread.is_alive()
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("preedit run: error:")]

@@ -72,13 +72,6 @@ def _load(path: Path, frames: int, height: int) -> np.ndarray:
     return np.stack(out)
 
 
-def psnr_y(ref: np.ndarray, dec: np.ndarray) -> float:
-    """PSNR of the luma rows of two NV12 stacks `[T, H*3/2, W]`."""
-    h = ref.shape[1] * 2 // 3
-    mse = np.mean((ref[:, :h].astype(np.float64) - dec[:, :h].astype(np.float64)) ** 2)
-    return float(10.0 * np.log10(255.0**2 / max(mse, 1e-12)))
-
-
 def equal_quality_qp(x265_qps: Sequence[float], x265_psnr: Sequence[float], target_psnr: float) -> float:
     """x265 QP whose PSNR-Y equals `target_psnr` on a clip's curve (linear extrapolation past its ends)."""
     q = np.asarray(x265_qps, dtype=np.float64)
@@ -93,7 +86,7 @@ def equal_quality_qp(x265_qps: Sequence[float], x265_psnr: Sequence[float], targ
 
 
 def calibrate(clips: Sequence[Path], frames: int, height: int) -> dict:
-    from preedit.training.encoders import encode_decode
+    from preedit.training.encoders import encode_decode, psnr_y
 
     per: Dict[str, Dict[int, List[float]]] = {m: {q: [] for q in AV1_QS} for m in MODES}
     for path in clips:

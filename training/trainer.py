@@ -63,7 +63,7 @@ def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torc
     Args:
         edited: pre-edited frames, float NV12 `[B, T, H*3/2, W]`.
         proxy_recon: the proxy's reconstruction of them, same layout (carries the gradient).
-        qp: HEVC-equivalent QP per sequence `[B]`.
+        qp: model QP per sequence `[B]`.
         codec: proxy codec family ("hevc" → libx265 at QP, "av1" → libsvtav1 at the AV1 quantizer
             of equal quality, `preedit.qp.av1_quantizer_for_model_qp`).
         preset: libx265 preset (SVT-AV1 uses preset 12).
@@ -71,8 +71,8 @@ def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torc
     Returns:
         `(x̂, bits)`: the reconstruction and the real encoder's bits per sequence `[B]` (float64).
     """
-    from preedit.training.encoders import encode_decode
     from preedit.qp import av1_quantizer_for_model_qp
+    from preedit.training.encoders import encode_decode
     from preedit.training.proxy import to_codec_pixels
 
     pixels = to_codec_pixels(edited.detach()).to(torch.uint8).cpu().numpy()

@@ -141,9 +141,10 @@ def validate(
         max_size: centre-crop side limit (0: full frame).
     """
     from preedit.training.data import read_video_nv12
-    from preedit.qp import av1_model_qp
+    from preedit.qp import model_qp
 
-    to_model_qp = (lambda q: float(q)) if encoder == "libx265" else (lambda q: av1_model_qp(q, "qp"))
+    family = "hevc" if encoder == "libx265" else "av1"
+    to_model_qp = lambda q: model_qp(family, q, "qp")  # noqa: E731
     report: dict = {"encoder": encoder, "preset": preset, "qps": list(qps), "frames": frames, "clips": {}, "mean_bd_rate": {}}
     for clip in clips:
         seq = np.stack(read_video_nv12(clip, frames))

@@ -24,7 +24,7 @@ AV1_ZBIN = 82.0 / 128.0
 AV1_ROUNDING = 48.0 / 128.0
 
 # One AV1 step table for the proxy, evaluation and serving (`preedit.qp`); re-exported here.
-from preedit.qp import av1_q_to_hevc_qp, av1_qstep, hevc_qp_to_av1_q  # noqa: F401
+from preedit.qp import av1_q_to_hevc_qp, av1_qindex, av1_qstep, hevc_qp_to_av1_q  # noqa: F401
 
 Number = Union[float, torch.Tensor]
 
@@ -49,13 +49,6 @@ def hevc_chroma_qp(qp: float) -> float:
     lo_c = table[lo]
     hi_c = table.get(lo + 1, lo + 1 - 6)
     return lo_c + frac * (hi_c - lo_c)
-
-
-def av1_qindex(q: int) -> int:
-    """AV1 quantizer (0..63, as `--crf`/`--qp` of SVT-AV1 and `--cq-level` of libaom) → qindex."""
-    if not 0 <= int(q) <= 63:
-        raise ValueError(f"AV1 quantizer must be in 0..63, got {q}")
-    return 255 if int(q) == 63 else 4 * int(q)
 
 
 def deadzone_quantize(coeffs: torch.Tensor, qstep: Number, rounding: Number, zbin: float = 0.0) -> torch.Tensor:

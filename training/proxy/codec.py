@@ -151,8 +151,6 @@ class CodecProxy(torch.nn.Module):
 
     def _params(self, qp: torch.Tensor, chroma: bool, inter: bool):
         cfg = self.config
-        if cfg.codec == "av1":  # model QP (x265 quality scale) → step of the AV1 quantizer of equal quality
-            qp = torch.tensor([av1_step_qp_for_model_qp(q) for q in qp.tolist()], dtype=qp.dtype, device=qp.device)
         qp = qp + (cfg.inter_qp_offset if inter else cfg.intra_qp_offset)
         if chroma and cfg.codec == "hevc":
             qp = torch.tensor([hevc_chroma_qp(q) for q in qp.tolist()], dtype=qp.dtype, device=qp.device)
@@ -187,7 +185,7 @@ class CodecProxy(torch.nn.Module):
         if frames.dim() != 4:
             raise ValueError(f"frames must be [B, T, H*3/2, W], got {tuple(frames.shape)}")
         n = block_size or random.choice(cfg.block_sizes)
-        qp = qp.reshape(-1).to(frames.dtype)
+        qp = self.step_qp(qp.reshape(-1).to(frames.dtype))
         b, t, rows, width = frames.shape
         height = rows * 2 // 3
         pixels = to_codec_pixels(frames)
@@ -214,6 +212,13 @@ class CodecProxy(torch.nn.Module):
         scale = torch.full((t,), cfg.rate_scale_inter, dtype=units.dtype, device=units.device)
         scale[0] = cfg.rate_scale_intra
         return ProxyOutput(recon, units * scale, units, torch.stack(inter_t, dim=1))
+
+    def step_qp(self, qp: torch.Tensor) -> torch.Tensor:
+        """HEVC QP of the quantizer step coded for model QP `qp` `[B]`: as is for hevc; for av1 the
+        step of the AV1 quantizer of equal quality (`preedit.qp`, fixed-QP map)."""
+        if self.config.codec != "av1":
+            return qp
+        return torch.tensor([av1_step_qp_for_model_qp(q) for q in qp.tolist()], dtype=qp.dtype, device=qp.device)
 
     @torch.no_grad()
     def estimate_motion(self, source: torch.Tensor) -> List[torch.Tensor]:
