@@ -6,8 +6,8 @@
 ```
 """
 
-from .model_config import build_model_config, parse_pbtxt, read_model_config, to_pbtxt, write_model_config
-from .repository import cpu_model_config, export_model_repository, read_contract, write_onnx_model
+from preedit.export.model_config import build_model_config, parse_pbtxt, read_model_config, to_pbtxt, write_model_config
+from preedit.export.repository import cpu_model_config, export_model_repository, read_contract, write_onnx_model
 
 __all__ = [
     "build_model_config", "parse_pbtxt", "read_model_config", "to_pbtxt", "write_model_config",

@@ -59,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             max_queue_delay_us=args.max_queue_delay_us, intra_op_threads=args.threads,
         )
     elif args.target == "onnx":
-        from .repository import export_model_repository
+        from preedit.export.repository import export_model_repository
 
         name = args.name or "preedit"
         model_dir = export_model_repository(

@@ -29,10 +29,11 @@ import numpy as np
 
 from preedit.errors import ModelError, UsageError
 from preedit.paths import clips_dir
+from preedit.splits import HELDOUT_CLIPS  # noqa: F401  (re-exported for the int8 tools)
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
-from .determinism_frames import load_frames
-from .int8_reference import IntModel, reference_forward
+from preedit.export.determinism_frames import load_frames
+from preedit.export.int8_reference import IntModel, reference_forward
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ VERIFY_QPS = (22.0, 32.0, 42.0)
 #: Calibration clips: training side of the split in training/default/config.yaml (quality is
 #: measured on the held-out clips).
 CALIB_CLIPS = ("bottle-detection.mp4", "asl-book.mkv", "stream-of-water.webm", "face-webcam-1080x720.mp4")
-HELDOUT_CLIPS = ("flower.mp4", "sintel-snowfight.mp4", "park_joy_480x270_50fps.y4m", "friday-filmgrain.mp4",
-                 "asl-thanks.mkv")
 INT8_MODEL_NAME = "preedit_int8"
 INT_MODEL_FILE = "int_model.npz"
 
@@ -115,7 +114,7 @@ def triton_runner(url: str, model_name: str, timeout_s: float = 60.0) -> Runner:
 def float_backends(net, onnx_bytes: Optional[bytes] = None) -> Dict[str, Runner]:
     """PyTorch eager fp32 and the ORT variants of the float model's ONNX export."""
     if onnx_bytes is None:
-        from .onnx_export import export_onnx_bytes
+        from preedit.export.onnx_export import export_onnx_bytes
 
         onnx_bytes = export_onnx_bytes(net)
     return {"torch-fp32": torch_float_runner(net), **ort_variants(onnx_bytes)}
@@ -124,8 +123,8 @@ def float_backends(net, onnx_bytes: Optional[bytes] = None) -> Dict[str, Runner]
 def int8_backends(model: IntModel, onnx_bytes: Optional[bytes] = None,
                   engines: Optional[Sequence[str]] = None) -> Dict[str, Runner]:
     """NumPy reference, ORT variants of the int8 ONNX, and PyTorch quantized engines."""
-    from .int8_onnx import build_onnx
-    from .int8_torch import TorchFloatIntPreEditor, TorchInt8PreEditor, available_engines
+    from preedit.export.int8_onnx import build_onnx
+    from preedit.export.int8_torch import TorchFloatIntPreEditor, TorchInt8PreEditor, available_engines
 
     if onnx_bytes is None:
         onnx_bytes = build_onnx(model)
@@ -254,9 +253,9 @@ def export_deterministic(net, repo_dir: Path, calib_frames: Optional[Sequence[np
     Raises:
         ModelError: when ONNX Runtime's output differs from the NumPy integer reference.
     """
-    from .int8_onnx import build_onnx
-    from .quantize import DEFAULT_SCHEME, quantize
-    from .repository import write_onnx_model
+    from preedit.export.int8_onnx import build_onnx
+    from preedit.export.quantize import DEFAULT_SCHEME, quantize
+    from preedit.export.repository import write_onnx_model
 
     scheme = scheme or DEFAULT_SCHEME
     if calib_frames is None:
@@ -401,7 +400,7 @@ def load_net(checkpoint: Optional[Path]):
     perturbed stand-in; returns (net, description)."""
     from preedit.network import load_checkpoint
 
-    from .quantize import perturbed_net
+    from preedit.export.quantize import perturbed_net
 
     if checkpoint is None:
         return perturbed_net(0), "perturbed_net(seed=0)"
@@ -430,7 +429,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.triton:
             from preedit.serve import ServerConfig, TritonServer
 
-            from .repository import export_model_repository
+            from preedit.export.repository import export_model_repository
 
             repo = Path(tmp) / "repo"
             export_model_repository(net, repo, "preedit_float")

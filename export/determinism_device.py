@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .determinism import float_backends, frame_qps, int8_backends, mismatch, run_frames
+from preedit.export.determinism import float_backends, frame_qps, int8_backends, mismatch, run_frames
 
 BUNDLE_CLIPS = (("park_joy_480x270_50fps.y4m", 4, None), ("CiscoVT2people_320x192_12fps.yuv", 4, None),
                 ("flower.mp4", 3, 960))
@@ -32,10 +32,10 @@ def prepare(bundle: Path, checkpoint: Optional[Path] = None) -> None:
 
     from preedit.paths import clips_dir
 
-    from .determinism import export_deterministic, load_int_model, load_net
-    from .determinism_frames import load_frames
-    from .int8_onnx import build_onnx
-    from .onnx_export import export_onnx_bytes
+    from preedit.export.determinism import export_deterministic, load_int_model, load_net
+    from preedit.export.determinism_frames import load_frames
+    from preedit.export.int8_onnx import build_onnx
+    from preedit.export.onnx_export import export_onnx_bytes
 
     bundle.mkdir(parents=True, exist_ok=True)
     net, source = load_net(checkpoint)
@@ -100,7 +100,7 @@ def run(bundle: Path) -> Dict:
 
     from preedit.network import NetConfig, PreEditorNet
 
-    from .int8_reference import IntModel
+    from preedit.export.int8_reference import IntModel
 
     meta = json.loads((bundle / "meta.json").read_text())
     fz = np.load(bundle / "frames.npz")
@@ -123,7 +123,7 @@ def run(bundle: Path) -> Dict:
         pass
     int8 = int8_backends(model, (bundle / "int8.onnx").read_bytes())
     if torch.cuda.is_available():
-        from .int8_torch import TorchFloatIntPreEditor
+        from preedit.export.int8_torch import TorchFloatIntPreEditor
 
         int8["torch-cuda-fp32-int"] = TorchFloatIntPreEditor(model, "cuda")
 
@@ -156,9 +156,9 @@ def speed(bundle: Path, frames: List[np.ndarray], repeats: int = 15) -> List[Dic
     import statistics
     import time
 
-    from .determinism import ort_runner
-    from .int8_onnx import build_onnx
-    from .int8_reference import IntModel
+    from preedit.export.determinism import ort_runner
+    from preedit.export.int8_onnx import build_onnx
+    from preedit.export.int8_reference import IntModel
 
     model = IntModel.from_npz_bytes((bundle / "int_model.npz").read_bytes())
     graphs = {"float": (bundle / "float.onnx").read_bytes(), "int8-qlinear": build_onnx(model, "qlinear"),

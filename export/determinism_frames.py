@@ -99,8 +99,3 @@ def load_frames(path: Path, count: int, start: int = 0, max_width: Optional[int]
     if not frames:
         raise InputError(f"no frames read from {path} (start={start})")
     return [_even(f) for f in frames]
-
-
-def frame_size(nv12: np.ndarray) -> Tuple[int, int]:
-    """(width, height) of an NV12 frame `[H*3/2, W]`."""
-    return nv12.shape[1], nv12.shape[0] * 2 // 3

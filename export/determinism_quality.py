@@ -23,11 +23,11 @@ import numpy as np
 
 from preedit.paths import cache_dir, clips_dir
 
-from .determinism import HELDOUT_CLIPS, load_int_model, load_net, ort_runner
+from preedit.export.determinism import HELDOUT_CLIPS, load_int_model, load_net, ort_runner
 
 
 class OrtEditor:
-    """A pre-editor for `preedit.perf.eval.run_eval`: ONNX bytes run by ONNX Runtime (1 thread)."""
+    """A pre-editor for `preedit.perf.rd.eval.run_eval`: ONNX bytes run by ONNX Runtime (1 thread)."""
 
     def __init__(self, onnx_bytes: bytes, description: str) -> None:
         self._run = ort_runner(onnx_bytes, threads=1)
@@ -52,7 +52,7 @@ def curves(points: List[Dict], variant: str = "preedit") -> Dict[str, Dict[str, 
 
 def compare(float_points: List[Dict], int_points: List[Dict]) -> List[Dict]:
     """Per clip: BD-rate and BD-quality of int8 vs float (the float curve is the anchor)."""
-    from preedit.perf.bdrate import bd_quality, bd_rate
+    from preedit.quality.bdrate import bd_quality, bd_rate
 
     fc, ic = curves(float_points), curves(int_points)
     rows = []
@@ -97,10 +97,10 @@ def markdown(rows: List[Dict], meta: Dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Evaluate float vs int8 final encodes on the held-out clips; print the Markdown table."""
-    from preedit.perf.eval import EvalConfig, run_eval
+    from preedit.perf.rd.eval import EvalConfig, run_eval
 
-    from .determinism import export_deterministic
-    from .onnx_export import export_onnx_bytes
+    from preedit.export.determinism import export_deterministic
+    from preedit.export.onnx_export import export_onnx_bytes
 
     parser = argparse.ArgumentParser(prog="python -m preedit.export.determinism_quality", description=main.__doc__)
     parser.add_argument("--checkpoint", type=Path, default=None, help="float checkpoint (default: perturbed net)")
@@ -115,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     net, source = load_net(args.checkpoint)
     ladder = [float(v) for v in args.ladder.split(",")]
     with tempfile.TemporaryDirectory(prefix="preedit_detq_") as tmp:
-        from .quantize import QuantScheme
+        from preedit.export.quantize import QuantScheme
 
         scheme = QuantScheme.parse(args.scheme) if args.scheme else None
         model_dir = export_deterministic(net, Path(tmp), scheme=scheme)

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
-from .model_config import build_model_config
+from preedit.export.model_config import build_model_config
 
 GPU_INPUTS = (FRAMES_IN, replace(QP_IN, optional=False))
 WARMUP_QP_FILE = "qp_32.f32"  # written next to the model: <model>/warmup/qp_32.f32 (fp32 LE, 32.0)

@@ -21,7 +21,7 @@ from torch import nn
 
 from preedit.network import PreEditorNet, to_uint8
 
-from .gpu_config import GpuProfile
+from preedit.export.gpu_config import GpuProfile
 
 
 class GpuPreEditor(nn.Module):

@@ -25,7 +25,7 @@ import numpy as np
 
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
-from .int8_reference import QP_TABLE_SIZE, ConvQ, IntModel
+from preedit.export.int8_reference import QP_TABLE_SIZE, ConvQ, IntModel
 
 OPSET = 17
 

@@ -26,7 +26,7 @@ from preedit.errors import UsageError
 from preedit.network import PreEditorNet, _qp_norm
 from preedit.spec import DEFAULT_QP, PAD_MULTIPLE
 
-from .int8_reference import QP_TABLE_SIZE, WEIGHT_QMAX, ConvQ, FilmQ, IntModel
+from preedit.export.int8_reference import QP_TABLE_SIZE, WEIGHT_QMAX, ConvQ, FilmQ, IntModel
 
 OBSERVERS = ("minmax", "moving_average", "histogram", "percentile")
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -355,6 +355,6 @@ DEFAULT_SCHEME = QuantScheme(observer="moving_average", weight_granularity="per_
 def export_deterministic(net: PreEditorNet, repo_dir, calib_frames: Optional[Sequence[np.ndarray]] = None,
                          scheme: Optional[QuantScheme] = None, **kwargs):
     """Quantize `net` and write the bit-exact served model; see `determinism.export_deterministic`."""
-    from .determinism import export_deterministic as _export
+    from preedit.export.determinism import export_deterministic as _export
 
     return _export(net, repo_dir, calib_frames, scheme, **kwargs)

@@ -25,11 +25,11 @@ import numpy as np
 
 from preedit.paths import clips_dir
 
-from .determinism import (HELDOUT_CLIPS, default_calibration_frames, frame_qps, int8_backends, load_net,
+from preedit.export.determinism import (HELDOUT_CLIPS, default_calibration_frames, frame_qps, int8_backends, load_net,
                           ort_runner, pairwise, run_frames, torch_float_runner)
-from .determinism_frames import load_frames
-from .int8_onnx import build_onnx
-from .quantize import QuantScheme, all_schemes, quantize
+from preedit.export.determinism_frames import load_frames
+from preedit.export.int8_onnx import build_onnx
+from preedit.export.quantize import QuantScheme, all_schemes, quantize
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     quality = heldout_frames()
     float_out = run_frames(torch_float_runner(net), quality, frame_qps(len(quality)))
     speed_frame = load_frames(clips_dir() / "sintel-snowfight.mp4", 1)[0]
-    from .onnx_export import export_onnx_bytes
+    from preedit.export.onnx_export import export_onnx_bytes
 
     meta = {"network": source, "exact_frames": len(exact), "quality_frames": len(quality),
             "exact_sizes": sorted({f"{f.shape[1]}x{f.shape[0] * 2 // 3}" for f in exact}),

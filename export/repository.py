@@ -24,8 +24,8 @@ from preedit import __version__
 from preedit.network import PreEditorNet
 from preedit.spec import CONTRACT, DEFAULT_QP, FRAMES_IN, FRAMES_OUT, QP_IN
 
-from .model_config import build_model_config, write_model_config
-from .onnx_export import OPSET, export_checked, sha256_hex, write_onnx
+from preedit.export.model_config import build_model_config, write_model_config
+from preedit.export.onnx_export import OPSET, export_checked, sha256_hex, write_onnx
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "python_onnx_model.py"
 

@@ -35,8 +35,8 @@ from preedit.errors import ModelError, UsageError
 from preedit.network import PreEditorNet, load_checkpoint
 from preedit.spec import CONTRACT, FRAMES_IN, FRAMES_OUT, QP_IN
 
-from .gpu_config import GPU_INPUTS, WARMUP_QP_FILE, GpuProfile, onnx_trt_config, tensorrt_plan_config, torchscript_config
-from .model_config import write_model_config
+from preedit.export.gpu_config import GPU_INPUTS, WARMUP_QP_FILE, GpuProfile, onnx_trt_config, tensorrt_plan_config, torchscript_config
+from preedit.export.model_config import write_model_config
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def export_onnx_trt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
     ONNX Runtime here; TensorRT builds its FP16 engine when Triton loads the model (warmup), and
     caches it under `cache_path`.
     """
-    from .onnx_export import export_checked
+    from preedit.export.onnx_export import export_checked
 
     onnx_bytes, check = export_checked(net)
     trt_check = ort_tensorrt_check(onnx_bytes, net, fp16=fp16)
@@ -129,7 +129,7 @@ def ort_tensorrt_check(onnx_bytes: bytes, net: PreEditorNet, fp16: bool = True) 
         return None
     from preedit.network import NV12PreEditor
 
-    from .onnx_export import synthetic_frames
+    from preedit.export.onnx_export import synthetic_frames
 
     session = ort.InferenceSession(onnx_bytes, providers=[
         ("TensorrtExecutionProvider", {"trt_fp16_enable": fp16}), "CUDAExecutionProvider"])
@@ -167,7 +167,7 @@ def gpu_check(reference: torch.nn.Module, candidate, device: str = "cuda",
     Returns:
         `{"frames", "max_abs_diff", "mismatch_share"}` over all shapes.
     """
-    from .onnx_export import synthetic_frames
+    from preedit.export.onnx_export import synthetic_frames
 
     worst = differing = total = frames = 0
     with torch.no_grad():
@@ -234,7 +234,7 @@ def export_tensorrt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
         max_abs_diff, max_mismatch_share: acceptance of the GPU check (FP16 moves some roundings
             by one code value; more than that is a broken engine).
     """
-    from .gpu_module import GpuPreEditor, check_profile_multiple_of_4, example_inputs, export_dynamic
+    from preedit.export.gpu_module import GpuPreEditor, check_profile_multiple_of_4, example_inputs, export_dynamic
 
     if form not in TRT_FORMS:
         raise UsageError(f"unknown TensorRT form {form!r}; valid: {', '.join(TRT_FORMS)}")
@@ -245,7 +245,7 @@ def export_tensorrt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
             "precision": "fp16" if fp16 else "fp32", "gpu": torch.cuda.get_device_name(),
             "compute_capability": list(torch.cuda.get_device_capability())}
     if form == "plan":
-        from .onnx_export import export_onnx_bytes
+        from preedit.export.onnx_export import export_onnx_bytes
 
         engine = _plan_from_onnx(export_onnx_bytes(net), profile, fp16, workspace_bytes)
         candidate = _TrtEngineRunner(engine)

@@ -146,7 +146,7 @@ class TritonPreEditor:
 def preedit_y4m(editor, src: Path, dst: Path, qp: float, batch: int = 4) -> Path:
     """Pre-edit every frame of an 8-bit 4:2:0 `src` .y4m into `dst` (same header)."""
     from preedit.color import i420_to_nv12, nv12_to_i420
-    from preedit.perf._y4m import iter_batches, read_y4m, write_y4m
+    from preedit.quality.y4m import iter_batches, read_y4m, write_y4m
 
     header, frames = read_y4m(src)
     out = []

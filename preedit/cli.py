@@ -24,10 +24,10 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "train": ("preedit.training.cli", "train the pre-editor through the differentiable codec proxy"),
     "proxy-check": ("preedit.training.proxy_check", "rank correlation of the codec proxy with real encoders"),
     "qp-calibrate": ("preedit.training.qp_calibration", "fit the AV1 quantizer -> model QP map on training clips"),
-    "eval": ("preedit.perf.eval_cli", "rate-distortion evaluation and BD-rate report"),
-    "perf": ("preedit.perf.analyzer_cli", "perf_analyzer sweeps against the served model"),
-    "bench": ("preedit.perf.bench", "in-process vs Triton vs pipeline fps benchmark"),
-    "doctor": ("preedit.doctor", "report what this machine has (GPU, codecs, Triton)"),
+    "eval": ("preedit.perf.rd.cli", "rate-distortion evaluation and BD-rate report"),
+    "perf": ("preedit.perf.speed.cli", "perf_analyzer sweeps against the served model"),
+    "bench": ("preedit.perf.speed.bench", "in-process vs Triton vs pipeline fps benchmark"),
+    "doctor": ("preedit.perf.speed.gpu_probe", "report what this machine has (GPU, codecs, Triton); --bench measures the GPU stages"),
     "verify": ("preedit.export.verify", "check this machine reproduces the deterministic model bit for bit"),
 }
 

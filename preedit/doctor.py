@@ -21,13 +21,15 @@ import platform
 import shutil
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
+from preedit.codecs import CODECS, NVENC_ENCODERS
 from preedit.errors import UsageError
 
 PACKAGES = ("torch", "tensorrt", "torch_tensorrt", "torch-tensorrt", "PyNvVideoCodec", "pynvvideocodec",
             "cuda-python", "cuda-bindings", "tritonclient", "nvidia-pytriton", "onnxruntime", "onnxruntime-gpu", "av")
-FFMPEG_ENCODERS = ("libx265", "libsvtav1", "libx264", "hevc_nvenc", "av1_nvenc", "h264_nvenc")
+CapabilityProbe = Callable[[int, bool], dict]
+FFMPEG_ENCODERS = tuple(c for c in CODECS if c not in NVENC_ENCODERS) + NVENC_ENCODERS
 
 
 def _version(name: str) -> Optional[str]:
@@ -129,10 +131,16 @@ def triton_info(url: Optional[str], timeout_s: float = 3.0) -> dict:
     return info
 
 
-def collect(url: Optional[str] = None, device_id: int = 0, probe: bool = True) -> dict:
-    """The whole report as a JSON-able dict."""
-    from preedit.client.gpu import capabilities
+def collect(capabilities: CapabilityProbe, url: Optional[str] = None, device_id: int = 0, probe: bool = True) -> dict:
+    """The whole report as a JSON-able dict.
 
+    Args:
+        capabilities: the GPU probe, `(device_id, probe) -> dict` (`preedit.client.gpu.capabilities`;
+            the CLI layer passes it in, so the core never imports the client).
+        url: Triton gRPC address to check, or None.
+        device_id: CUDA device to describe.
+        probe: ask PyNvVideoCodec (False: the architecture table only).
+    """
     caps = dict(capabilities(device_id, probe))
     report = {
         "python": sys.version.split()[0],
@@ -153,10 +161,6 @@ def collect(url: Optional[str] = None, device_id: int = 0, probe: bool = True) -
     except ImportError:
         report["torch_cuda_build"], report["cuda_device_count"] = None, 0
     return report
-
-
-def _yn(value) -> str:
-    return "yes" if value else "no"
 
 
 def render(report: dict) -> str:
@@ -215,10 +219,23 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = setup_args(argparse.ArgumentParser(prog="preedit doctor", description=__doc__.split("\n")[0])).parse_args(argv)
-    report = collect(url=args.url, device_id=args.device_id, probe=not args.no_probe)
+def run(args: argparse.Namespace, capabilities: CapabilityProbe,
+        bench: Optional[Callable[[argparse.Namespace], dict]] = None) -> int:
+    """Print the report for parsed `setup_args` options; `bench(args)` adds GPU stage measurements.
+
+    `capabilities` and `bench` come from the layers above (`preedit doctor` is composed in
+    `preedit.perf.speed.gpu_probe`), so this core module imports neither the client nor perf.
+    """
+    report = collect(capabilities, url=args.url, device_id=args.device_id, probe=not args.no_probe)
+    if bench is not None:
+        report["bench"] = bench(args)
     print(json.dumps(report, indent=2, default=str) if args.json else render(report))
     if args.require_gpu and not report["gpu"].get("cuda"):
         raise UsageError("no usable CUDA device (--require-gpu)")
     return 0
+
+
+def main(argv: Optional[List[str]], capabilities: CapabilityProbe) -> int:
+    """Parse `argv` and print the report (see `run`)."""
+    parser = setup_args(argparse.ArgumentParser(prog="preedit doctor", description=__doc__.split("\n")[0]))
+    return run(parser.parse_args(argv), capabilities)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from preedit.errors import UsageError
-from preedit.perf.bdrate import BDOverlapWarning, bd_quality, bd_rate, monotone_points
+from preedit.quality.bdrate import BDOverlapWarning, bd_quality, bd_rate, monotone_points
 
 # Published example data of the `bjontegaard` package (FAU-LMS/bjontegaard example_usage.py and the
 # matching Matlab example): libx265 presets measured with FFmpeg, rates in kbps, PSNR in dB.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from preedit.perf.bench import BenchRow, bench_table, bench_verdicts, build_x264_settings
+from preedit.perf.speed.bench import BenchRow, bench_table, bench_verdicts, build_x264_settings
 
 
 def _rows(inproc_fps: float, triton_fps: float, x264_fps: float):
@@ -32,7 +32,7 @@ def test_bench_verdicts_flag_goals_when_missed_or_met():
 
 
 def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, clip):
-    from preedit.perf import bench
+    from preedit.perf.speed import bench
 
     out = tmp_path / "bench.json"
     assert bench.main(["--clip", str(clip("flower.mp4")), "--resolution", "320x180", "--frames", "6",
@@ -46,7 +46,7 @@ def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, cli
 
 @pytest.mark.needs_triton
 def test_bench_measures_triton_and_pipeline_rows_when_server_embedded(tmp_path, clip):
-    from preedit.perf import bench
+    from preedit.perf.speed import bench
 
     out = tmp_path / "bench.json"
     results = tmp_path / "perf.md"

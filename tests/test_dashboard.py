@@ -14,10 +14,12 @@ import urllib.request
 import pytest
 import yaml
 
-from preedit.perf import dashboards
-from preedit.perf.dashboards import (build_dashboard, build_scrape_config, dashboard_queries,
+from preedit.paths import REPO_ROOT
+from preedit.perf.speed import dashboards
+from preedit.perf.speed.dashboards import (build_dashboard, build_scrape_config, dashboard_queries,
                                      render_scrape_config, substitute_variables)
 
+DEPLOY = REPO_ROOT / "deploy" / "dashboards"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 # Triton's per-model metrics the dashboard may use (server docs, user_guide/metrics.md).
@@ -35,9 +37,9 @@ def _metric_names(expr: str) -> set:
 
 
 def test_dashboard_files_match_generator_when_committed():
-    committed = json.loads(dashboards.DASHBOARD_JSON.read_text())
+    committed = json.loads((DEPLOY / dashboards.DASHBOARD_NAME).read_text())
     assert committed == json.loads(json.dumps(build_dashboard()))
-    assert dashboards.SCRAPE_CONFIG.read_text() == render_scrape_config(build_scrape_config())
+    assert (DEPLOY / dashboards.SCRAPE_CONFIG_NAME).read_text() == render_scrape_config(build_scrape_config())
 
 
 def test_dashboard_queries_use_only_exported_metric_names_when_parsed():

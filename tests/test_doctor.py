@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
-from preedit.doctor import collect, main, render
+from preedit.client.gpu import capabilities
+from preedit.doctor import collect, render
+from preedit.perf.speed.gpu_probe import main
 from preedit.errors import UsageError
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU report; this machine has CUDA")
@@ -36,13 +38,13 @@ def test_doctor_json_is_parseable_and_lists_stages(capsys):
 
 
 def test_doctor_reports_unreachable_triton_without_failing():
-    report = collect(url="127.0.0.1:9", probe=False)
+    report = collect(capabilities, url="127.0.0.1:9", probe=False)
     assert report["triton"]["reachable"] is False
     assert "not reachable at 127.0.0.1:9" in render(report)
 
 
 def test_doctor_render_shows_missing_nvenc_when_gpu_has_none():
-    report = collect(probe=False)
+    report = collect(capabilities, probe=False)
     report["gpu"] = {"cuda": True, "device": {"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0],
                                               "memory_gib": 79.2}, "architecture": "hopper", "nvdec": ["h264", "hevc"],
                      "nvenc": [], "source": "documented", "reasons": ["NVIDIA H100 80GB HBM3 (hopper) has no NVENC"]}

@@ -13,10 +13,10 @@ import math
 import pytest
 
 from preedit.network import identity_model
-from preedit.perf import eval as ev
-from preedit.perf import eval_report
+from preedit.perf.rd import eval as ev
+from preedit.perf.rd import report as eval_report
 from preedit.perf._preeditors import TorchPreEditor
-from preedit.perf.metrics import METRICS
+from preedit.quality.metrics import METRICS
 
 CLIPS = ("asl-bird.mkv", "park_joy_480x270_50fps.y4m")  # full-range H.264 in MKV; uncompressed 50 fps y4m
 CODECS = ("libx265", "libsvtav1")

@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 
 from preedit.errors import InputError, UsageError
-from preedit.perf import _codecs, _sources
-from preedit.perf import eval as ev
+from preedit import codecs
+from preedit.perf.rd import variants as _codecs
+from preedit.perf.rd import sources as _sources
+from preedit.perf.rd import eval as ev
 
 
 def test_build_encode_cmd_merges_x265_tuning_into_one_params_arg_when_tuned():
-    codec = _codecs.get_codec("libx265")
-    cmd = _codecs.build_encode_cmd(codec, Path("in.y4m"), Path("o.hevc"), 32, tune=True, vf="unsharp=5:5:1.0",
+    codec = codecs.get_codec("libx265")
+    cmd = codecs.ffmpeg_argv(codec, Path("in.y4m"), Path("o.hevc"), 32, tune=True, vf="unsharp=5:5:1.0",
                                    ffmpeg="ffmpeg")  # fmt: skip
     assert cmd.count("-x265-params") == 1
     assert cmd[cmd.index("-x265-params") + 1] == "log-level=error:info=0:aq-mode=3:psy-rdoq=1.0"
@@ -23,21 +25,21 @@ def test_build_encode_cmd_merges_x265_tuning_into_one_params_arg_when_tuned():
 
 
 def test_build_encode_cmd_uses_obu_and_tune_when_codec_is_svtav1():
-    codec = _codecs.get_codec("libsvtav1")
-    plain = _codecs.build_encode_cmd(codec, Path("in.y4m"), Path("o.obu"), 44, ffmpeg="ffmpeg")
-    tuned = _codecs.build_encode_cmd(codec, Path("in.y4m"), Path("o.obu"), 44, tune=True, ffmpeg="ffmpeg")
+    codec = codecs.get_codec("libsvtav1")
+    plain = codecs.ffmpeg_argv(codec, Path("in.y4m"), Path("o.obu"), 44, ffmpeg="ffmpeg")
+    tuned = codecs.ffmpeg_argv(codec, Path("in.y4m"), Path("o.obu"), 44, tune=True, ffmpeg="ffmpeg")
     assert "-svtav1-params" not in plain and tuned[tuned.index("-svtav1-params") + 1] == "tune=0"
     assert plain[-3:] == ["-f", "obu", "o.obu"] and "-vf" not in plain
 
 
 def test_build_encode_cmd_uses_cq_when_codec_is_nvenc():
-    cmd = _codecs.build_encode_cmd(_codecs.get_codec("hevc_nvenc"), Path("i"), Path("o"), 30, ffmpeg="ffmpeg")
+    cmd = codecs.ffmpeg_argv(codecs.get_codec("hevc_nvenc"), Path("i"), Path("o"), 30, ffmpeg="ffmpeg")
     assert cmd[cmd.index("-cq") + 1] == "30" and "-crf" not in cmd
 
 
 def test_get_codec_lists_choices_when_name_is_unknown():
     with pytest.raises(UsageError, match="libx265"):
-        _codecs.get_codec("x266")
+        codecs.get_codec("x266")
     with pytest.raises(UsageError, match="unsharp"):
         _codecs.get_variant("sharpen")
 
@@ -58,10 +60,10 @@ def test_video_bytes_excludes_sei_when_stream_is_h264_or_hevc():
 def test_model_qp_maps_av1_crf_to_equal_quality_qp_and_clamps():
     from preedit.qp import av1_model_qp
 
-    assert _codecs.model_qp(_codecs.get_codec("libx265"), 32) == 32.0
+    assert codecs.model_qp("hevc", 32, qp_range=(10.0, 51.0)) == 32.0
     for crf in (36, 44, 51, 57, 63):  # the CRF map of preedit.qp (fitted on training clips)
-        assert _codecs.model_qp(_codecs.get_codec("libsvtav1"), crf) == pytest.approx(av1_model_qp(crf, "crf"))
-    assert _codecs.model_qp(_codecs.get_codec("libx265"), 5) == 10.0
+        assert codecs.model_qp("av1", crf, qp_range=(10.0, 51.0)) == pytest.approx(av1_model_qp(crf, "crf"))
+    assert codecs.model_qp("hevc", 5, qp_range=(10.0, 51.0)) == 10.0
 
 
 def test_parse_raw_name_reads_geometry_when_name_carries_it():
@@ -84,17 +86,25 @@ def test_build_reference_cmd_converts_range_and_bounds_frames_when_clip_is_raw()
         _sources.build_reference_cmd(Path("a.mp4"), Path("r.y4m"), frames=0, max_height=0, ffmpeg="ffmpeg")
 
 
-def test_default_clips_uses_held_out_list_when_training_config_names_one(tmp_path):
+def test_default_clips_uses_held_out_list_and_warns_when_one_is_missing(tmp_path, caplog):
     clips = tmp_path / "clips"
     clips.mkdir()
     for name in ("a.mp4", "b.mkv", "c.y4m", "notes.md"):
         (clips / name).write_bytes(b"x")
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text("data:\n  train_clips: [a.mp4]\n  held_out: [c.y4m, missing.mp4]\n")
-    assert [p.name for p in _sources.default_clips(clips, cfg)] == ["c.y4m"]
-    cfg.write_text("data:\n  train_clips: [a.mp4]\n")
-    assert [p.name for p in _sources.default_clips(clips, cfg)] == ["b.mkv", "c.y4m"]
-    assert [p.name for p in _sources.default_clips(clips, tmp_path / "absent.yaml")] == ["a.mp4", "b.mkv", "c.y4m"]
+    assert [p.name for p in _sources.default_clips(clips, ("c.y4m", "missing.mp4"))] == ["c.y4m"]
+    assert "missing.mp4" in caplog.text
+    assert [p.name for p in _sources.resolve_clips([], clips, ("b.mkv", "a.mp4"))] == ["a.mp4", "b.mkv"]
+
+
+def test_clip_split_matches_the_shipped_training_config():
+    import yaml
+
+    from preedit.paths import REPO_ROOT
+    from preedit.splits import HELDOUT_CLIPS, TRAIN_CLIPS
+
+    cfg = yaml.safe_load((REPO_ROOT / "training" / "default" / "config.yaml").read_text())
+    assert tuple(cfg["heldout"]) == HELDOUT_CLIPS and tuple(cfg["train_sources"]) == TRAIN_CLIPS
+    assert not set(HELDOUT_CLIPS) & set(TRAIN_CLIPS)
 
 
 def test_eval_config_adds_anchor_and_rejects_bad_values_when_constructed(tmp_path):

@@ -6,7 +6,7 @@ Stages that depend on hardware this GPU lacks (NVENC on H100/H200/A100) skip wit
 
 NVDEC output is compared with FFmpeg's software decode (H.264 decoding is bit-exact by spec):
 through PyAV when installed, else against a reference file (`PREEDIT_NVDEC_REF` directory with
-`<clip>.npz` from `deploy/gpu_probe.py --make-reference`).
+`<clip>.npz` from `preedit doctor --make-reference`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from preedit.errors import InputError, UsageError
-from preedit.perf import metrics
-from preedit.perf._y4m import Y4MHeader, write_y4m
+from preedit.quality import metrics
+from preedit.quality.y4m import Y4MHeader, write_y4m
 
 
 def test_build_score_cmd_names_all_models_and_features_when_nothing_skipped(tmp_path):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from preedit.errors import ServerError, UsageError
-from preedit.perf.analyzer_cli import auto_rates, parse_int_list, parse_rates
-from preedit.perf.perf_analyzer import (CSV_COLUMNS, PerfAnalyzerConfig, build_perf_analyzer_cmd,
+from preedit.perf.speed.cli import auto_rates, parse_int_list, parse_rates
+from preedit.perf.speed.perf_analyzer import (CSV_COLUMNS, PerfAnalyzerConfig, build_perf_analyzer_cmd,
                                         parse_avg_batch_size, parse_perf_csv)
-from preedit.perf.perf_analyzer_data import (build_input_data, load_nv12_frames, nv12_shape, parse_resolution,
+from preedit.perf.speed.analyzer_data import (build_input_data, load_nv12_frames, nv12_shape, parse_resolution,
                                              resolution_label)
 
 
@@ -95,7 +95,7 @@ def test_sweep_lists_parse_when_given_ranges_or_lists():
 
 @pytest.mark.needs_triton
 def test_perf_command_writes_csv_plot_and_table_when_sweep_runs(tmp_path, clip):
-    from preedit.perf import analyzer_cli
+    from preedit.perf.speed import cli as analyzer_cli
 
     source = clip("flower.mp4")
     results_md = tmp_path / "perf.md"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from preedit.errors import UsageError
-from preedit.perf.model_analysis import (ConfigVariant, VariantResult, analysis_table, build_variants,
+from preedit.perf.speed.model_analysis import (ConfigVariant, VariantResult, analysis_table, build_variants,
                                          choose_config, merge_passes, write_variant_repository)
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from preedit.perf.multistream import (StreamRun, aggregate, avg_batch_size, drive_transport,
+from preedit.perf.speed.multistream import (StreamRun, aggregate, avg_batch_size, drive_transport,
                                       parse_batch_counters, scaling_table)
 
 
@@ -82,7 +82,7 @@ def test_batch_counters_give_avg_batch_when_parsed_from_triton_text():
 @pytest.mark.needs_triton
 def test_two_streams_share_one_server_when_run_against_triton(tmp_path):
     from preedit.paths import model_repository
-    from preedit.perf.multistream import run_serving
+    from preedit.perf.speed.multistream import run_serving
     from preedit.serve import ServerConfig, TritonServer
 
     frames = np.random.default_rng(0).integers(16, 235, (3, 270, 320), dtype=np.uint8)
@@ -99,7 +99,7 @@ def test_two_streams_share_one_server_when_run_against_triton(tmp_path):
 @pytest.mark.needs_triton
 def test_pipeline_mode_runs_preedit_run_per_stream_when_two_streams(clip):
     from preedit.paths import model_repository
-    from preedit.perf.multistream import run_pipeline_streams
+    from preedit.perf.speed.multistream import run_pipeline_streams
     from preedit.serve import ServerConfig, TritonServer
 
     source = clip("bottle-detection.mp4")

@@ -112,19 +112,6 @@ def read_image_nv12(path: Path) -> np.ndarray:
     return nv12_pack(to8(y), to8(u), to8(v))
 
 
-def list_sources(paths: Sequence[Path]) -> List[Path]:
-    """Expand files and folders into video/raw/image paths, sorted."""
-    found: List[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES + (".yuv",))
-        elif p.is_file():
-            found.append(p)
-        else:
-            raise InputError(f"training source not found: {p}")
-    return found
-
-
 @dataclass(frozen=True)
 class BankConfig:
     """How the sequence bank is cut from the sources.

@@ -17,10 +17,11 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from preedit.codecs import ROUNDTRIP_ENCODERS, family_of, pyav_options
 from preedit.color import nv12_pack, nv12_split
 from preedit.errors import EncodeError
 
-ENCODERS = ("libx265", "libsvtav1")
+ENCODERS = ROUNDTRIP_ENCODERS
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class RoundTrip:
 
 
 def encoder_options(encoder: str, qp: int, preset: str = "medium", mode: str = "qp") -> Dict[str, str]:
-    """PyAV codec options for a fixed-QP (or CRF) encode.
+    """PyAV codec options for a fixed-QP (or CRF) encode (`preedit.codecs.pyav_options`).
 
     Args:
         encoder: one of `ENCODERS`.
@@ -48,12 +49,8 @@ def encoder_options(encoder: str, qp: int, preset: str = "medium", mode: str = "
         raise EncodeError(f"unknown encoder {encoder!r}; valid: {list(ENCODERS)}")
     if mode not in ("qp", "crf"):
         raise EncodeError(f"unknown rate mode {mode!r}; valid: ['qp', 'crf']")
-    if encoder == "libx265":
-        return {"preset": preset, "x265-params": f"{mode}={int(qp)}:log-level=error"}
-    svt_preset = preset if preset.isdigit() else "8"
-    if mode == "qp":
-        return {"preset": svt_preset, "svtav1-params": f"rc=0:qp={int(qp)}:aq-mode=0"}
-    return {"preset": svt_preset, "crf": str(int(qp))}
+    rate = {mode: int(qp)}
+    return pyav_options(family_of(encoder), preset=preset, **rate)
 
 
 def nv12_to_i420_frame(nv12: np.ndarray) -> np.ndarray:

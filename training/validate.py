@@ -77,7 +77,7 @@ def unsharp_editor(amount: float = 0.8, size: int = 5) -> Editor:
 
 
 def _write_y4m(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
-    from preedit.perf._y4m import Y4MHeader, write_y4m
+    from preedit.quality.y4m import Y4MHeader, write_y4m
 
     h = frames.shape[1] * 2 // 3
     w = frames.shape[2]
@@ -87,7 +87,7 @@ def _write_y4m(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
 
 def score_frames(reference: np.ndarray, decoded: np.ndarray) -> Dict[str, float]:
     """libvmaf/XPSNR scores of decoded vs reference NV12 stacks (swap point: `perf.metrics.score`)."""
-    from preedit.perf.metrics import score
+    from preedit.quality.metrics import score
 
     with tempfile.TemporaryDirectory(prefix="preedit-val-") as tmp:
         ref = _write_y4m(Path(tmp) / "ref.y4m", reference)
@@ -111,7 +111,7 @@ def rd_curve(frames: np.ndarray, editor: Optional[Editor], encoder: str, qps: Se
 
 def bd_rates(anchor: List[dict], test: List[dict], metrics: Sequence[str] = BD_METRICS) -> Dict[str, float]:
     """BD-rate (%) of test vs anchor for each metric (PCHIP; NaN when not computable)."""
-    from preedit.perf.bdrate import bd_rate
+    from preedit.quality.bdrate import bd_rate
 
     out = {}
     for m in metrics:

@@ -27,6 +27,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from preedit.codecs import PROXY_FAMILIES
 from preedit.color import nv12_pack, nv12_split
 from preedit.qp import av1_step_qp_for_model_qp
 from preedit.training.proxy._dct import BLOCK_SIZES, block_dct, block_idct
@@ -47,7 +48,7 @@ from preedit.training.proxy._quantize import (
 )
 from preedit.training.proxy._ste import clip_ste, to_codec_pixels
 
-CODECS = ("hevc", "av1")
+CODECS = PROXY_FAMILIES
 ALIGN = 64  # luma padding multiple: 32-pixel transforms, 16-pixel chroma blocks
 
 

@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 from preedit.errors import InputError, UsageError
+from preedit.splits import HELDOUT_CLIPS
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".y4m", ".yuv", ".ts", ".avi", ".hevc", ".ivf")
-# Keys in training/default/config.yaml naming clips held out of training (first found wins), or
-# the training clips themselves (subtracted from the clip folder).
-HELD_OUT_KEYS = ("held_out", "heldout", "held_out_clips", "eval_clips", "test_clips", "holdout")
-TRAIN_KEYS = ("train_sources", "train_clips", "training_clips", "clips", "train")
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ def build_reference_cmd(
     if max_height < 0:
         raise UsageError(f"max_height must be >= 0, got {max_height}")
     if ffmpeg is None:
-        from preedit.perf._run import ffmpeg_exe
+        from preedit.quality.ffmpeg import ffmpeg_exe
 
         ffmpeg = ffmpeg_exe()
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
@@ -95,52 +92,23 @@ def is_video(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def _names(value) -> List[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [Path(str(v)).name for v in value]
-    return []
-
-
-def training_split(config_path: Path) -> tuple:
-    """Read `(held_out, train)` clip-name lists from the training config (either may be empty)."""
-    if not config_path.is_file():
-        return [], []
-    import yaml
-
-    data = yaml.safe_load(config_path.read_text()) or {}
-    sections = [data] + [v for v in data.values() if isinstance(v, dict)]
-    held, train = [], []
-    for sec in sections:
-        for key in HELD_OUT_KEYS:
-            if key in sec and not held:
-                held = _names(sec[key])
-        for key in TRAIN_KEYS:
-            if key in sec and not train:
-                train = _names(sec[key])
-    return held, train
-
-
-def default_clips(clips_root: Path, training_config: Path) -> List[Path]:
-    """Default evaluation set: clips named held out by the training config, else folder minus training clips."""
+def default_clips(clips_root: Path, held_out: Sequence[str] = HELDOUT_CLIPS) -> List[Path]:
+    """Default evaluation set: the held-out clips (`preedit.splits`) found under `clips_root`."""
     if not clips_root.is_dir():
         raise InputError(f"clip folder {clips_root} not found; pass clips explicitly")
     everything = sorted(p for p in clips_root.iterdir() if is_video(p))
-    held, train = training_split(training_config)
-    if held:
-        chosen = [p for p in everything if p.name in set(held)]
-        missing = sorted(set(held) - {p.name for p in chosen})
-        if missing:
-            log.warning("held-out clips not found under %s: %s", clips_root, ", ".join(missing))
-        return chosen
-    return [p for p in everything if p.name not in set(train)]
+    chosen = [p for p in everything if p.name in set(held_out)]
+    missing = sorted(set(held_out) - {p.name for p in chosen})
+    if missing:
+        log.warning("held-out clips not found under %s: %s", clips_root, ", ".join(missing))
+    return chosen
 
 
-def resolve_clips(args: Sequence[str], clips_root: Path, training_config: Path) -> List[Path]:
-    """Expand CLI clip arguments (files, folders, or bare names under `clips_root`) to files."""
+def resolve_clips(args: Sequence[str], clips_root: Path, held_out: Sequence[str] = HELDOUT_CLIPS) -> List[Path]:
+    """Expand CLI clip arguments (files, folders, or bare names under `clips_root`) to files;
+    no arguments: the held-out clips."""
     if not args:
-        return default_clips(clips_root, training_config)
+        return default_clips(clips_root, held_out)
     out: List[Path] = []
     for a in args:
         p = Path(a)

@@ -8,7 +8,7 @@
 ```
 model_analyzer itself is not used: it needs the Triton SDK container or a server it launches with
 its own layout; this sweep drives the same perf_analyzer over the same config fields.
-`python -m preedit.perf.model_analysis --resolution 720p` runs it.
+`python -m preedit.perf.speed.model_analysis --resolution 720p` runs it.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def choose_config(results: Sequence[VariantResult], latency_concurrency: int, th
 def analysis_table(results: Sequence[VariantResult], concurrencies: Sequence[int],
                    chosen: Optional[VariantResult] = None) -> str:
     """Markdown table: one row per variant, fps / p95 ms / avg batch per concurrency (pure)."""
-    from .analyzer_report import simple_table
+    from preedit.perf.speed.report import simple_table
 
     header = ["instances", "ORT threads", "max batch", "queue delay us"]
     for c in concurrencies:
@@ -143,7 +143,7 @@ def run_analysis(onnx_path: Path, variants: Sequence[ConfigVariant], input_data:
 
     from preedit.serve import ServerConfig, TritonServer
 
-    from .perf_analyzer import PerfAnalyzerConfig, run_perf_analyzer
+    from preedit.perf.speed.perf_analyzer import PerfAnalyzerConfig, run_perf_analyzer
 
     repo = write_variant_repository(onnx_path, variants, work_dir / "repository")
     server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
@@ -219,11 +219,11 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .analyzer_report import append_results, command_line, results_section
-    from .perf_analyzer_data import default_clip, load_nv12_frames, nv12_shape, parse_resolution, resolution_label, write_input_data
+    from preedit.perf.speed.report import append_results, command_line, results_section
+    from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, nv12_shape, parse_resolution, resolution_label, write_input_data
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = setup_args(argparse.ArgumentParser(prog="python -m preedit.perf.model_analysis",
+    args = setup_args(argparse.ArgumentParser(prog="python -m preedit.perf.speed.model_analysis",
                                               description=__doc__.split("\n")[0])).parse_args(argv)
     onnx_path = (args.model_repository or model_repository()) / args.model / "1" / "model.onnx"
     if not onnx_path.is_file():
@@ -245,7 +245,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(verdict)
     if args.results_md:
         section = results_section(f"Model analysis at {resolution_label(width, height)}",
-                                  command_line("python -m preedit.perf.model_analysis", argv),
+                                  command_line("python -m preedit.perf.speed.model_analysis", argv),
                                   table + "\n" + verdict,
                                   facts={"Setup": "perf_analyzer, gRPC + system shm, real frames; one Triton with "
                                                   "explicit model control, each variant loaded alone; "

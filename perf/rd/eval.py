@@ -1,20 +1,20 @@
 """Rate-distortion evaluation: encode variants of the same frames, score against the source, BD-rate.
 
 ```
- clip ─> reference.y4m (first N frames, <= max_height, limited range)      [perf/_sources.py]
+ clip ─> reference.y4m (first N frames, <= max_height, limited range)      [perf/rd/sources.py]
            ├─ source ─────────────────┐
            ├─ pre-edited (per QP) ────┤
-           ├─ unsharp / hqdn3d (vf) ──┼─> encoder x rate ladder ─> bitstream  [perf/_codecs.py]
+           ├─ unsharp / hqdn3d (vf) ──┼─> encoder x rate ladder ─> bitstream  [perf/rd/variants.py]
            └─ codec perceptual tune ──┘         │
                                                 └─> libvmaf/XPSNR vs reference.y4m [perf/metrics.py]
  points (rate_kbps, metrics) per clip x codec x variant ─> BD-rate / BD-quality vs source
-                                          (per clip, then averaged) [perf/rd_summary.py, perf/bdrate.py]
+                                          (per clip, then averaged) [perf/rd/summary.py, perf/bdrate.py]
 ```
 
 Each point is cached under `cache_dir` by a key of everything that changes its result (clip
 identity, frames, size, variant, codec, preset, rate value, filter/tune args, model hash, tool
 versions, harness version), so reruns only do new work. Library entry point:
-`run_eval(config, editor) -> EvalResult`; reports are written by `preedit.perf.eval_report`.
+`run_eval(config, editor) -> EvalResult`; reports are written by `preedit.perf.rd.report`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from preedit.codecs import CODECS, bitstream_suffix, ffmpeg_argv, get_codec, model_qp
 from preedit.errors import UsageError
-from preedit.perf import _codecs
-from preedit.perf.metrics import METRICS
-from preedit.perf.rd_summary import ANCHOR, compute_bd, summarize  # noqa: F401  (re-exported)
+from preedit.perf.rd import variants as _codecs
+from preedit.quality.metrics import METRICS
+from preedit.spec import QP_RANGE
+from preedit.perf.rd.summary import ANCHOR, compute_bd, summarize  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class EvalConfig:
     Attributes:
         clips: input video files.
         out_dir: where reports go.
-        codecs: FFmpeg encoder names (see `_codecs.CODECS`).
+        codecs: FFmpeg encoder names (see `preedit.codecs.CODECS`).
         variants: variant names (see `_codecs.VARIANTS`); `source` is the anchor and always included.
         ladders: per-codec rate values overriding the defaults (>= 5 recommended, >= 2 required).
         presets: per-codec preset overrides.
@@ -91,7 +93,7 @@ class EvalConfig:
         if self.max_height < 0 or self.max_height % 2:
             raise UsageError(f"max-height must be 0 or a positive even number, got {self.max_height}")
         for c in self.codecs:
-            _codecs.get_codec(c)
+            get_codec(c)
         variants = [v for v in self.variants]
         for v in variants:
             _codecs.get_variant(v)
@@ -99,7 +101,7 @@ class EvalConfig:
             variants.insert(0, ANCHOR)
         self.variants = list(dict.fromkeys(variants))
         for name, ladder in self.ladders.items():
-            _codecs.get_codec(name)
+            get_codec(name)
             if len(ladder) < 2:
                 raise UsageError(f"ladder for {name} needs >= 2 rate points, got {list(ladder)}")
         if not 0.0 <= self.min_overlap <= 1.0:
@@ -107,11 +109,11 @@ class EvalConfig:
 
     def ladder(self, codec: str) -> Tuple[float, ...]:
         """Rate values for `codec` (override or default)."""
-        return tuple(float(v) for v in self.ladders.get(codec, _codecs.get_codec(codec).ladder))
+        return tuple(float(v) for v in self.ladders.get(codec, get_codec(codec).ladder))
 
     def preset(self, codec: str) -> str:
         """Preset for `codec` (override or default)."""
-        return self.presets.get(codec, _codecs.get_codec(codec).preset)
+        return self.presets.get(codec, get_codec(codec).preset)
 
 
 @dataclass
@@ -184,9 +186,9 @@ def _probe_range(clip: Path) -> str:
 def prepare_clip(clip: Path, cfg: EvalConfig, work: Path) -> ClipInfo:
     """Write (or reuse) the reference .y4m of `clip` and return its description."""
     from preedit.errors import InputError
-    from preedit.perf._run import run_command
-    from preedit.perf._sources import build_reference_cmd
-    from preedit.perf._y4m import parse_header
+    from preedit.quality.ffmpeg import run_command
+    from preedit.perf.rd.sources import build_reference_cmd
+    from preedit.quality.y4m import parse_header
 
     st = clip.stat()
     key = _key("ref", EVAL_VERSION, str(clip.resolve()), st.st_size, st.st_mtime_ns, cfg.frames, cfg.max_height)
@@ -242,11 +244,11 @@ def plan_jobs(clips: Sequence[ClipInfo], cfg: EvalConfig, preedited: Dict[Tuple[
     jobs = []
     for clip in clips:
         for cname in cfg.codecs:
-            codec = _codecs.get_codec(cname)
+            codec = get_codec(cname)
             for vname in cfg.variants:
                 variant = _codecs.get_variant(vname)
                 for value in cfg.ladder(cname):
-                    qp = _codecs.model_qp(codec, value) if variant.preedited else None
+                    qp = model_qp(codec.family, value, qp_range=QP_RANGE) if variant.preedited else None
                     src = preedited[(clip.key, qp)] if variant.preedited else clip.reference
                     key = _key("point", EVAL_VERSION, clip.key, cname, cfg.preset(cname), vname, value,
                                variant.vf, list(codec.tune_args) if variant.tune else None,
@@ -259,22 +261,22 @@ def plan_jobs(clips: Sequence[ClipInfo], cfg: EvalConfig, preedited: Dict[Tuple[
 
 def run_point(job: PointJob, cfg: EvalConfig, work: Path) -> Dict:
     """Encode, measure the bitstream, score it against the reference; cached by `job.key`."""
-    from preedit.perf._run import run_command
-    from preedit.perf.metrics import score
+    from preedit.quality.ffmpeg import run_command
+    from preedit.quality.metrics import score
 
-    codec = _codecs.get_codec(job.codec)
+    codec = get_codec(job.codec)
     variant = _codecs.get_variant(job.variant)
     pdir = work / "points"
     pdir.mkdir(parents=True, exist_ok=True)
     result_path = pdir / f"{job.key}.json"
-    bitstream = pdir / f"{job.key}{_codecs.bitstream_suffix(codec)}"
+    bitstream = pdir / f"{job.key}{bitstream_suffix(codec)}"
     if job.cacheable and result_path.is_file() and bitstream.is_file():
         rec = json.loads(result_path.read_text())
         rec["cached"] = True
         return rec
     t0 = time.perf_counter()
     tmp = bitstream.with_name(bitstream.stem + ".part" + bitstream.suffix)
-    cmd = _codecs.build_encode_cmd(codec, Path(job.src), tmp, job.value, preset=cfg.preset(job.codec),
+    cmd = ffmpeg_argv(codec, Path(job.src), tmp, job.value, preset=cfg.preset(job.codec),
                                    vf=variant.vf, tune=variant.tune)  # fmt: skip
     run_command(cmd, what=f"{job.codec} encode of {job.clip} ({job.variant}, {job.value:g})")
     tmp.replace(bitstream)
@@ -301,7 +303,7 @@ def run_point(job: PointJob, cfg: EvalConfig, work: Path) -> Dict:
 def _available_codecs(cfg: EvalConfig, notes: List[str]) -> List[str]:
     out = []
     for c in cfg.codecs:
-        if _codecs.get_codec(c).hardware and not _codecs.encoder_available(c):
+        if get_codec(c).hardware and not _codecs.encoder_available(c):
             notes.append(f"{c} skipped: a test encode failed (no NVENC engine or driver here; H100/A100-class GPUs have none)")
             continue
         out.append(c)
@@ -317,7 +319,7 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
         progress: show a tqdm progress bar on stderr.
     """
     from preedit.perf._preeditors import preedit_y4m
-    from preedit.perf.metrics import tool_versions
+    from preedit.quality.metrics import tool_versions
 
     t_start = time.perf_counter()
     if "preedit" in cfg.variants and editor is None:
@@ -325,7 +327,7 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
     notes: List[str] = []
     cfg.codecs = _available_codecs(cfg, notes)
     if not cfg.codecs:
-        raise UsageError("no usable codec left; choose from " + ", ".join(_codecs.CODECS))
+        raise UsageError("no usable codec left; choose from " + ", ".join(CODECS))
     tools = dict(tool_versions())
     for c in cfg.codecs:
         tools[c] = _codecs.encoder_version(c)
@@ -346,9 +348,9 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
         if "preedit" in cfg.variants:
             for clip in clips:
                 for cname in cfg.codecs:
-                    codec = _codecs.get_codec(cname)
+                    codec = get_codec(cname)
                     for value in cfg.ladder(cname):
-                        qp = _codecs.model_qp(codec, value)
+                        qp = model_qp(codec.family, value, qp_range=QP_RANGE)
                         if (clip.key, qp) in preedited:
                             continue
                         pkey = _key("preedit", EVAL_VERSION, clip.key, model_hash, qp)
@@ -368,7 +370,7 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
             "max_height": cfg.max_height, "jobs": cfg.jobs, "min_overlap": cfg.min_overlap,
             "command": cfg.command,
             "variant_descriptions": {v: _codecs.get_variant(v).description for v in cfg.variants},
-            "tune_descriptions": {c: _codecs.get_codec(c).tune_label for c in cfg.codecs},
+            "tune_descriptions": {c: get_codec(c).tune_label for c in cfg.codecs},
         }  # fmt: skip
         model = {
             "hash": model_hash,
@@ -378,7 +380,7 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
         result = EvalResult(config, tools, model, clips, points, bd_rows, summarize(bd_rows), notes,
                             time.perf_counter() - t_start)  # fmt: skip
         if cfg.plots or cfg.crops:
-            from preedit.perf import eval_report
+            from preedit.perf.rd import report as eval_report
 
             eval_report.write_figures(result, cfg.out_dir, plots=cfg.plots, crops=cfg.crops)
         return result

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from preedit.paths import REPO_ROOT
 
-from .perf_analyzer import CSV_COLUMNS, PerfResult
+from preedit.perf.speed.perf_analyzer import CSV_COLUMNS, PerfResult
 
 RESULTS_MD = REPO_ROOT / "perf" / "results" / "perf.md"
 

@@ -117,7 +117,7 @@ class TritonRunner:
         self.transport.submit(frames[0]).result(timeout=120)  # warm-up
 
     def run(self, duration_s: float) -> tuple:
-        from .multistream import drive_transport
+        from preedit.perf.speed.multistream import drive_transport
 
         result = drive_transport(self.transport, self.frames, duration_s, self.inflight)
         if result.errors:
@@ -180,7 +180,7 @@ def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium", max
 
 def bench_table(rows: List[BenchRow]) -> str:
     """Side-by-side Markdown table with the ratio to libx264 medium (pure)."""
-    from .analyzer_report import simple_table
+    from preedit.perf.speed.report import simple_table
 
     ref = next((r.fps for r in rows if r.name == "x264"), None)
     body = [[r.what, f"{r.fps:.1f}", f"{r.ms_per_frame:.1f}", f"{r.fps / ref:.2f}x" if ref else "-",
@@ -228,8 +228,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .analyzer_report import append_results, command_line, results_section
-    from .perf_analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
+    from preedit.perf.speed.report import append_results, command_line, results_section
+    from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
 
     argv = list(argv or [])
     args = setup_args(argparse.ArgumentParser(prog="preedit bench", description=__doc__.split("\n")[0])).parse_args(argv)

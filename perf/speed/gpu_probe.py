@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Check a GPU host for the preedit GPU path and measure its stages (run on the deployment host).
+"""`preedit doctor --bench`: measure a GPU host's stages for the preedit GPU path (run on the host).
 
 ```
  versions ─ capabilities (NVDEC/NVENC per codec, raw SDK answers) ─ NVDEC decode fps (real clips)
@@ -7,9 +6,9 @@
  ─> JSON (--out) + readable log on stdout
 ```
 Usage:
-    python3 deploy/gpu_probe.py --out probe.json [--clips DIR] [--quick]
-    python3 deploy/gpu_probe.py --flops                              # FLOP/byte count per frame (CPU)
-    python3 deploy/gpu_probe.py --make-reference DIR --clips DIR   # CPU + PyAV: NVDEC references
+    preedit doctor --bench --bench-out probe.json [--clips DIR] [--quick]
+    preedit doctor --flops                              # FLOP/byte count per frame (CPU)
+    preedit doctor --make-reference DIR --clips DIR     # CPU + PyAV: NVDEC references
 Needs torch with CUDA; PyNvVideoCodec and tritonclient[cuda] are optional (reported if missing).
 """
 
@@ -26,6 +25,10 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import List, Optional
+
+from preedit import doctor
+from preedit.client.gpu import capabilities
 
 CLIPS = ("edge-rotate-buck-bunny.mp4", "flower.mp4")
 
@@ -383,46 +386,56 @@ def make_reference(clips_dir: Path, out_dir: Path) -> None:
         log(f"reference {name}: {len(digests)} frames")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--clips", type=Path, default=Path(os.environ.get("PREEDIT_CLIPS", "../shared/data/clips")))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--make-reference", type=Path, default=None)
-    ap.add_argument("--flops", action="store_true", help="print the FLOP/byte count per frame (CPU) and exit")
-    args = ap.parse_args()
-    if args.flops:
-        log(json.dumps(count_flops_bytes(), indent=1))
-        return 0
-    if args.make_reference:
-        make_reference(args.clips, args.make_reference)
-        return 0
+def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register the `preedit doctor` options of the GPU stage measurements."""
+    parser.add_argument("--bench", action="store_true", help="also measure NVDEC decode, CUDA shm and the network on the GPU")
+    parser.add_argument("--bench-out", type=Path, default=None, help="write the --bench measurements as JSON here")
+    parser.add_argument("--clips", type=Path, default=None, help="clips for --bench / --make-reference (default: shared clips)")
+    parser.add_argument("--quick", action="store_true", help="--bench: fewer repeats")
+    parser.add_argument("--make-reference", type=Path, default=None, metavar="DIR",
+                        help="write NVDEC reference digests of the probe clips (CPU + PyAV) and exit")
+    parser.add_argument("--flops", action="store_true", help="print the FLOP/byte count per frame (CPU) and exit")
+    return parser
+
+
+def bench(args: argparse.Namespace) -> dict:
+    """The GPU stage measurements (`--bench`): versions, raw encoder probe, decode, CUDA shm, network."""
     import torch
 
+    from preedit.paths import clips_dir
+
+    clips = args.clips or clips_dir()
     if not torch.cuda.is_available():
-        log("no CUDA device: nothing to probe (preedit doctor says the same)")
-        return 2
+        return {"error": "no CUDA device: nothing to measure"}
     report = {"when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    steps = [("versions", versions), ("capabilities", None), ("raw_encoder_probe", raw_encoder_probe),
-             ("decode", lambda: bench_decode(args.clips, 2 if args.quick else 5)),
+    steps = [("versions", versions), ("raw_encoder_probe", raw_encoder_probe),
+             ("decode", lambda: bench_decode(clips, 2 if args.quick else 5)),
              ("cuda_shm", bench_cuda_shm), ("network", lambda: bench_network(args.quick))]
     for name, fn in steps:
         t0 = time.perf_counter()
         try:
-            if name == "capabilities":
-                from preedit.client.gpu import capabilities
-
-                value = capabilities(0)
-            else:
-                value = fn()
-        except Exception as exc:  # noqa: BLE001
+            value = fn()
+        except Exception as exc:  # noqa: BLE001 - a failed step is part of the report
             value = {"error": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-1500:]}
         report[name] = value
         log(f"== {name} ({time.perf_counter() - t0:.1f} s)\n{json.dumps(value, indent=1, default=str)}")
-        if args.out:
-            args.out.write_text(json.dumps(report, indent=2, default=str))
-    return 0
+        if args.bench_out:
+            args.bench_out.write_text(json.dumps(report, indent=2, default=str))
+    return report
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def main(argv: Optional[List[str]] = None) -> int:
+    """`preedit doctor`: the core report (`preedit.doctor`) with this machine's GPU capabilities
+    (`preedit.client.gpu`) and, with `--bench`, the stage measurements above."""
+    parser = setup_args(doctor.setup_args(argparse.ArgumentParser(prog="preedit doctor",
+                                                                 description=doctor.__doc__.split("\n")[0])))
+    args = parser.parse_args(argv)
+    if args.flops:
+        log(json.dumps(count_flops_bytes(), indent=1))
+        return 0
+    if args.make_reference:
+        from preedit.paths import clips_dir
+
+        make_reference(args.clips or clips_dir(), args.make_reference)
+        return 0
+    return doctor.run(args, capabilities, bench if args.bench else None)

@@ -20,10 +20,10 @@ from typing import List, Optional, Sequence
 from preedit.errors import ServerError, UsageError
 from preedit.paths import REPO_ROOT, model_repository
 
-from .analyzer_report import (RESULTS_MD, append_results, command_line, markdown_table,
+from preedit.perf.speed.report import (RESULTS_MD, append_results, command_line, markdown_table,
                               plot_throughput_latency, results_section, write_csv)
-from .perf_analyzer import SHARED_MEMORY_KINDS, PerfAnalyzerConfig, PerfResult, run_perf_analyzer
-from .perf_analyzer_data import (default_clip, load_nv12_frames, nv12_shape, parse_resolution,
+from preedit.perf.speed.perf_analyzer import SHARED_MEMORY_KINDS, PerfAnalyzerConfig, PerfResult, run_perf_analyzer
+from preedit.perf.speed.analyzer_data import (default_clip, load_nv12_frames, nv12_shape, parse_resolution,
                                  resolution_label, write_input_data)
 
 log = logging.getLogger(__name__)

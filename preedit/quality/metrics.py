@@ -137,7 +137,7 @@ def build_score_cmd(
     if n_threads < 1:
         raise UsageError(f"n_threads must be >= 1, got {n_threads}")
     if ffmpeg is None:
-        from preedit.perf._run import ffmpeg_exe
+        from preedit.quality.ffmpeg import ffmpeg_exe
 
         ffmpeg = ffmpeg_exe()
     models = "|".join(f"version={ver}\\:name={key}" for ver, key in VMAF_MODELS.items() if key not in skip)
@@ -202,7 +202,7 @@ def probe_size(path: PathLike) -> Tuple[int, int]:
     with open(path, "rb") as fh:
         head = fh.read(256)
     if head.startswith(b"YUV4MPEG2"):
-        from preedit.perf._y4m import parse_header
+        from preedit.quality.y4m import parse_header
 
         hdr = parse_header(head.split(b"\n", 1)[0])
         return hdr.width, hdr.height
@@ -243,7 +243,7 @@ def score(
     Returns:
         `Scores` with per-clip means and the frame count scored.
     """
-    from preedit.perf._run import run_command
+    from preedit.quality.ffmpeg import run_command
 
     for p in (distorted, reference):
         if not Path(p).is_file():
@@ -281,7 +281,7 @@ def _remember_libvmaf(version: str) -> None:
 @functools.lru_cache(maxsize=1)
 def tool_versions() -> Dict[str, str]:
     """Versions of the scoring tools: `ffmpeg` (version line), `libvmaf` (git hash from a log), models."""
-    from preedit.perf._run import ffmpeg_exe, ffmpeg_version, run_command
+    from preedit.quality.ffmpeg import ffmpeg_exe, ffmpeg_version, run_command
 
     if not _LIBVMAF_VERSION:
         with tempfile.TemporaryDirectory(prefix="preedit_vmafver_") as tmp:

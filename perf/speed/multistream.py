@@ -11,7 +11,7 @@ Two modes:
   transport sustain (decode and encode excluded);
 - `pipeline`: `preedit run IN x N -o OUT x N --url ...` (client/, decode → Triton → encode per stream),
   reading its per-stream summaries.
-`python -m preedit.perf.multistream --streams 1,2,4,8 --resolution 720p` runs it.
+`python -m preedit.perf.speed.multistream --streams 1,2,4,8 --resolution 720p` runs it.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def run_pipeline_streams(url: str, model: str, clip: Path, n_streams: int, codec
 
 def scaling_table(results: Sequence[Dict[str, float]], mode: str) -> str:
     """Markdown table of the scaling, with speed-up against one stream (pure)."""
-    from .analyzer_report import simple_table
+    from preedit.perf.speed.report import simple_table
 
     base = results[0]["aggregate_fps"] if results and results[0]["aggregate_fps"] > 0 else None
     header = ["streams", "aggregate fps", "per-stream fps", "speed-up vs 1", "p50 ms", "p99 ms", "avg batch"]
@@ -279,12 +279,12 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .analyzer_cli import parse_int_list
-    from .analyzer_report import append_results, command_line, results_section
-    from .perf_analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
+    from preedit.perf.speed.cli import parse_int_list
+    from preedit.perf.speed.report import append_results, command_line, results_section
+    from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = setup_args(argparse.ArgumentParser(prog="python -m preedit.perf.multistream",
+    args = setup_args(argparse.ArgumentParser(prog="python -m preedit.perf.speed.multistream",
                                               description=__doc__.split("\n")[0])).parse_args(argv)
     counts = parse_int_list(args.streams)
     if args.inflight < 1 or args.duration_s <= 0:
@@ -328,7 +328,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.json.write_text(json.dumps({"mode": args.mode, "results": results}, indent=2))
     if args.results_md:
         section = results_section(f"Multi-stream scaling ({args.mode})",
-                                  command_line("python -m preedit.perf.multistream", argv), table,
+                                  command_line("python -m preedit.perf.speed.multistream", argv), table,
                                   facts={"Setup": f"{what}{pace}; one Triton server (dynamic batcher), "
                                                   "latency = client round trip per frame (shm copy in/out included); "
                                                   "avg batch = Triton inferences / executions"})

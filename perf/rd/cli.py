@@ -1,4 +1,4 @@
-"""`preedit eval`: rate-distortion evaluation and BD-rate report (see `preedit.perf.eval`).
+"""`preedit eval`: rate-distortion evaluation and BD-rate report (see `preedit.perf.rd.eval`).
 
 ```
  clips ─> [source | pre-edited | unsharp | hqdn3d | codec tune] x codecs x CRF ladder
@@ -28,10 +28,11 @@ _YAML_KEYS = {"clips", "codecs", "variants", "ladders", "presets", "frames", "ma
 
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register `preedit eval` options."""
-    from preedit.perf._codecs import CODECS, VARIANTS
+    from preedit.codecs import CODECS
+    from preedit.perf.rd.variants import VARIANTS
 
     parser.add_argument("clips", nargs="*", help="clip files, folders, or names under the shared clip folder "
-                        "(default: that folder minus the training clips named in training/default/config.yaml)")
+                        "(default: the held-out clips of preedit.splits under that folder)")
     parser.add_argument("--codecs", default=None,
                         help=f"comma list from {','.join(CODECS)} (default: all; NVENC only when it works)")
     parser.add_argument("--variants", default=None, help=f"comma list from {','.join(VARIANTS)} (default: all)")
@@ -119,10 +120,10 @@ def make_editor(args_model_repo: Optional[Path], model_name: str, checkpoint: Op
 def main(argv: Optional[List[str]] = None) -> int:
     """Run `preedit eval`; returns 0 on success (expected faults raise `PreeditError`)."""
     from preedit.paths import REPO_ROOT, cache_dir, clips_dir
-    from preedit.perf import eval as ev
-    from preedit.perf import eval_report
-    from preedit.perf._codecs import CODECS
-    from preedit.perf._sources import resolve_clips
+    from preedit.perf.rd import eval as ev
+    from preedit.perf.rd import report as eval_report
+    from preedit.codecs import CODECS
+    from preedit.perf.rd.sources import resolve_clips
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = setup_args(argparse.ArgumentParser(prog="preedit eval", description=__doc__.splitlines()[0]))
@@ -130,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     y = _load_yaml(args.config)
 
     clip_args = args.clips or _list(y.get("clips")) or []
-    clips = resolve_clips(clip_args, clips_dir(), REPO_ROOT / "training" / "default" / "config.yaml")
+    clips = resolve_clips(clip_args, clips_dir())
     codecs = _list(args.codecs) or _list(y.get("codecs")) or list(CODECS)
     variants = _list(args.variants) or _list(y.get("variants")) or list(ev.DEFAULT_VARIANTS)
     ladders = {k: _floats(v if isinstance(v, str) else ",".join(map(str, v)), k)

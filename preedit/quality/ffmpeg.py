@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
-from typing import List, Optional, Sequence, Type
+from typing import Optional, Sequence, Type
 
 from preedit.errors import EncodeError, PreeditError
 
@@ -75,10 +75,3 @@ def parse_version(pattern: str, text: str) -> Optional[str]:
     """First capture group of `pattern` in `text`, or None."""
     m = re.search(pattern, text)
     return m.group(1).strip() if m else None
-
-
-def cmd_str(cmd: List[str]) -> str:
-    """A copy-pasteable rendering of an argv list (for reports only, never executed)."""
-    import shlex
-
-    return " ".join(shlex.quote(c) for c in cmd)

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from preedit.perf.metrics import METRICS
+from preedit.quality.metrics import METRICS
 
 SHORT = {"vmaf": "VMAF", "vmaf_neg": "NEG", "vmaf_v1": "v1", "psnr_y": "PSNR-Y", "psnr_yuv": "PSNR-YUV",
          "ms_ssim": "MS-SSIM", "xpsnr_y": "XPSNR"}  # fmt: skip
@@ -210,8 +210,8 @@ def _rd_plot(result, clip: str, metric: str, path: Path) -> Path:
 
 def _decode_frame(bitstream: str, index: int, tmp: Path):
     from preedit.errors import InputError
-    from preedit.perf._run import ffmpeg_exe, run_command
-    from preedit.perf._y4m import read_y4m
+    from preedit.quality.ffmpeg import ffmpeg_exe, run_command
+    from preedit.quality.y4m import read_y4m
 
     out = tmp / f"f{abs(hash((bitstream, index)))}.y4m"
     run_command([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", bitstream,
@@ -241,7 +241,7 @@ def _crop_figure(result, clip, codec: str, path: Path) -> Optional[Path]:
 
     import matplotlib.pyplot as plt
 
-    from preedit.perf._y4m import read_y4m
+    from preedit.quality.y4m import read_y4m
 
     pts = [p for p in result.points if p["clip"] == clip.name and p["codec"] == codec]
     plain = sorted((p for p in pts if p["variant"] == "source"), key=lambda p: p["rate_kbps"])

@@ -1,0 +1,1 @@
+"""Serving speed: perf_analyzer sweeps, multi-stream and pipeline benchmarks, model analysis, dashboards."""
