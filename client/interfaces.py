@@ -8,9 +8,12 @@ A back end is chosen by `--device cpu|cuda|auto`; every stage has a CPU implemen
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterator, Optional, Protocol
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,30 @@ class Frame:
         return f"Frame(index={self.index}, pts={self.pts}, time_base={self.time_base}, nv12={shape})"
 
 
+def as_numpy(nv12: Any) -> np.ndarray:
+    """A frame buffer as a NumPy array (copies CUDA tensors to host)."""
+    if isinstance(nv12, np.ndarray):
+        return nv12
+    if hasattr(nv12, "cpu"):
+        return nv12.cpu().numpy()
+    return np.asarray(nv12)
+
+
 class Decoder(Protocol):
+    """Yields `Frame`s in presentation order; audio demuxed on the way rides in `frame.meta["audio"]`.
+
+    CPU: `preedit.client.decode.PyAvDecoder`; GPU: `preedit.client.decode.ClientNvdecDecoder`.
+    """
+
     info: StreamInfo
+    audio_streams: list
+    sample_aspect_ratio: Optional[Fraction]
 
     def __iter__(self) -> Iterator[Frame]: ...
+
+    def take_audio(self) -> list:
+        """Audio packets demuxed after the last video frame."""
+        ...
 
     def close(self) -> None: ...
 
@@ -70,17 +93,25 @@ class PreEditor(Protocol):
     `submit(nv12, timeout_s)` copies the uint8 NV12 `[H*3/2, W]` buffer into a free slot and
     returns a `concurrent.futures.Future` resolving to the edited NV12 buffer (same shape), or
     None when no slot frees up within `timeout_s` (None waits). Both the CPU transport
-    (`preedit.client.transport.TritonTransport`) and the GPU one implement this; the pipeline
-    collects futures in frame order.
+    (`preedit.client.transport.TritonTransport`) and the GPU one (`CudaShmTransport`) implement
+    this; the pipeline collects futures in frame order.
     """
 
-    def submit(self, nv12: Any, timeout_s: Optional[float] = None) -> Any: ...
+    def submit(self, nv12: Any, timeout_s: Optional[float] = None) -> Optional[Future]: ...
 
     def close(self) -> None: ...
 
 
 class Encoder(Protocol):
-    """Encodes frames at their source timestamps; `finish()` always writes the trailer."""
+    """Encodes frames at their source timestamps; `finish()` always writes the trailer.
+
+    CPU: `preedit.client.encode.PyAvEncoder`; GPU: `preedit.client.encode.ClientNvencEncoder`.
+    `first_pts` / `last_end_pts` (source time base of `info`) give the encoded media duration.
+    """
+
+    info: StreamInfo
+    first_pts: Optional[int]
+    last_end_pts: Optional[int]
 
     def encode(self, frame: Frame) -> None: ...
 
@@ -88,4 +119,6 @@ class Encoder(Protocol):
         """Copy demuxed audio packets unchanged (called in demux order between frames)."""
         ...
 
-    def finish(self) -> dict: ...
+    def finish(self) -> dict:
+        """Flush and write the trailer (idempotent); returns at least `output_bits` and `frames`."""
+        ...

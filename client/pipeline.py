@@ -24,9 +24,10 @@ import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import List, Optional
 
-from preedit.client import metrics
+from preedit.client import telemetry
+from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.stats import RunStats
 from preedit.errors import PreeditError, UsageError
 
@@ -67,12 +68,12 @@ class Pipeline:
     """Run one stream through `decoder` → `preeditor` → `encoder` (see module docstring).
 
     Args:
-        decoder: iterable of `Frame`s with `take_audio()` and `close()`.
-        preeditor: `submit(nv12, timeout_s) -> Future | None` (None in bypass mode).
-        encoder: `encode(frame)`, `mux_audio(packets)`, `finish() -> dict`.
+        decoder: the `Decoder` (CPU or GPU).
+        preeditor: the `PreEditor` transport; None in bypass mode.
+        encoder: the `Encoder` (CPU or GPU).
     """
 
-    def __init__(self, decoder: Any, preeditor: Any, encoder: Any, config: PipelineConfig,
+    def __init__(self, decoder: Decoder, preeditor: Optional[PreEditor], encoder: Encoder, config: PipelineConfig,
                  stats: Optional[RunStats] = None) -> None:
         if preeditor is None and not config.bypass:
             raise UsageError("a pre-editor is needed unless bypass is set")
@@ -97,7 +98,7 @@ class Pipeline:
         with self._error_lock:
             if self._error is None:
                 self._error = exc
-                metrics.count_error(kind)
+                telemetry.count_error(kind)
         if stop:
             self.stop.set()
 
@@ -124,10 +125,10 @@ class Pipeline:
         try:
             for frame in self.decoder:
                 self.stats.frames_decoded += 1
-                metrics.count_frame("decoded")
+                telemetry.count_frame("decoded")
                 decode_s = frame.meta.get("decode_ns", 0) / 1e9
                 self.stats.add("decode", decode_s)
-                metrics.observe_latency("decode", decode_s)
+                telemetry.observe_latency("decode", decode_s)
                 if not self._put(self.q_decoded, frame):
                     return
             end = _End(tuple(self.decoder.take_audio()))
@@ -187,15 +188,15 @@ class Pipeline:
                     if edited is not None:
                         rt_s = (time.perf_counter_ns() - t0) / 1e9
                         self.stats.add("preedit", rt_s)
-                        metrics.observe_latency("preedit", rt_s)
-                        metrics.count_frame("preedited")
+                        telemetry.observe_latency("preedit", rt_s)
+                        telemetry.count_frame("preedited")
                         frame.nv12 = edited
                 if reason is not None:
                     if self.stop.is_set():
                         return
                     frame.bypassed = True
                     self.stats.bypassed[reason] += 1
-                    metrics.count_bypass(reason)
+                    telemetry.count_bypass(reason)
                 if not self._put(self.q_edited, frame):
                     return
         except PreeditError as exc:
@@ -239,13 +240,13 @@ class Pipeline:
                 t1 = time.perf_counter_ns()
                 self.stats.add("encode", (t1 - t0) / 1e9)
                 self.stats.add("end_to_end", (t1 - frame.t_decoded_ns) / 1e9)
-                metrics.observe_latency("encode", (t1 - t0) / 1e9)
-                metrics.observe_latency("end_to_end", (t1 - frame.t_decoded_ns) / 1e9)
+                telemetry.observe_latency("encode", (t1 - t0) / 1e9)
+                telemetry.observe_latency("end_to_end", (t1 - frame.t_decoded_ns) / 1e9)
                 self.stats.frames_encoded += 1
-                metrics.count_frame("encoded")
+                telemetry.count_frame("encoded")
                 elapsed = time.monotonic() - self._t_start
                 if elapsed > 0:
-                    metrics.FPS.set(self.stats.frames_encoded / elapsed)
+                    telemetry.FPS.set(self.stats.frames_encoded / elapsed)
         except PreeditError as exc:
             self._fail(exc, "encode")
         except Exception as exc:  # noqa: BLE001
@@ -255,10 +256,9 @@ class Pipeline:
 
     def _finish_encoder(self) -> None:
         try:
-            bits_before = getattr(self.encoder, "bits", 0)
             self.encoder_result = self.encoder.finish() or {}
-            bits = int(self.encoder_result.get("output_bits", bits_before))
-            metrics.OUTPUT_BITS.inc(max(bits, 0))
+            bits = int(self.encoder_result.get("output_bits", 0))
+            telemetry.OUTPUT_BITS.inc(max(bits, 0))
             self.stats.output_bits = bits
         except Exception as exc:  # noqa: BLE001
             self._fail(exc, "encode")
@@ -290,10 +290,8 @@ class Pipeline:
         return self.stats
 
 
-def _media_duration_s(encoder: Any, frames: int) -> float:
-    info = getattr(encoder, "info", None)
-    first, end = getattr(encoder, "first_pts", None), getattr(encoder, "last_end_pts", None)
-    if info is not None and first is not None and end is not None and end > first:
+def _media_duration_s(encoder: Encoder, frames: int) -> float:
+    info, first, end = encoder.info, encoder.first_pts, encoder.last_end_pts
+    if first is not None and end is not None and end > first:
         return float((end - first) * info.time_base)
-    rate = getattr(info, "average_rate", None)
-    return float(frames / rate) if rate else 0.0
+    return float(frames / info.average_rate) if info.average_rate else 0.0

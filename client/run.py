@@ -19,11 +19,19 @@ import contextlib
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
+from preedit.client.backends import Backends, select_backends
+from preedit.client.encode import EncoderSettings, container_for, model_qp
+from preedit.client.interfaces import Decoder, Encoder, PreEditor
+from preedit.client.pipeline import Pipeline, PipelineConfig
+from preedit.client.stats import RunStats, format_summary
+from preedit.client.telemetry import serve_metrics
 from preedit.errors import InputError, ModelError, PreeditError, UsageError
+from preedit.paths import REPO_ROOT, clips_dir, model_repository
+from preedit.serve import ServerConfig, TritonServer
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +86,32 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 @dataclass
 class RunConfig:
-    """Everything `preedit run` needs, checked at construction."""
+    """Everything `preedit run` needs, checked at construction (the CLI builds it: `config_from_args`).
+
+    `outputs` are as given (one per input, or one folder); `resolve_outputs` names the files.
+    `read_timeout_s=None` keeps the decoder's default; `triton_metrics_port` is the embedded
+    server's Prometheus port (0: a free one); `summary_json` also writes the summary there.
+    """
 
     inputs: List[str]
     outputs: List[str]
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
     model: str = DEFAULT_MODEL
     url: Optional[str] = None
     bypass: bool = False
     device: str = "cpu"
     inflight: int = 4
     request_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: Optional[float] = None
     latency_budget_ms: Optional[float] = None
     realtime: bool = False
     metrics_port: Optional[int] = None
+    triton_metrics_port: int = 0
     max_frames: Optional[int] = None
     queue_size: int = 8
     model_repository: Optional[Path] = None
+    summary_json: Optional[Path] = None
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -106,6 +124,36 @@ class RunConfig:
             raise UsageError(f"--metrics-port must be in 0..65535, got {self.metrics_port}")
         if self.request_timeout_s <= 0:
             raise UsageError(f"--request-timeout-s must be positive, got {self.request_timeout_s}")
+
+    @property
+    def pipeline(self) -> PipelineConfig:
+        return PipelineConfig(queue_size=self.queue_size, latency_budget_ms=self.latency_budget_ms,
+                              bypass=self.bypass)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The CLI edge: `--demo` defaults, `--deterministic`, and the encoder flags → `RunConfig`."""
+    inputs, outputs = list(args.inputs), list(args.output)
+    if args.demo:
+        clip = clips_dir() / DEMO_CLIP
+        if not clip.is_file():
+            raise InputError(f"demo clip not found: {clip} (set PREEDIT_CLIPS to the clips folder)")
+        inputs = inputs or [str(clip)]
+        outputs = outputs or [str(REPO_ROOT / "out" / "demo.mp4")]
+        Path(outputs[0]).parent.mkdir(parents=True, exist_ok=True)
+    if args.deterministic and args.model not in (None, DETERMINISTIC_MODEL):
+        raise UsageError(f"--deterministic uses model {DETERMINISTIC_MODEL!r}; drop --model {args.model}")
+    model = DETERMINISTIC_MODEL if args.deterministic else (args.model or DEFAULT_MODEL)
+    encoder = EncoderSettings(codec=args.codec, crf=args.crf, qp=args.qp, bitrate_kbps=args.bitrate,
+                              preset=args.preset)
+    return RunConfig(inputs=inputs, outputs=outputs, encoder=encoder, model=model, url=args.url,
+                     bypass=args.bypass, device=args.device, inflight=args.inflight,
+                     request_timeout_s=args.request_timeout_s, connect_timeout_s=args.connect_timeout_s,
+                     read_timeout_s=None if args.read_timeout_s == 10.0 else args.read_timeout_s,
+                     latency_budget_ms=args.latency_budget_ms, realtime=args.realtime,
+                     metrics_port=args.metrics_port, triton_metrics_port=args.triton_metrics_port,
+                     max_frames=args.max_frames, queue_size=args.queue_size,
+                     model_repository=args.model_repository, summary_json=args.summary_json)
 
 
 def resolve_outputs(inputs: List[str], outputs: List[str], codec: str) -> List[str]:
@@ -138,7 +186,10 @@ class _Stream:
 
     def __init__(self, src: str, dst: str) -> None:
         self.src, self.dst = src, dst
-        self.decoder = self.transport = self.encoder = self.pipeline = None
+        self.decoder: Optional[Decoder] = None
+        self.transport: Optional[PreEditor] = None
+        self.encoder: Optional[Encoder] = None
+        self.pipeline: Optional[Pipeline] = None
         self.error: Optional[BaseException] = None
         self.summary: dict = {}
 
@@ -152,6 +203,60 @@ class _Stream:
                 self.encoder.finish()
 
 
+# -- build / serve / run / report ---------------------------------------------------------------
+def plan_streams(cfg: RunConfig) -> List[_Stream]:
+    """One `_Stream` per input with its checked output path (nothing opened yet)."""
+    dsts = resolve_outputs(cfg.inputs, cfg.outputs, cfg.encoder.codec)
+    for dst in dsts:
+        container_for(dst, cfg.encoder.codec)
+    for src, dst in zip(cfg.inputs, dsts):
+        if Path(src).resolve() == Path(dst).resolve():
+            raise UsageError(f"output would overwrite the input: {dst}")
+    return [_Stream(src, dst) for src, dst in zip(cfg.inputs, dsts)]
+
+
+def open_decoders(cfg: RunConfig, backends: Backends, streams: List[_Stream]) -> None:
+    """Open every input first, so bad input fails before a server starts."""
+    kw: dict = dict(realtime=cfg.realtime, max_frames=cfg.max_frames)
+    if cfg.read_timeout_s is not None:
+        kw["open_timeout_s"] = cfg.read_timeout_s
+    for s in streams:
+        s.decoder = backends.make_decoder(s.src, **kw)
+
+
+def start_server(cfg: RunConfig) -> Tuple[Optional[TritonServer], Optional[str]]:
+    """(embedded server or None, gRPC URL): the given `--url`, none in bypass mode, else a started server."""
+    if cfg.bypass or cfg.url is not None:
+        return None, cfg.url
+    repo = cfg.model_repository or model_repository()
+    _check_model_in_repository(repo, cfg.model)
+    server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0,
+                                       metrics_port=cfg.triton_metrics_port, models=(cfg.model,)))
+    try:
+        server.start()
+        server.wait_model_ready(cfg.model)
+    except BaseException:
+        server.stop()
+        raise
+    log.info("embedded Triton: gRPC %s, metrics %s", server.grpc_url, server.metrics_url)
+    return server, server.grpc_url
+
+
+def build_pipelines(cfg: RunConfig, backends: Backends, streams: List[_Stream], url: Optional[str]) -> None:
+    """Transport (unless bypass), encoder and pipeline for every opened stream."""
+    qp = model_qp(cfg.encoder)
+    for s in streams:
+        info = s.decoder.info
+        if not cfg.bypass:
+            s.transport = backends.make_transport(url, cfg.model, (info.height * 3 // 2, info.width),
+                                                  n_slots=cfg.inflight, qp=qp,
+                                                  request_timeout_s=cfg.request_timeout_s,
+                                                  connect_timeout_s=cfg.connect_timeout_s)
+        s.encoder = backends.make_encoder(s.dst, info, cfg.encoder, audio_streams=s.decoder.audio_streams,
+                                          sample_aspect_ratio=s.decoder.sample_aspect_ratio)
+        s.pipeline = Pipeline(s.decoder, s.transport, s.encoder, cfg.pipeline, RunStats())
+
+
 def _run_one(stream: _Stream) -> None:
     try:
         stream.pipeline.run()
@@ -159,121 +264,70 @@ def _run_one(stream: _Stream) -> None:
         stream.error = exc
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = setup_args(argparse.ArgumentParser(prog="preedit run", description=__doc__.split("\n")[0],
-                                                formatter_class=argparse.RawDescriptionHelpFormatter))
-    args = parser.parse_args(argv)
-    return run(args)
+def run_streams(streams: List[_Stream]) -> None:
+    """Run every pipeline (one thread each when several); errors are kept on each stream."""
+    if len(streams) == 1:
+        _run_one(streams[0])
+        return
+    threads = [threading.Thread(target=_run_one, args=(s,), daemon=True) for s in streams]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.2)
+    except KeyboardInterrupt:
+        for s in streams:
+            s.pipeline.stop.set()
+        for t in threads:
+            t.join(timeout=30.0)
+        raise
 
 
-def run(args: argparse.Namespace) -> int:
-    from preedit.client.backends import select_backends
-    from preedit.client.encode import EncoderSettings, container_for, model_qp
-    from preedit.client.pipeline import Pipeline, PipelineConfig
-    from preedit.client.stats import RunStats, format_summary
-    from preedit.paths import REPO_ROOT, clips_dir, model_repository
+def report(cfg: RunConfig, backends: Backends, streams: List[_Stream]) -> List[dict]:
+    """Print each stream's summary (and the aggregate), write `--summary-json`; returns the summaries."""
+    summaries = []
+    for s in streams:
+        s.summary = s.pipeline.stats.summary(
+            input=s.src, output=s.dst, codec=cfg.encoder.codec, model=None if cfg.bypass else cfg.model,
+            device=backends.device, stage_devices=dict(backends.stage_devices), bypass=cfg.bypass,
+            latency_budget_ms=cfg.latency_budget_ms, error=None if s.error is None else str(s.error))
+        summaries.append(s.summary)
+        print(format_summary(s.summary), flush=True)
+    if len(streams) > 1:
+        total_frames = sum(x["frames"] for x in summaries)
+        wall = max(x["wall_s"] for x in summaries) or 1e-9
+        print(f"{len(streams)} streams: {total_frames} frames, {total_frames / wall:.1f} fps aggregate", flush=True)
+    if cfg.summary_json:
+        payload = summaries[0] if len(summaries) == 1 else {"streams": summaries}
+        cfg.summary_json.write_text(json.dumps(payload, indent=2))
+    return summaries
 
-    inputs, outputs = list(args.inputs), list(args.output)
-    if args.demo:
-        clip = clips_dir() / DEMO_CLIP
-        if not clip.is_file():
-            raise InputError(f"demo clip not found: {clip} (set PREEDIT_CLIPS to the clips folder)")
-        inputs = inputs or [str(clip)]
-        outputs = outputs or [str(REPO_ROOT / "out" / "demo.mp4")]
-        Path(outputs[0]).parent.mkdir(parents=True, exist_ok=True)
-    if args.deterministic and args.model not in (None, DETERMINISTIC_MODEL):
-        raise UsageError(f"--deterministic uses model {DETERMINISTIC_MODEL!r}; drop --model {args.model}")
-    model = DETERMINISTIC_MODEL if args.deterministic else (args.model or DEFAULT_MODEL)
-    cfg = RunConfig(inputs=inputs, outputs=outputs, model=model, url=args.url, bypass=args.bypass,
-                    device=args.device, inflight=args.inflight, request_timeout_s=args.request_timeout_s,
-                    latency_budget_ms=args.latency_budget_ms, realtime=args.realtime,
-                    metrics_port=args.metrics_port, max_frames=args.max_frames, queue_size=args.queue_size,
-                    model_repository=args.model_repository)
-    settings = EncoderSettings(codec=args.codec, crf=args.crf, qp=args.qp, bitrate_kbps=args.bitrate,
-                               preset=args.preset)
-    pipe_cfg = PipelineConfig(queue_size=cfg.queue_size, latency_budget_ms=cfg.latency_budget_ms,
-                              bypass=cfg.bypass)
-    dsts = resolve_outputs(cfg.inputs, cfg.outputs, settings.codec)
-    for dst in dsts:
-        container_for(dst, settings.codec)
-    for src, dst in zip(cfg.inputs, dsts):
-        if Path(src).resolve() == Path(dst).resolve():
-            raise UsageError(f"output would overwrite the input: {dst}")
-    backends = select_backends(cfg.device)
-    streams = [_Stream(src, dst) for src, dst in zip(cfg.inputs, dsts)]
+
+def _raise_first_error(streams: List[_Stream]) -> None:
+    for s in streams:
+        if isinstance(s.error, PreeditError):
+            raise type(s.error)(f"{s.error}; partial output finalised: {s.dst} "
+                                f"({s.pipeline.stats.frames_encoded} frames)")
+        if s.error is not None:
+            raise s.error
+
+
+def run(cfg: RunConfig) -> int:
+    """Build, serve, run and report one `preedit run`; every stream's output is finalised on any exit."""
+    streams = plan_streams(cfg)
+    backends = select_backends(cfg.device, output_codec=cfg.encoder.codec)
     server = metrics_server = None
     try:
         if cfg.metrics_port is not None:
-            from preedit.client.metrics import serve_metrics
-
             metrics_server, port = serve_metrics(cfg.metrics_port)
             log.info("client metrics on http://127.0.0.1:%d/metrics", port)
-        for s in streams:  # open every input first: bad input fails before a server starts
-            kw = dict(realtime=cfg.realtime, max_frames=cfg.max_frames)
-            if args.read_timeout_s != 10.0:
-                kw["open_timeout_s"] = args.read_timeout_s
-            s.decoder = backends.make_decoder(s.src, **kw)
-        url = cfg.url
-        if not cfg.bypass and url is None:
-            from preedit.serve import ServerConfig, TritonServer
-
-            repo = cfg.model_repository or model_repository()
-            _check_model_in_repository(repo, cfg.model)
-            server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0,
-                                               metrics_port=args.triton_metrics_port, models=(cfg.model,)))
-            server.start()
-            server.wait_model_ready(cfg.model)
-            url = server.grpc_url
-            log.info("embedded Triton: gRPC %s, metrics %s", url, server.metrics_url)
-        qp = model_qp(settings)
-        for s in streams:
-            info = s.decoder.info
-            if not cfg.bypass:
-                s.transport = backends.make_transport(url, cfg.model, (info.height * 3 // 2, info.width),
-                                                      n_slots=cfg.inflight, qp=qp,
-                                                      request_timeout_s=cfg.request_timeout_s,
-                                                      connect_timeout_s=args.connect_timeout_s)
-            s.encoder = backends.make_encoder(s.dst, info, settings, audio_streams=s.decoder.audio_streams,
-                                              sample_aspect_ratio=getattr(s.decoder, "sample_aspect_ratio", None))
-            s.pipeline = Pipeline(s.decoder, s.transport, s.encoder, pipe_cfg, RunStats())
-        if len(streams) == 1:
-            _run_one(streams[0])
-        else:
-            threads = [threading.Thread(target=_run_one, args=(s,), daemon=True) for s in streams]
-            for t in threads:
-                t.start()
-            try:
-                for t in threads:
-                    while t.is_alive():
-                        t.join(timeout=0.2)
-            except KeyboardInterrupt:
-                for s in streams:
-                    s.pipeline.stop.set()
-                for t in threads:
-                    t.join(timeout=30.0)
-                raise
-        summaries = []
-        for s in streams:
-            st = s.pipeline.stats
-            s.summary = st.summary(input=s.src, output=s.dst, codec=settings.codec, model=None if cfg.bypass else cfg.model,
-                                   device=backends.device, stage_devices=dict(backends.stage_devices),
-                                   bypass=cfg.bypass, latency_budget_ms=cfg.latency_budget_ms,
-                                   error=None if s.error is None else str(s.error))
-            summaries.append(s.summary)
-            print(format_summary(s.summary), flush=True)
-        if len(streams) > 1:
-            total_frames = sum(x["frames"] for x in summaries)
-            wall = max(x["wall_s"] for x in summaries) or 1e-9
-            print(f"{len(streams)} streams: {total_frames} frames, {total_frames / wall:.1f} fps aggregate", flush=True)
-        if args.summary_json:
-            payload = summaries[0] if len(summaries) == 1 else {"streams": summaries}
-            args.summary_json.write_text(json.dumps(payload, indent=2))
-        for s in streams:
-            if isinstance(s.error, PreeditError):
-                raise type(s.error)(f"{s.error}; partial output finalised: {s.dst} "
-                                    f"({s.pipeline.stats.frames_encoded} frames)")
-            if s.error is not None:
-                raise s.error
+        open_decoders(cfg, backends, streams)
+        server, url = start_server(cfg)
+        build_pipelines(cfg, backends, streams, url)
+        run_streams(streams)
+        report(cfg, backends, streams)
+        _raise_first_error(streams)
         return 0
     finally:
         for s in streams:
@@ -283,3 +337,9 @@ def run(args: argparse.Namespace) -> int:
         if metrics_server is not None:
             with contextlib.suppress(Exception):
                 metrics_server.shutdown()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = setup_args(argparse.ArgumentParser(prog="preedit run", description=__doc__.split("\n")[0],
+                                                formatter_class=argparse.RawDescriptionHelpFormatter))
+    return run(config_from_args(parser.parse_args(argv)))

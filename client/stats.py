@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from preedit.client.metrics import LATENCY_STAGES
+from preedit.client.telemetry import LATENCY_STAGES
 
 
 def percentile_ms(samples_s: List[float], q: float) -> Optional[float]:

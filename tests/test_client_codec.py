@@ -122,44 +122,52 @@ def test_percentile_ms_matches_numpy_when_samples_given():
 
 
 # -- back-end selection -----------------------------------------------------------------------
-class _NoGpu:
-    @staticmethod
-    def available():
-        return False
+_NO_CUDA = {"cuda": False, "reasons": ["no CUDA device visible to torch"]}
+_H100 = {"cuda": True, "device": {"name": "NVIDIA H100"}, "video_stages_usable": True,
+         "nvdec": ["h264", "hevc"], "nvenc": []}
 
 
-class _GpuNoEncoder:
-    @staticmethod
-    def available():
-        return True
-
-    @staticmethod
-    def make_decoder(source, **kw):
-        return ("gpu-decoder", source)
-
-    @staticmethod
-    def make_encoder(path, info, settings, **kw):
-        raise RuntimeError("no NVENC on this GPU")
-
-
-def test_select_backends_falls_back_to_cpu_when_auto_and_no_gpu(monkeypatch, caplog):
-    monkeypatch.setattr(backends, "_gpu_module", lambda: _NoGpu)
+def test_select_backends_falls_back_to_cpu_when_auto_and_no_gpu(caplog):
     with caplog.at_level(logging.INFO, logger="preedit.client.backends"):
-        chosen = backends.select_backends("auto")
+        chosen = backends.select_backends("auto", output_codec="hevc", caps=_NO_CUDA)
     assert chosen.device == "cpu" and "using the CPU pipeline" in caplog.text
+    assert chosen.stage_devices == {"decode": "cpu", "preedit": "cpu", "encode": "cpu"}
     with pytest.raises(UsageError, match="valid here: cpu, auto"):
-        backends.select_backends("cuda")
+        backends.select_backends("cuda", caps=_NO_CUDA)
     with pytest.raises(UsageError, match="valid: cpu, cuda, auto"):
         backends.select_backends("tpu")
 
 
-def test_select_backends_falls_back_per_stage_when_gpu_stage_fails(monkeypatch):
-    monkeypatch.setattr(backends, "_gpu_module", lambda: _GpuNoEncoder)
-    monkeypatch.setattr(backends, "_cpu_encoder", lambda *a, **k: "cpu-encoder")
-    chosen = backends.select_backends("cuda")
+def _fake_stages(monkeypatch, gpu_decoder):
+    monkeypatch.setitem(backends.IMPLEMENTATIONS, "decode", (lambda src, **kw: ("cpu-decoder", src), gpu_decoder))
+    monkeypatch.setitem(backends.IMPLEMENTATIONS, "encode",
+                        (lambda *a, **kw: "cpu-encoder", lambda *a, **kw: pytest.fail("planned on CPU")))
+
+
+def test_select_backends_plans_encode_on_cpu_when_gpu_has_no_nvenc(monkeypatch, caplog):
+    _fake_stages(monkeypatch, lambda src, **kw: ("gpu-decoder", src))
+    with caplog.at_level(logging.WARNING, logger="preedit.client.backends"):
+        chosen = backends.select_backends("cuda", output_codec="hevc", caps=_H100)
+    assert "encode on CPU: NVIDIA H100 cannot NVENC-encode hevc" in caplog.text
     assert chosen.make_decoder("x.mp4") == ("gpu-decoder", "x.mp4")
     assert chosen.make_encoder("o.mp4", None, None) == "cpu-encoder"
-    assert chosen.stage_devices["decoder"] == "cuda" and chosen.stage_devices["encoder"] == "cpu"
+    assert chosen.stage_devices["decode"] == "cuda" and chosen.stage_devices["encode"] == "cpu"
+
+
+def _nvdec_refuses(src, **kw):
+    raise InputError("the NVDEC decoder reads local files; live URLs use the CPU decoder")
+
+
+def test_select_backends_falls_back_per_stage_when_gpu_stage_refuses(monkeypatch, caplog):
+    _fake_stages(monkeypatch, _nvdec_refuses)
+    chosen = backends.select_backends("cuda", output_codec="hevc", caps=_H100)
+    with caplog.at_level(logging.WARNING, logger="preedit.client.backends"):
+        assert chosen.make_decoder("udp://x") == ("cpu-decoder", "udp://x")
+    assert "GPU fallback: decode on CPU" in caplog.text and chosen.stage_devices["decode"] == "cpu"
+    strict = backends.select_backends("cuda", output_codec="h264",
+                                      caps=dict(_H100, nvenc=["h264"]), strict=True)
+    with pytest.raises(UsageError, match="fallback disabled"):
+        strict.make_decoder("udp://x")
 
 
 # -- real PyAV round trips --------------------------------------------------------------------

@@ -12,9 +12,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from preedit.client.interfaces import Frame
+from preedit.client.interfaces import Frame, StreamInfo
 from preedit.client.pipeline import Pipeline, PipelineConfig
-from preedit.client.shm import SlotRing, sweep_stale_regions
+from preedit.client.transport import SlotRing, sweep_stale_regions
 from preedit.errors import ServerError, StreamError, UsageError
 
 H, W = 8, 12
@@ -47,6 +47,9 @@ class FakeDecoder:
 
 
 class FakeEncoder:
+    info = StreamInfo(width=W, height=H, time_base=TB, average_rate=None)
+    first_pts = last_end_pts = None
+
     def __init__(self) -> None:
         self.frames = []
         self.audio = []

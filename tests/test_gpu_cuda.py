@@ -25,7 +25,7 @@ DEV = "cuda:0"
 
 
 def _nvc():
-    from preedit.client.gpu._caps import import_nvc
+    from preedit.client.hardware import import_nvc
 
     nvc = import_nvc()
     if nvc is None:
@@ -56,7 +56,7 @@ def _reference(clip_path: Path):
 
 
 def test_capabilities_on_this_gpu_match_the_architecture_table():
-    from preedit.client.gpu import capabilities, documented_codecs
+    from preedit.client.hardware import capabilities, documented_codecs
 
     caps = capabilities(0)
     assert caps["cuda"] and caps["device"]["name"] == torch.cuda.get_device_name(0)
@@ -67,7 +67,8 @@ def test_capabilities_on_this_gpu_match_the_architecture_table():
 
 
 def test_plan_on_this_gpu_keeps_decode_and_preedit_on_gpu_for_h264():
-    from preedit.client.gpu import capabilities, plan_backends
+    from preedit.client.backends import plan_backends
+    from preedit.client.hardware import capabilities
 
     caps = capabilities(0)
     plan = plan_backends("auto", caps, input_codec="h264", output_codec="hevc")
@@ -79,7 +80,7 @@ def test_plan_on_this_gpu_keeps_decode_and_preedit_on_gpu_for_h264():
 
 @pytest.mark.parametrize("name", ["flower.mp4", "edge-rotate-buck-bunny.mp4"])
 def test_nvdec_decodes_bit_exact_frames_with_pts_when_input_is_h264(clip, name):
-    from preedit.client.gpu import NvdecDecoder
+    from preedit.client.decode import NvdecDecoder
 
     path = clip(name)
     digests, ref_pts, first, time_base = _reference(path)
@@ -155,7 +156,7 @@ def test_cuda_shm_transport_ring_moves_frames_through_real_regions():
     cudashm = pytest.importorskip("tritonclient.utils.cuda_shared_memory",
                                   reason="tritonclient[cuda] with cuda-python is required for CUDA shm")
     pytest.importorskip("tritonclient.grpc")
-    from preedit.client.gpu._transport import CudaShmTransport
+    from preedit.client.transport import CudaShmTransport
 
     regions = {}
 
@@ -198,7 +199,8 @@ def test_cuda_shm_transport_ring_moves_frames_through_real_regions():
 def test_nvenc_encodes_hevc_when_gpu_has_nvenc(tmp_path):
     from fractions import Fraction
 
-    from preedit.client.gpu import NvencConfig, NvencEncoder, capabilities
+    from preedit.client.encode import NvencConfig, NvencEncoder
+    from preedit.client.hardware import capabilities
     from preedit.client.interfaces import Frame
 
     caps = capabilities(0)
@@ -259,8 +261,6 @@ class _GpuModelServer:
         callback(object(), None)
 
     def _view(self, name, size):
-        from preedit.client.gpu import _transport  # noqa: F401 - regions were made through it
-
         handle = next(h for h in self.cudashm.allocated_shared_memory_regions() if _region_name(h) == name)
         return torch.from_dlpack(self.cudashm.as_shared_memory_tensor(handle, "UINT8", [size]))
 
@@ -280,15 +280,15 @@ def test_pipeline_runs_gpu_decode_gpu_preedit_and_falls_back_per_stage_for_encod
                                   reason="tritonclient[cuda] with cuda-python is required for CUDA shm")
     from preedit.client.backends import select_backends
     from preedit.client.encode import EncoderSettings
-    from preedit.client.gpu import capabilities
-    from preedit.client.gpu._transport import CudaShmTransport
+    from preedit.client.hardware import capabilities
     from preedit.client.pipeline import Pipeline, PipelineConfig
+    from preedit.client.transport import CudaShmTransport
     from preedit.network import identity_model
 
     src = clip("flower.mp4")
-    backends = select_backends("cuda")
+    backends = select_backends("cuda", output_codec="hevc")
     dec = backends.make_decoder(str(src), max_frames=24)
-    assert backends.stage_devices["decoder"] == "cuda"
+    assert backends.stage_devices["decode"] == "cuda"
     info = dec.info
     server = _GpuModelServer(cudashm, identity_model())
     transport = CudaShmTransport("local", "preedit", (info.height * 3 // 2, info.width), 4, client=server,
@@ -296,7 +296,7 @@ def test_pipeline_runs_gpu_decode_gpu_preedit_and_falls_back_per_stage_for_encod
     out = tmp_path / "out.mp4"
     enc = backends.make_encoder(str(out), info, EncoderSettings(codec="hevc", crf=30), audio_streams=dec.audio_streams)
     has_nvenc = "hevc" in capabilities(0)["nvenc"]
-    assert backends.stage_devices["encoder"] == ("cuda" if has_nvenc else "cpu")
+    assert backends.stage_devices["encode"] == ("cuda" if has_nvenc else "cpu")
     try:
         stats = Pipeline(dec, transport, enc, PipelineConfig(queue_size=4)).run()
     finally:

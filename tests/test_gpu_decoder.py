@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from preedit.client.gpu._decoder import DeviceRing, NvdecDecoder, full_to_limited_
+from preedit.client.decode import DeviceRing, NvdecDecoder, full_to_limited_
 from preedit.color import nv12_full_to_limited
 
 H, W = 8, 12
@@ -146,17 +146,17 @@ def test_decoder_allocates_fresh_frames_when_ring_size_is_zero(dummy_file):
 
 
 def test_client_decoder_refuses_urls_and_realtime_so_the_cpu_decoder_takes_them():
-    from preedit.client.gpu._adapters import make_client_decoder
+    from preedit.client.decode import make_nvdec_decoder
     from preedit.errors import InputError
 
     with pytest.raises(InputError, match="URL"):
-        make_client_decoder("rtmp://example/live")
+        make_nvdec_decoder("rtmp://example/live")
     with pytest.raises(InputError, match="real-time"):
-        make_client_decoder("in.mp4", realtime=True)
+        make_nvdec_decoder("in.mp4", realtime=True)
 
 
 def test_client_decoder_refuses_10_bit_and_codecs_nvdec_lacks(dummy_file):
-    from preedit.client.gpu._adapters import ClientNvdecDecoder
+    from preedit.client.decode import ClientNvdecDecoder
     from preedit.errors import InputError
 
     with pytest.raises(InputError, match="10-bit"):

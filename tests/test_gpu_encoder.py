@@ -16,7 +16,7 @@ import torch
 
 av = pytest.importorskip("av")
 
-from preedit.client.gpu._encoder import NvencConfig, NvencEncoder, normalize_packets, nvenc_options  # noqa: E402
+from preedit.client.encode import NvencConfig, NvencEncoder, normalize_packets, nvenc_options  # noqa: E402
 from preedit.client.interfaces import Frame  # noqa: E402
 from preedit.errors import EncodeError, UsageError  # noqa: E402
 
@@ -143,7 +143,7 @@ def test_nvenc_encoder_rejects_av1_into_ts_and_odd_sizes(tmp_path):
 
 
 def test_nvenc_encoder_raises_encode_error_when_pynvvideocodec_missing(tmp_path, monkeypatch):
-    import preedit.client.gpu._caps as caps
+    import preedit.client.hardware as caps
 
     monkeypatch.setattr(caps, "import_nvc", lambda: None)
     with pytest.raises(EncodeError, match="PyNvVideoCodec"):
@@ -151,8 +151,7 @@ def test_nvenc_encoder_raises_encode_error_when_pynvvideocodec_missing(tmp_path,
 
 
 def test_nvenc_config_from_client_settings_maps_rate_control_and_preset():
-    from preedit.client.encode import EncoderSettings
-    from preedit.client.gpu._adapters import nvenc_config_from_settings
+    from preedit.client.encode import EncoderSettings, nvenc_config_from_settings
 
     cfg = nvenc_config_from_settings(EncoderSettings(codec="hevc", crf=30, preset="slow"))
     assert (cfg.rc, cfg.cq, cfg.preset, cfg.codec) == ("vbr", 30, "P5", "hevc")
@@ -165,21 +164,19 @@ def test_nvenc_config_from_client_settings_maps_rate_control_and_preset():
 
 
 def test_client_nvenc_encoder_raises_so_client_falls_back_when_gpu_has_no_nvenc(tmp_path, monkeypatch):
-    import preedit.client.gpu._caps as caps
-    from preedit.client.encode import EncoderSettings
-    from preedit.client.gpu import make_encoder
+    import preedit.client.hardware as caps
+    from preedit.client.encode import ClientNvencEncoder, EncoderSettings
     from preedit.client.interfaces import StreamInfo
 
     h100 = {"cuda": True, "device": {"name": "NVIDIA H100 80GB HBM3"}, "nvenc": [], "nvdec": ["h264", "hevc"]}
     monkeypatch.setattr(caps, "capabilities", lambda device_id=0, probe=True: h100)
     info = StreamInfo(width=W, height=H, time_base=Fraction(1, 30), average_rate=Fraction(30))
     with pytest.raises(EncodeError, match="H100 80GB HBM3 has no NVENC for hevc"):
-        make_encoder(tmp_path / "o.mp4", info, EncoderSettings(codec="hevc"))
+        ClientNvencEncoder(tmp_path / "o.mp4", info, EncoderSettings(codec="hevc"))
 
 
 def test_client_nvenc_encoder_writes_output_bits_with_fake_nvenc(tmp_path):
-    from preedit.client.encode import EncoderSettings
-    from preedit.client.gpu._adapters import ClientNvencEncoder
+    from preedit.client.encode import ClientNvencEncoder, EncoderSettings
     from preedit.client.interfaces import StreamInfo
 
     info = StreamInfo(width=W, height=H, time_base=Fraction(1, 1000), average_rate=Fraction(30))

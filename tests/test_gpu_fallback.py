@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from preedit.client.gpu import architecture, capabilities, documented_codecs, plan_backends
-from preedit.client.gpu._caps import merge_caps
+from preedit.client.backends import plan_backends
+from preedit.client.hardware import architecture, capabilities, documented_codecs, merge_caps
 from preedit.errors import UsageError
 
 
@@ -106,6 +106,3 @@ def test_capabilities_report_no_cuda_cleanly_when_forced_to_cpu(monkeypatch):
     finally:
         capabilities.cache_clear()
     assert caps["cuda"] is False and caps["nvenc"] == [] and caps["reasons"]
-    from preedit.client.gpu import available
-
-    assert available() is False

@@ -17,8 +17,8 @@ import torch
 
 pytest.importorskip("tritonclient.grpc")
 
-from preedit.client.gpu._ring import SlotIndexRing  # noqa: E402
-from preedit.client.gpu._transport import CudaShmTransport, qp_offset  # noqa: E402
+from preedit.client.transport import SlotIndexRing  # noqa: E402
+from preedit.client.transport import CudaShmTransport, qp_offset  # noqa: E402
 from preedit.errors import ModelError, ServerError  # noqa: E402
 
 H3, W = 24, 16  # NV12 of a 16x16 frame

@@ -14,7 +14,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from preedit.client.gpu._mux import EsSpool, decode_timestamps, mux_elementary  # noqa: E402
+from preedit.client.encode import EsSpool, decode_timestamps, mux_elementary  # noqa: E402
 from preedit.errors import EncodeError  # noqa: E402
 
 W, H, N = 160, 96, 12

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from preedit.cli import main as cli_main
-from preedit.client.metrics import METRIC_NAMES
+from preedit.client.telemetry import METRIC_NAMES
 from preedit.serve import ServerConfig, TritonServer, free_port
 
 pytestmark = pytest.mark.needs_triton

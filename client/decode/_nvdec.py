@@ -1,4 +1,4 @@
-"""NVDEC decoder (PyNvVideoCodec) producing device NV12 frames the caller owns.
+"""GPU decoder: NVDEC (PyNvVideoCodec) producing device NV12 frames the caller owns.
 
 ```
  file ──CreateDemuxer──> packets (pts) ──CreateDecoder.Decode()──> DecodedFrame (borrowed, pool)
@@ -9,6 +9,8 @@ Decoded frames are views into a decoder-owned pool that the next `Decode()` over
 lands in a ring of `ring_size` pre-allocated tensors (a consumer may hold at most `ring_size - 2`
 frames), or with `ring_size=0` in a fresh tensor per frame (what the client pipeline uses: a
 bypassed frame can wait in three queues). Full-range input (yuvj420p) is converted to limited range on the GPU, as the CPU decoder does.
+`ClientNvdecDecoder` adds what the pipeline needs (audio demuxed by PyAV, `max_frames`,
+`decode_ns`); `make_nvdec_decoder` refuses what NVDEC cannot do (URLs, real-time pacing).
 """
 
 from __future__ import annotations
@@ -17,8 +19,13 @@ import logging
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Sequence
 
+import av
+
+from preedit.client import hardware
+from preedit.client.interfaces import Frame, StreamInfo
+from preedit.color import full_to_limited_chroma, full_to_limited_luma
 from preedit.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -49,8 +56,6 @@ def full_to_limited_(nv12, height: int) -> None:
 
     The same maths as the CPU path (`preedit.color`), run on the tensor's device.
     """
-    from preedit.color import full_to_limited_chroma, full_to_limited_luma
-
     nv12[:height] = full_to_limited_luma(nv12[:height])
     nv12[height:] = full_to_limited_chroma(nv12[height:])
 
@@ -77,9 +82,7 @@ class NvdecDecoder:
         if not self.path.is_file():
             raise InputError(f"input not found: {self.path}")
         if nvc is None:
-            from ._caps import import_nvc
-
-            nvc = import_nvc()
+            nvc = hardware.import_nvc()
             if nvc is None:
                 raise InputError("PyNvVideoCodec is not importable on this host: NVDEC unavailable")
         self._nvc = nvc
@@ -117,9 +120,7 @@ class NvdecDecoder:
         self.frames = 0
 
     @property
-    def info(self):
-        from preedit.client.interfaces import StreamInfo
-
+    def info(self) -> StreamInfo:
         return StreamInfo(width=self.width or 0, height=self.height or 0, time_base=self.time_base,
                           average_rate=self.frame_rate, color_range=self.color_range, color_matrix=self.color_matrix,
                           frame_count_hint=self.frame_count_hint, codec_name=self.codec_name)
@@ -156,8 +157,6 @@ class NvdecDecoder:
 
     def __iter__(self) -> Iterator:
         import torch
-
-        from preedit.client.interfaces import Frame
 
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # iteration may run in another thread (brief §1.2)
@@ -246,11 +245,79 @@ def _guess_time_base(demux, path: Optional[Path] = None) -> Fraction:
         return Fraction(num, den)
     if path is not None:
         try:
-            import av
-
             with av.open(str(path)) as container:
                 return Fraction(container.streams.video[0].time_base)
         except Exception:  # noqa: BLE001 - PyAV missing or cannot open
             pass
     log.warning("cannot tell the time base of %s; assuming 1/90000", path)
     return Fraction(1, 90000)
+
+
+class ClientNvdecDecoder(NvdecDecoder):
+    """`NvdecDecoder` with what the client pipeline also needs: audio, max_frames, decode_ns.
+
+    Audio is demuxed with PyAV from the same file (NVDEC has no audio) and handed over at the
+    end via `take_audio()`; stream indices are the source file's, so the CPU encoder's audio
+    mapping applies unchanged.
+    """
+
+    def __init__(self, source, *, max_frames: Optional[int] = None, nvdec_codecs: Optional[Sequence[str]] = None,
+                 **kwargs: Any) -> None:
+        self._audio_container = None
+        super().__init__(Path(source), **kwargs)
+        depth = self.bit_depth
+        if depth not in (None, 8):
+            self.close()
+            raise InputError(f"{depth}-bit input: the NVDEC path is 8-bit NV12 only (the CPU decoder converts it)")
+        if nvdec_codecs is not None and self.codec_name and self.codec_name not in nvdec_codecs:
+            codec = self.codec_name
+            self.close()
+            raise InputError(f"NVDEC on this GPU does not decode {codec} (it does: {', '.join(nvdec_codecs) or 'none'})")
+        self.max_frames = max_frames
+        self.audio_streams: List = []
+        self.sample_aspect_ratio = None
+        try:
+            self._audio_container = av.open(str(source))
+            self.audio_streams = list(self._audio_container.streams.audio)
+            video = self._audio_container.streams.video[0]
+            self.sample_aspect_ratio = video.sample_aspect_ratio or video.codec_context.sample_aspect_ratio
+            if kwargs.get("color_range") is None and video.codec_context.color_range == 2:
+                self.color_range = "full"
+            self.color_matrix = {5: "bt601", 6: "bt601"}.get(int(video.codec_context.colorspace or 0), "bt709")
+            self.frame_count_hint = video.frames or None
+        except Exception as exc:  # noqa: BLE001 - no PyAV: video only
+            log.debug("no PyAV side-container for %s: %s", source, exc)
+
+    def __iter__(self) -> Iterator:
+        t_prev = time.perf_counter_ns()
+        for frame in super().__iter__():
+            if self.max_frames is not None and frame.index >= self.max_frames:
+                break
+            now = time.perf_counter_ns()
+            frame.meta["decode_ns"] = now - t_prev
+            yield frame
+            t_prev = time.perf_counter_ns()
+
+    def take_audio(self) -> List:
+        if self._audio_container is None or not self.audio_streams:
+            return []
+        return [p for p in self._audio_container.demux(*self.audio_streams) if p.dts is not None]
+
+    def close(self) -> None:
+        super().close()
+        if self._audio_container is not None:
+            self._audio_container.close()
+            self._audio_container = None
+
+
+def make_nvdec_decoder(source, *, realtime: bool = False, max_frames: Optional[int] = None,
+                       device_id: int = 0, **_ignored: Any) -> "ClientNvdecDecoder":
+    """NVDEC decoder for a local file; raises for URLs and real-time pacing (CPU decoder does those)."""
+    text = str(source)
+    if "://" in text:
+        raise InputError("the NVDEC decoder reads local files; live URLs use the CPU decoder")
+    if realtime:
+        raise InputError("real-time pacing is implemented by the CPU decoder")
+    caps = hardware.capabilities(device_id)
+    codecs = caps["nvdec"] if caps.get("cuda") else None
+    return ClientNvdecDecoder(source, max_frames=max_frames, device_id=device_id, ring_size=0, nvdec_codecs=codecs)

@@ -23,8 +23,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+import av
 import numpy as np
 
+from preedit.client import telemetry
 from preedit.client.interfaces import Frame, StreamInfo
 from preedit.color import nv12_full_to_limited
 from preedit.errors import InputError, StreamError
@@ -95,8 +97,6 @@ class PyAvDecoder:
 
     def __init__(self, source: str, realtime: bool = False, open_timeout_s: float = 10.0,
                  max_frames: Optional[int] = None) -> None:
-        import av
-
         self.max_frames = max_frames
         self._av = av
         self.source = str(source)
@@ -215,14 +215,12 @@ class PyAvDecoder:
             raise StreamError(f"input stream broke after {decoded} frames: {_av_message(exc)}") from None
 
     def _conceal(self, exc, decoded: int) -> None:
-        from preedit.client import metrics
-
         if decoded == 0 and is_url(self.source):
             # Joining a live stream mid-GOP: packets before the first key frame do not decode.
             log.debug("%s: waiting for a decodable key frame (%s)", self.source, _av_message(exc))
             return
         self.decode_errors += 1
-        metrics.count_error("stream")
+        telemetry.count_error("stream")
         if decoded == 0 and self.decode_errors >= 3:
             raise InputError(f"cannot decode {self.source}: {_av_message(exc)}")
         if self.decode_errors > MAX_DECODE_ERRORS:

@@ -21,6 +21,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import av
+
 from preedit.errors import EncodeError
 
 log = logging.getLogger(__name__)
@@ -151,8 +153,6 @@ def mux_elementary(spool: EsSpool, codec: str, out_path: Path, *, width: int, he
     Returns:
         Stats: frames, bytes, container, audio_streams, the first/last pts.
     """
-    import av
-
     if codec not in ES_CODECS:
         raise EncodeError(f"cannot mux codec {codec!r}; valid: {', '.join(ES_CODECS)}")
     fmt = container_for(out_path)

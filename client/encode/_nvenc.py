@@ -1,4 +1,4 @@
-"""NVENC encoder (PyNvVideoCodec) from device NV12, muxed with the source timestamps and audio.
+"""GPU encoder: NVENC (PyNvVideoCodec) from device NV12, muxed with the source timestamps and audio.
 
 ```
  Frame.nv12 (CUDA uint8 [H*3/2, W], contiguous) ──Encode(frame, pic_params{inputTimeStamp=index})
@@ -9,6 +9,9 @@ Every rate-control knob is explicit (NVENC defaults are an infinite GOP and cons
 The frame is copied by NVENC into its own input buffer on the encoder's stream, so the encoder
 gets the same CUDA stream as the producer and the caller may reuse its tensor afterwards.
 PyNvVideoCodec is imported lazily and can be injected (`nvc=`) so tests run a fake on CPU.
+`ClientNvencEncoder` builds the stage from the client's `(path, StreamInfo, EncoderSettings)`
+(`nvenc_config_from_settings` is the pure mapping) and raises `EncodeError` where this GPU has
+no NVENC for the codec.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from preedit.client.encode._mux import ES_CODECS, EsSpool, container_for, mux_elementary
+from preedit.client.encode._pyav import EncoderSettings
+from preedit.client import hardware
+from preedit.client.interfaces import Frame, StreamInfo
 from preedit.errors import EncodeError, UsageError
-
-from ._mux import ES_CODECS, EsSpool, container_for, mux_elementary
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +176,7 @@ class NvencEncoder:
         self.time_base, self.frame_rate = time_base, frame_rate or Fraction(30)
         self.audio_from, self.device_id = audio_from, device_id
         if nvc is None:
-            from ._caps import import_nvc
-
-            nvc = import_nvc()
+            nvc = hardware.import_nvc()
             if nvc is None:
                 raise EncodeError("PyNvVideoCodec is not importable on this host: NVENC unavailable")
         self._nvc = nvc
@@ -264,3 +267,85 @@ def _as_cuda_nv12(nv12, height: int, width: int, device_id: int):
     if t.device.type != "cuda" and torch.cuda.is_available():
         t = t.to(f"cuda:{device_id}", non_blocking=False)
     return t.contiguous()
+
+
+# x264/x265 preset names → NVENC P1 (fastest) .. P7 (best)
+X26X_TO_NVENC = {"ultrafast": "P1", "superfast": "P1", "veryfast": "P2", "faster": "P3", "fast": "P3",
+                 "medium": "P4", "slow": "P5", "slower": "P6", "veryslow": "P7", "placebo": "P7"}
+DEFAULT_CQ = {"hevc": 28, "h264": 23, "av1": 32}
+
+
+def nvenc_config_from_settings(settings: EncoderSettings, *, gop: int = 120, bframes: int = 2) -> NvencConfig:
+    """Map the client's `EncoderSettings` (codec, crf | qp | bitrate_kbps, preset) to NVENC (pure).
+
+    CRF maps to NVENC constant quality (`rc=vbr`, `cq`), clamped to 0..51 (AV1 CRF is 0..63 in
+    SVT-AV1, so it is scaled); QP to `constqp`; bitrate to VBR with max = target. SVT-AV1
+    numeric presets 0..13 map onto P7..P1.
+    """
+    codec = settings.codec
+    preset = "P4"
+    if getattr(settings, "preset", None) is not None:
+        p = str(settings.preset)
+        if p.isdigit():
+            preset = f"P{max(1, min(7, 7 - int(p) // 2))}"
+        else:
+            preset = X26X_TO_NVENC.get(p, "P4")
+    common = dict(codec=codec, preset=preset, gop=gop, bframes=bframes)
+    if getattr(settings, "qp", None) is not None:
+        return NvencConfig(rc="constqp", qp=int(min(51, settings.qp)), cq=None, **common)
+    if getattr(settings, "bitrate_kbps", None) is not None:
+        return NvencConfig(rc="vbr", cq=None, bitrate_kbps=int(settings.bitrate_kbps), **common)
+    crf = getattr(settings, "crf", None)
+    if crf is None:
+        cq = DEFAULT_CQ.get(codec, 28)
+    else:
+        cq = round(crf * 51 / 63) if codec == "av1" else round(crf)
+    return NvencConfig(rc="vbr", cq=int(max(0, min(51, cq))), **common)
+
+
+class ClientNvencEncoder(NvencEncoder):
+    """`NvencEncoder` constructed from the client's (path, StreamInfo, EncoderSettings).
+
+    Audio packets the pipeline passes to `mux_audio` are not needed: the source's audio is copied
+    from `audio_streams`' file at `finish()` (files only; a live URL source loses its audio here).
+    """
+
+    def __init__(self, path, info: StreamInfo, settings: EncoderSettings, *, audio_streams: Sequence = (), sample_aspect_ratio=None,
+                 device_id: int = 0, nvc: Any = None, **_ignored: Any) -> None:
+        if nvc is None:
+            caps = hardware.capabilities(device_id)
+            if settings.codec not in caps.get("nvenc", []):
+                name = (caps.get("device") or {}).get("name", "this machine")
+                raise EncodeError(f"{name} has no NVENC for {settings.codec} "
+                                  f"(NVENC codecs: {', '.join(caps.get('nvenc', [])) or 'none'})")
+        audio_from = None
+        if audio_streams:
+            name = getattr(getattr(audio_streams[0], "container", None), "name", None)
+            audio_from = Path(name) if name and Path(name).is_file() else None
+            if audio_from is None:
+                log.warning("NVENC output: audio of a non-file source is not copied")
+        super().__init__(Path(path), info.width, info.height, nvenc_config_from_settings(settings),
+                         time_base=Fraction(info.time_base), frame_rate=info.average_rate, audio_from=audio_from,
+                         device_id=device_id, nvc=nvc)
+        self.info = info
+        self.frames = 0
+        self.first_pts: Optional[int] = None  # read by the pipeline for the media duration
+        self.last_end_pts: Optional[int] = None
+
+    def encode(self, frame: Frame) -> None:
+        super().encode(frame)
+        self.frames += 1
+        if frame.pts is not None:
+            self.first_pts = frame.pts if self.first_pts is None else self.first_pts
+            rate = self.info.average_rate
+            step = frame.duration or (int(round(1 / (rate * self.info.time_base))) if rate else 0)
+            self.last_end_pts = frame.pts + step
+
+    def mux_audio(self, packets: list) -> None:  # noqa: D401 - protocol method
+        """No-op: audio is copied from the source file at `finish()`."""
+
+    def finish(self) -> dict:
+        stats = super().finish()
+        stats.setdefault("output_bits", self.out_path.stat().st_size * 8 if self.out_path.exists() else 0)
+        self._stats = dict(stats)
+        return stats

@@ -14,17 +14,17 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import av
 import numpy as np
 
-from preedit.client.interfaces import Frame, StreamInfo
-from preedit.color import nv12_limited_to_full
 from preedit import qp as qp_scale
+from preedit.client.interfaces import Frame, StreamInfo, as_numpy
+from preedit.color import nv12_limited_to_full
 from preedit.errors import EncodeError, UsageError
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,6 @@ def container_for(path: str, codec: str) -> str:
 
 def nv12_to_frame(nv12: np.ndarray, full_range: bool):
     """NV12 uint8 `[H*3/2, W]` → a yuv420p `av.VideoFrame` (one copy per plane)."""
-    import av
-
     rows, width = nv12.shape
     height = rows * 2 // 3
     frame = av.VideoFrame(width, height, "yuv420p")
@@ -147,8 +145,6 @@ class PyAvEncoder:
 
     def __init__(self, path: str, info: StreamInfo, settings: EncoderSettings,
                  audio_streams: Sequence = (), sample_aspect_ratio: Optional[Fraction] = None) -> None:
-        import av
-
         self._av = av
         self.path = str(path)
         self.info = info
@@ -217,8 +213,6 @@ class PyAvEncoder:
 
     def encode(self, frame: Frame) -> None:
         """Encode one frame (uint8 NV12, limited range) at its source timestamp."""
-        from preedit.client.backends import as_numpy
-
         nv12 = as_numpy(frame.nv12)
         nv12 = nv12_limited_to_full(nv12) if self.full_range else nv12
         av_frame = nv12_to_frame(np.ascontiguousarray(nv12), self.full_range)
@@ -270,6 +264,3 @@ class PyAvEncoder:
                 self.container.close()
         return {"output_bits": self.bits, "frames": self.frames, "path": self.path}
 
-
-def output_size_bits(path: str) -> int:
-    return os.path.getsize(path) * 8 if os.path.exists(path) else 0

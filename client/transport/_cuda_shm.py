@@ -25,17 +25,13 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any, List, Optional, Tuple
 
+import tritonclient.grpc as grpcclient
+
+from preedit.client.transport._ring import SlotIndexRing, qp_offset
 from preedit.errors import ModelError, ServerError
 from preedit.spec import DEFAULT_QP, FRAMES_IN, FRAMES_OUT, QP_IN
 
-from ._ring import SlotIndexRing
-
 log = logging.getLogger(__name__)
-
-
-def qp_offset(frame_bytes: int) -> int:
-    """Byte offset of the fp32 QP after a frame in the input region (64-byte aligned)."""
-    return (frame_bytes + 63) // 64 * 64
 
 
 class _CudaSlot:
@@ -79,12 +75,8 @@ class CudaShmTransport:
         if cudashm is None:
             import tritonclient.utils.cuda_shared_memory as cudashm  # lazy: needs cuda-python
         if client is None:
-            import tritonclient.grpc as grpcclient
-
             client = grpcclient.InferenceServerClient(url)
         self._shm, self.client = cudashm, client
-        import tritonclient.grpc as grpcclient
-
         self._grpc = grpcclient
         self.on_cuda = torch.cuda.is_available()
         self.device = torch.device("cuda", device_id) if self.on_cuda else torch.device("cpu")

@@ -1,4 +1,4 @@
-"""A ring of POSIX shared-memory slots registered with Triton as system shared memory.
+"""Slot rings for the transports: POSIX shared-memory slots (CPU) and slot-index bookkeeping (CUDA).
 
 ```
  slot i:  input region  /preedit_<run>_in<i>   [NV12 frame bytes | QP fp32]
@@ -20,10 +20,12 @@ import logging
 import os
 import queue
 import re
+import threading
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import List, Optional
+from typing import Deque, List, Optional, Set
 
 import numpy as np
 
@@ -122,8 +124,9 @@ def sweep_stale_regions(prefix: str = "preedit", shm_dir: str = "/dev/shm") -> L
     return removed
 
 
-def _qp_offset(frame_bytes: int) -> int:
-    return (frame_bytes + 63) // 64 * 64  # keep the fp32 QP aligned
+def qp_offset(frame_bytes: int) -> int:
+    """Byte offset of the fp32 QP after a frame in an input region (64-byte aligned)."""
+    return (frame_bytes + 63) // 64 * 64
 
 
 class SlotRing:
@@ -147,7 +150,7 @@ class SlotRing:
         self._free: "queue.Queue[int]" = queue.Queue()
         try:
             for i in range(n_slots):
-                qp_off = _qp_offset(frame_bytes)
+                qp_off = qp_offset(frame_bytes)
                 inp = ShmRegion(f"{self.run_id}_in{i}", qp_off + 4)
                 out = ShmRegion(f"{self.run_id}_out{i}", frame_bytes)
                 self.slots.append(Slot(i, inp, out, frame_bytes, qp_off))
@@ -177,3 +180,55 @@ class SlotRing:
         for slot in self.slots:
             slot.inp.destroy()
             slot.out.destroy()
+
+
+class SlotIndexRing:
+    """`n` slot indices handed out oldest-free-first; a slot is reused only after `release`.
+
+    Args:
+        n: number of slots (= requests in flight at most).
+    """
+
+    def __init__(self, n: int) -> None:
+        if n < 1:
+            raise ValueError(f"a ring needs at least one slot, got {n}")
+        self.n = n
+        self._free: Deque[int] = deque(range(n))
+        self._busy: Set[int] = set()
+        self._cv = threading.Condition()
+        self.history: List[int] = []  # acquisition order (tests and debugging; bounded below)
+
+    def acquire(self, timeout_s: Optional[float] = None) -> Optional[int]:
+        """A free slot index, or None when none frees up within `timeout_s` (None waits forever)."""
+        with self._cv:
+            if not self._cv.wait_for(lambda: bool(self._free), timeout=timeout_s):
+                return None
+            idx = self._free.popleft()
+            self._busy.add(idx)
+            self.history.append(idx)
+            if len(self.history) > 4096:
+                del self.history[:2048]
+            return idx
+
+    def release(self, idx: int) -> None:
+        """Return a slot; releasing a slot that is not in flight is a bug and raises."""
+        with self._cv:
+            if idx not in self._busy:
+                raise RuntimeError(f"slot {idx} released but not in flight")
+            self._busy.remove(idx)
+            self._free.append(idx)
+            self._cv.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        with self._cv:
+            return len(self._busy)
+
+    def wait_idle(self, timeout_s: Optional[float] = None) -> bool:
+        """Block until no slot is in flight; False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._busy, timeout=timeout_s)
+
+    def notify_all(self) -> None:
+        with self._cv:
+            self._cv.notify_all()

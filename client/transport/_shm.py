@@ -21,9 +21,12 @@ from functools import partial
 from typing import Optional, Tuple
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
-from preedit.client import metrics
-from preedit.client.shm import Slot, SlotRing
+from preedit.client import telemetry
+from preedit.client.interfaces import as_numpy
+from preedit.client.transport._ring import Slot, SlotRing
 from preedit.errors import ModelError, ServerError
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
@@ -61,9 +64,6 @@ class TritonTransport:
     def __init__(self, url: str, model: str, frame_shape: Tuple[int, int], n_slots: int = 4,
                  qp: Optional[float] = None, request_timeout_s: float = 30.0, retries: int = 2,
                  retry_backoff_s: float = 0.25, connect_timeout_s: float = 10.0) -> None:
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException
-
         self._grpc = grpcclient
         self._exc_type = InferenceServerException
         self.url = url
@@ -149,8 +149,6 @@ class TritonTransport:
         Returns:
             A Future resolving to the edited uint8 NV12 `[H*3/2, W]` (a new array).
         """
-        from preedit.client.backends import as_numpy
-
         nv12 = as_numpy(nv12)
         if nv12.shape != self.frame_shape:
             raise ServerError(f"frame shape changed mid-stream: {nv12.shape} vs {self.frame_shape}")
@@ -161,7 +159,7 @@ class TritonTransport:
         fut: Future = Future()
         with self._lock:
             self._inflight += 1
-        metrics.INFLIGHT.inc()
+        telemetry.INFLIGHT.inc()
         self._send(slot, fut, 0)
         return fut
 
@@ -207,7 +205,7 @@ class TritonTransport:
         ring = self.ring
         if ring is not None:
             ring.release(slot)
-        metrics.INFLIGHT.dec()
+        telemetry.INFLIGHT.dec()
         with self._lock:
             self._inflight -= 1
             self._lock.notify_all()
