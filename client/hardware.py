@@ -21,9 +21,11 @@ import os
 import re
 from typing import Dict, List, Optional, Tuple
 
+from preedit.codecs import FAMILIES
+
 log = logging.getLogger(__name__)
 
-CODECS = ("h264", "hevc", "av1")
+CODECS = FAMILIES  # probe order: h264, hevc, av1
 
 # Name patterns of datacenter GPUs whose die has no NVENC (GA100, GH100 and their Hopper kin).
 _NO_NVENC_NAMES = re.compile(r"\b(A100|A30|A800|H100|H200|H800|H20|GH200)\b", re.IGNORECASE)

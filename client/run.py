@@ -29,6 +29,7 @@ from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.pipeline import Pipeline, PipelineConfig
 from preedit.client.stats import RunStats, format_summary
 from preedit.client.telemetry import serve_metrics
+from preedit.codecs import ENCODER_OF
 from preedit.errors import InputError, ModelError, PreeditError, UsageError
 from preedit.paths import REPO_ROOT, clips_dir, model_repository
 from preedit.serve import ServerConfig, TritonServer
@@ -45,7 +46,7 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                         help="output file (.mp4 .mkv .ts .y4m), one per input, or a folder for several inputs")
     enc = parser.add_argument_group("encoder")
-    enc.add_argument("--codec", default="hevc", choices=["hevc", "av1", "h264"],
+    enc.add_argument("--codec", default="hevc", choices=list(ENCODER_OF),
                      help="libx265, libsvtav1 or libx264 (default hevc)")
     enc.add_argument("--crf", type=float, default=None, help="constant rate factor (default 28/35/23)")
     enc.add_argument("--qp", type=int, default=None, help="constant QP (also sent to the model as its QP input)")

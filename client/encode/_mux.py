@@ -23,14 +23,13 @@ from typing import List, Optional, Sequence
 
 import av
 
+from preedit.codecs import FAMILIES
 from preedit.errors import EncodeError
 
 log = logging.getLogger(__name__)
 
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts", ".m2ts": "mpegts"}
-ES_CODECS = ("hevc", "h264", "av1")
-# The raw-stream demuxer FFmpeg has for each codec's NVENC output.
-RAW_FORMATS = {"hevc": "hevc", "h264": "h264", "av1": "obu"}
+ES_CODECS = FAMILIES  # NVENC output families this muxer takes
 
 
 @dataclass(frozen=True)

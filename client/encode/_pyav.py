@@ -22,20 +22,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import av
 import numpy as np
 
-from preedit import qp as qp_scale
+from preedit import codecs
 from preedit.client.interfaces import Frame, StreamInfo, as_numpy
 from preedit.color import nv12_limited_to_full
 from preedit.errors import EncodeError, UsageError
 
 log = logging.getLogger(__name__)
 
-CODECS: Dict[str, str] = {"hevc": "libx265", "av1": "libsvtav1", "h264": "libx264"}
 CONTAINERS: Dict[str, str] = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".y4m": "yuv4mpegpipe"}
-X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-                "veryslow", "placebo")
-DEFAULT_CRF = {"h264": 23, "hevc": 28, "av1": 35}
-DEFAULT_PRESET = {"h264": "medium", "hevc": "medium", "av1": "8"}
-MAX_CRF = {"h264": 51, "hevc": 51, "av1": 63}
 UNSUPPORTED = {("av1", ".ts"): "FFmpeg's MPEG-TS muxer cannot carry AV1; use .mp4 or .mkv"}
 _MATRIX_TAGS = {"bt709": 1, "bt601": 6}
 
@@ -54,12 +48,12 @@ class EncoderSettings:
     preset: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if self.codec not in CODECS:
-            raise UsageError(f"unknown codec {self.codec!r}; valid: {', '.join(CODECS)}")
+        if self.codec not in codecs.ENCODER_OF:
+            raise UsageError(f"unknown codec {self.codec!r}; valid: {', '.join(codecs.ENCODER_OF)}")
         given = [n for n in ("crf", "qp", "bitrate_kbps") if getattr(self, n) is not None]
         if len(given) > 1:
             raise UsageError(f"give at most one of --crf, --qp, --bitrate (got {', '.join(given)})")
-        top = MAX_CRF[self.codec]
+        top = codecs.MAX_QUANTIZER[self.codec]
         if self.crf is not None and not 0 <= self.crf <= top:
             raise UsageError(f"--crf for {self.codec} must be in 0..{top}, got {self.crf}")
         if self.qp is not None and not 0 <= self.qp <= top:
@@ -67,29 +61,24 @@ class EncoderSettings:
         if self.bitrate_kbps is not None and self.bitrate_kbps <= 0:
             raise UsageError(f"--bitrate must be positive (kbit/s), got {self.bitrate_kbps}")
         if self.preset is not None:
-            valid = [str(i) for i in range(14)] if self.codec == "av1" else list(X26X_PRESETS)
+            valid = list(codecs.SVT_AV1_PRESETS if self.codec == "av1" else codecs.X26X_PRESETS)
             if str(self.preset) not in valid:
                 raise UsageError(f"unknown preset {self.preset!r} for {self.codec}; valid: {', '.join(valid)}")
 
 
 def encoder_options(settings: EncoderSettings) -> Tuple[str, Dict[str, str], Optional[int]]:
-    """(FFmpeg encoder name, encoder options, bit_rate in bit/s or None) for `settings` (pure)."""
+    """(FFmpeg encoder name, encoder options, bit_rate in bit/s or None) for `settings` (pure).
+
+    The options come from `preedit.codecs.pyav_options` (the one "encode at QP / CRF" builder);
+    without `qp`, `crf` or a bitrate the family's default CRF is used.
+    """
     codec = settings.codec
-    lib = CODECS[codec]
-    opts: Dict[str, str] = {"preset": str(settings.preset or DEFAULT_PRESET[codec])}
-    x265_params = ["log-level=error"]
     bit_rate = int(settings.bitrate_kbps * 1000) if settings.bitrate_kbps is not None else None
-    if settings.qp is not None:
-        if codec == "hevc":
-            x265_params.append(f"qp={settings.qp}")
-        else:
-            opts["qp"] = str(settings.qp)
-    elif bit_rate is None:
-        crf = settings.crf if settings.crf is not None else DEFAULT_CRF[codec]
-        opts["crf"] = f"{crf:g}"
-    if codec == "hevc":
-        opts["x265-params"] = ":".join(x265_params)
-    return lib, opts, bit_rate
+    crf = settings.crf
+    if settings.qp is None and crf is None and bit_rate is None:
+        crf = codecs.DEFAULT_CRF[codec]
+    opts = codecs.pyav_options(codec, qp=settings.qp, crf=crf, preset=settings.preset)
+    return codecs.ENCODER_OF[codec], opts, bit_rate
 
 
 def model_qp(settings: EncoderSettings) -> Optional[float]:
@@ -105,7 +94,7 @@ def model_qp(settings: EncoderSettings) -> Optional[float]:
         value = float(settings.crf)
     else:
         return None
-    return qp_scale.model_qp(settings.codec, value, "qp" if settings.qp is not None else "crf")
+    return codecs.model_qp(settings.codec, value, "qp" if settings.qp is not None else "crf")
 
 
 def container_for(path: str, codec: str) -> str:
