@@ -1,7 +1,7 @@
 """`preedit run` bad-input handling through the CLI: one-line message, exit code, playable output.
 
-These run the real decoder and encoder (`--bypass`, no server) on real clips and on damaged
-copies made in tmp_path; server faults are in test_run_triton.py.
+These run the real decoder and encoder (`--bypass`, no server) on synthetic clips (tests/synthetic.py)
+and on damaged copies made in tmp_path; server faults are in test_run_triton.py.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 
 from preedit.cli import main as cli_main
 from preedit.serve import free_port
+from synthetic import media  # noqa: F401 - fixture
 
 FAST = ["--codec", "h264", "--preset", "ultrafast"]
 
@@ -52,11 +53,11 @@ def test_run_exits_3_when_input_is_not_a_video(capsys, tmp_path):
     assert code == 3 and len(errors) == 1 and "as video" in errors[0] and "Traceback" not in err
 
 
-@pytest.mark.parametrize("name, expect", [("flower.mp4", "decoded 90 of 150 frames"),
-                                          ("asl-again.mkv", "input ended early at")])
-def test_run_exits_4_and_finalises_output_when_input_is_truncated(capsys, tmp_path, clip, name, expect):
+@pytest.mark.parametrize("name, expect", [("flower.mp4", " of 150 frames"),
+                                          ("truncatable.mkv", "input ended early at")])
+def test_run_exits_4_and_finalises_output_when_input_is_truncated(capsys, tmp_path, media, name, expect):
     src = tmp_path / name
-    data = clip(name).read_bytes()
+    data = media(name).read_bytes()
     src.write_bytes(data[: len(data) * 6 // 10])
     out = tmp_path / "partial.mp4"
     code, errors, err = run_cli(capsys, src, "-o", out, "--bypass", *FAST)
@@ -76,9 +77,9 @@ def test_run_crops_odd_size_when_input_is_641x359(capsys, caplog, tmp_path):
     assert len(frames) == 4 and (frames[0].width, frames[0].height) == (640, 358)
 
 
-def test_run_keeps_full_range_tag_when_input_is_yuvj420p(capsys, tmp_path, clip):
+def test_run_keeps_full_range_tag_when_input_is_yuvj420p(capsys, tmp_path, media):
     out = tmp_path / "o.mkv"
-    code, errors, _ = run_cli(capsys, clip("asl-thanks.mkv"), "-o", out, "--bypass", "--max-frames", "12", *FAST)
+    code, errors, _ = run_cli(capsys, media("fullrange.mkv"), "-o", out, "--bypass", "--max-frames", "12", *FAST)
     assert code == 0 and not errors
     frames, v = decoded(out)
     assert len(frames) == 12 and int(frames[0].color_range) == 2  # AVCOL_RANGE_JPEG: full range kept
@@ -86,16 +87,16 @@ def test_run_keeps_full_range_tag_when_input_is_yuvj420p(capsys, tmp_path, clip)
     assert y.min() < 16 or y.max() > 235  # values use the full range again
 
 
-def test_run_converts_to_8bit_with_warning_when_input_is_10bit(capsys, caplog, tmp_path, clip):
+def test_run_converts_to_8bit_with_warning_when_input_is_10bit(capsys, caplog, tmp_path, media):
     out = tmp_path / "o.mp4"
-    code, errors, err = run_cli(capsys, clip("sparks_480x270_yuv420p10le.yuv"), "-o", out, "--bypass", *FAST)
+    code, errors, err = run_cli(capsys, media("sparks_96x64_yuv420p10le.yuv"), "-o", out, "--bypass", *FAST)
     assert code == 0 and not errors and "10-bit input (yuv420p10le) converted to 8-bit" in caplog.text
     frames, _ = decoded(out)
     assert len(frames) == 5 and frames[0].format.name == "yuv420p"
 
 
-def test_run_carries_vfr_timestamps_when_input_is_vfr(capsys, tmp_path, clip):
-    src = clip("edge-cursed-vfr.mp4")
+def test_run_carries_vfr_timestamps_when_input_is_vfr(capsys, tmp_path, media):
+    src = media("vfr.mp4")
     out = tmp_path / "o.mkv"
     code, errors, _ = run_cli(capsys, src, "-o", out, "--bypass", *FAST)
     assert code == 0 and not errors
@@ -113,26 +114,26 @@ def test_run_carries_vfr_timestamps_when_input_is_vfr(capsys, tmp_path, clip):
     (["-o", "x.avi"], 2, "unknown output extension '.avi'"),
     (["--latency-budget-ms", "-1"], 2, "--latency-budget-ms must be positive"),
 ])
-def test_run_exits_2_when_options_are_invalid(capsys, tmp_path, clip, args, code, text):
-    argv = [clip("flower.mp4")] + (args if "-o" in args else args + ["-o", tmp_path / "o.mp4"])
+def test_run_exits_2_when_options_are_invalid(capsys, tmp_path, media, args, code, text):
+    argv = [media("flower.mp4")] + (args if "-o" in args else args + ["-o", tmp_path / "o.mp4"])
     argv = [str(tmp_path / a) if a in ("x.ts", "x.avi") else a for a in argv]
     got, errors, _ = run_cli(capsys, *argv)
     assert got == code and len(errors) == 1 and text in errors[0]
 
 
-def test_run_exits_5_when_server_is_unreachable(capsys, tmp_path, clip):
+def test_run_exits_5_when_server_is_unreachable(capsys, tmp_path, media):
     port = free_port()
-    code, errors, err = run_cli(capsys, clip("flower.mp4"), "-o", tmp_path / "o.mp4", "--url", f"127.0.0.1:{port}",
+    code, errors, err = run_cli(capsys, media("flower.mp4"), "-o", tmp_path / "o.mp4", "--url", f"127.0.0.1:{port}",
                                 "--connect-timeout-s", "1", *FAST)
     assert code == 5 and len(errors) == 1 and f"cannot reach Triton at 127.0.0.1:{port}" in errors[0]
     assert "Traceback" not in err
 
 
-def test_run_exits_6_when_model_is_not_in_repository(capsys, tmp_path, clip):
+def test_run_exits_6_when_model_is_not_in_repository(capsys, tmp_path, media):
     repo = tmp_path / "repo"
     (repo / "other").mkdir(parents=True)
     (repo / "other" / "config.pbtxt").write_text('name: "other"\n')
-    code, errors, _ = run_cli(capsys, clip("flower.mp4"), "-o", tmp_path / "o.mp4", "--model-repository", repo,
+    code, errors, _ = run_cli(capsys, media("flower.mp4"), "-o", tmp_path / "o.mp4", "--model-repository", repo,
                               "--model", "missing")
     assert code == 6 and errors == [f"preedit run: error: model 'missing' not in {repo}; models there: other"]
 
@@ -151,19 +152,19 @@ def test_run_exits_4_when_frame_size_changes_mid_stream(capsys, tmp_path):
     assert len(frames) == 6
 
 
-def test_run_looks_for_int8_model_when_deterministic(capsys, tmp_path, clip):
+def test_run_looks_for_int8_model_when_deterministic(capsys, tmp_path, media):
     repo = tmp_path / "repo"
     (repo / "preedit").mkdir(parents=True)
     (repo / "preedit" / "config.pbtxt").write_text('name: "preedit"\n')
-    code, errors, _ = run_cli(capsys, clip("flower.mp4"), "-o", tmp_path / "o.mp4", "--model-repository", repo,
+    code, errors, _ = run_cli(capsys, media("flower.mp4"), "-o", tmp_path / "o.mp4", "--model-repository", repo,
                               "--deterministic")
     assert code == 6 and "model 'preedit_int8' not in" in errors[0] and "models there: preedit" in errors[0]
 
 
-def test_run_finalises_output_when_interrupted(tmp_path, clip):
+def test_run_finalises_output_when_interrupted(tmp_path, media):
     out = tmp_path / "o.mp4"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "preedit", "run", str(clip("flower.mp4")), "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "preedit", "run", str(media("flower.mp4")), "-o", str(out),
                              "--bypass", "--realtime", *FAST], stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
@@ -176,11 +177,11 @@ def test_run_finalises_output_when_interrupted(tmp_path, clip):
     assert 5 < len(frames) < 150
 
 
-def test_run_ends_cleanly_when_live_udp_source_goes_silent(capsys, caplog, tmp_path, clip):
+def test_run_ends_cleanly_when_live_udp_source_goes_silent(capsys, caplog, tmp_path, media):
     import imageio_ffmpeg
 
     port = free_port()
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-re", "-i", str(clip("flower.mp4")), "-an",
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-re", "-i", str(media("flower.mp4")), "-an",
            "-t", "1.5", "-c", "copy", "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"]
     procs = []
     # Start sending once the receiver listens (UDP drops what nobody reads, the first key frame too).
@@ -206,8 +207,8 @@ def _audio_packets(path):
         return [(bytes(p), p.pts) for p in c.demux(c.streams.audio[0]) if p.size]
 
 
-def test_run_copies_audio_packets_unchanged_when_input_has_audio(capsys, tmp_path, clip):
-    src, out = clip("flower.mp4"), tmp_path / "o.mkv"
+def test_run_copies_audio_packets_unchanged_when_input_has_audio(capsys, tmp_path, media):
+    src, out = media("flower.mp4"), tmp_path / "o.mkv"
     code, errors, _ = run_cli(capsys, src, "-o", out, "--bypass", *FAST)
     assert code == 0 and not errors
     ref, got = _audio_packets(src), _audio_packets(out)
@@ -215,15 +216,15 @@ def test_run_copies_audio_packets_unchanged_when_input_has_audio(capsys, tmp_pat
     assert [p[0] for p in got] == [p[0] for p in ref]  # same bytes, same order
 
 
-def test_run_writes_one_output_per_input_when_several_inputs_share_a_folder(capsys, tmp_path, clip):
+def test_run_writes_one_output_per_input_when_several_inputs_share_a_folder(capsys, tmp_path, media):
     outdir = tmp_path / "outs"
-    code, errors, _ = run_cli(capsys, clip("edge-sar_2x1.mp4"), clip("park_joy_480x270_50fps.y4m"), "-o",
+    code, errors, _ = run_cli(capsys, media("sar2.mp4"), media("joy_64x48_50fps.y4m"), "-o",
                               f"{outdir}/", "--bypass", "--max-frames", "10", *FAST)
     assert code == 0 and not errors
-    sar, _ = decoded(outdir / "edge-sar_2x1.preedit.mp4")
-    joy, stream = decoded(outdir / "park_joy_480x270_50fps.preedit.mp4")
+    sar, _ = decoded(outdir / "sar2.preedit.mp4")
+    joy, stream = decoded(outdir / "joy_64x48_50fps.preedit.mp4")
     assert len(sar) == 10 and len(joy) == 10 and stream.average_rate == 50
     import av
 
-    with av.open(str(outdir / "edge-sar_2x1.preedit.mp4")) as c:
+    with av.open(str(outdir / "sar2.preedit.mp4")) as c:
         assert c.streams.video[0].sample_aspect_ratio == 2  # SAR 2:1 carried through

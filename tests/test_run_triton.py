@@ -20,6 +20,7 @@ import pytest
 from preedit.cli import main as cli_main
 from preedit.client.telemetry import METRIC_NAMES
 from preedit.serve import ServerConfig, TritonServer, free_port
+from synthetic import media  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.needs_triton
 
@@ -126,8 +127,8 @@ def _run_in_thread(argv):
     return thread, result
 
 
-def test_run_matches_bypass_bit_for_bit_and_serves_metrics_when_model_is_identity(server, clip, tmp_path):
-    src = clip("flower.mp4")
+def test_run_matches_bypass_bit_for_bit_and_serves_metrics_when_model_is_identity(server, media, tmp_path):
+    src = media("flower.mp4")
     out, ref, summary = tmp_path / "edited.mp4", tmp_path / "bypass.mp4", tmp_path / "s.json"
     port = free_port()
     thread, result = _run_in_thread([src, "-o", out, "--url", server.grpc_url, "--max-frames", 45, "--realtime",
@@ -168,11 +169,11 @@ def test_run_matches_bypass_bit_for_bit_and_serves_metrics_when_model_is_identit
     assert "nv_inference_queue_duration_us" in triton_text
 
 
-def test_run_bypasses_late_frames_and_keeps_real_time_when_model_is_slow(server, clip, tmp_path):
+def test_run_bypasses_late_frames_and_keeps_real_time_when_model_is_slow(server, media, tmp_path):
     out, summary = tmp_path / "live.mp4", tmp_path / "s.json"
     n = 30  # 1 s of 29.97 fps input, paced like a live feed
     t0 = time.monotonic()
-    code = cli_main(["run", str(clip("flower.mp4")), "-o", str(out), "--url", server.grpc_url, "--model",
+    code = cli_main(["run", str(media("flower.mp4")), "-o", str(out), "--url", server.grpc_url, "--model",
                      "preedit_slow", "--max-frames", str(n), "--realtime", "--latency-budget-ms", "50",
                      "--summary-json", str(summary), *FAST])
     wall = time.monotonic() - t0
@@ -187,9 +188,9 @@ def test_run_bypasses_late_frames_and_keeps_real_time_when_model_is_slow(server,
     assert wall < n / 29.97 + 1.5
 
 
-def test_run_starts_embedded_server_and_sends_qp_when_no_url_given(repo, clip, tmp_path):
+def test_run_starts_embedded_server_and_sends_qp_when_no_url_given(repo, media, tmp_path):
     out, summary = tmp_path / "e.mkv", tmp_path / "s.json"
-    code = cli_main(["run", str(clip("asl-thanks.mkv")), "-o", str(out), "--model-repository", str(repo),
+    code = cli_main(["run", str(media("fullrange.mkv")), "-o", str(out), "--model-repository", str(repo),
                      "--max-frames", "10", "--qp", "30", "--summary-json", str(summary), *FAST])
     assert code == 0
     frames, _ = _decode(out)
@@ -197,14 +198,14 @@ def test_run_starts_embedded_server_and_sends_qp_when_no_url_given(repo, clip, t
     assert json.loads(summary.read_text())["latency_ms"]["preedit"]["count"] == 10
 
 
-def test_run_exits_5_with_playable_output_when_server_dies_mid_stream(repo, clip, tmp_path, capsys):
+def test_run_exits_5_with_playable_output_when_server_dies_mid_stream(repo, media, tmp_path, capsys):
     srv = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
                                     models=("preedit_slow",)))
     srv.start()
     try:
         srv.wait_model_ready("preedit_slow")
         out = tmp_path / "partial.mp4"
-        thread, result = _run_in_thread([clip("flower.mp4"), "-o", out, "--url", srv.grpc_url, "--model",
+        thread, result = _run_in_thread([media("flower.mp4"), "-o", out, "--url", srv.grpc_url, "--model",
                                          "preedit_slow", *FAST])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (out.exists() and out.stat().st_size > 2000):
