@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from preedit.client import telemetry
 from preedit.client.interfaces import Decoder, Encoder, PreEditor
@@ -271,23 +271,32 @@ class Pipeline:
             threading.Thread(target=fn, name=f"preedit-{fn.__name__.strip('_')}", daemon=True)
             for fn in (self._decode, self._submit, self._collect, self._encode)
         ]
-        for t in threads:
-            t.start()
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(timeout=0.2)
-        except KeyboardInterrupt:
-            self.stop.set()
-            for t in threads:
-                t.join(timeout=30.0)
-            raise
+            run_threads(threads, on_interrupt=self.stop.set)
         finally:
             self.stats.wall_s = time.monotonic() - self._t_start
             self.stats.media_duration_s = _media_duration_s(self.encoder, self.stats.frames_encoded)
         if self._error is not None:
             raise self._error
         return self.stats
+
+
+def run_threads(threads: List[threading.Thread], on_interrupt: Callable[[], None]) -> None:
+    """Start `threads` and wait for all; on Ctrl-C call `on_interrupt`, let them finish (30 s each), re-raise.
+
+    Joins in short slices so the main thread sees KeyboardInterrupt while it waits.
+    """
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.2)
+    except KeyboardInterrupt:
+        on_interrupt()
+        for t in threads:
+            t.join(timeout=30.0)
+        raise
 
 
 def _media_duration_s(encoder: Encoder, frames: int) -> float:

@@ -26,7 +26,7 @@ from typing import List, Optional, Tuple
 from preedit.client.backends import Backends, select_backends
 from preedit.client.encode import EncoderSettings, container_for, model_qp
 from preedit.client.interfaces import Decoder, Encoder, PreEditor
-from preedit.client.pipeline import Pipeline, PipelineConfig
+from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
 from preedit.client.stats import RunStats, format_summary
 from preedit.client.telemetry import serve_metrics
 from preedit.codecs import ENCODER_OF
@@ -271,18 +271,12 @@ def run_streams(streams: List[_Stream]) -> None:
         _run_one(streams[0])
         return
     threads = [threading.Thread(target=_run_one, args=(s,), daemon=True) for s in streams]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.2)
-    except KeyboardInterrupt:
+
+    def stop_all() -> None:
         for s in streams:
             s.pipeline.stop.set()
-        for t in threads:
-            t.join(timeout=30.0)
-        raise
+
+    run_threads(threads, on_interrupt=stop_all)
 
 
 def report(cfg: RunConfig, backends: Backends, streams: List[_Stream]) -> List[dict]:
