@@ -27,17 +27,17 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from preedit.engines import OrtEngine, TorchEngine, TritonEngine
 from preedit.errors import ModelError, UsageError
 from preedit.paths import clips_dir
 from preedit.splits import HELDOUT_CLIPS  # noqa: F401  (re-exported for the int8 tools)
-from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
 from preedit.export.determinism_frames import load_frames
 from preedit.export.int8_reference import IntModel, reference_forward
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # uint8 [N, H*3/2, W], fp32 [N, 1] -> uint8
+Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # an Engine, or any uint8 [N, H*3/2, W], fp32 [N, 1] -> uint8
 
 #: Raw (decoder-free) clips: the verification clip must decode to the same input bits anywhere.
 VERIFY_CLIP = "CiscoVT2people_320x192_12fps.yuv"
@@ -53,62 +53,13 @@ INT_MODEL_FILE = "int_model.npz"
 # Backends
 
 
-def ort_runner(onnx_bytes: bytes, threads: int = 1, optimize: bool = True) -> Runner:
-    """ONNX Runtime CPU; `threads` 0 = ORT default (all cores); `optimize` False = ORT_DISABLE_ALL."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-
-    def run(nv12: np.ndarray, qp: np.ndarray) -> np.ndarray:
-        return session.run([FRAMES_OUT.name], {FRAMES_IN.name: nv12, QP_IN.name: qp.astype(np.float32)})[0]
-
-    return run
-
-
 def ort_variants(onnx_bytes: bytes, prefix: str = "ort") -> Dict[str, Runner]:
     """ORT with 1 thread / all threads, graph optimisations on / off."""
-    out = {}
+    out: Dict[str, Runner] = {}
     for threads, optimize in itertools.product((1, 0), (True, False)):
         name = f"{prefix}-t{'all' if threads == 0 else threads}-{'opt' if optimize else 'noopt'}"
-        out[name] = ort_runner(onnx_bytes, threads, optimize)
+        out[name] = OrtEngine(onnx_bytes, threads, optimize)
     return out
-
-
-def torch_float_runner(net) -> Runner:
-    import torch
-
-    from preedit.network import NV12PreEditor
-
-    module = NV12PreEditor(net.eval())
-
-    def run(nv12: np.ndarray, qp: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(nv12), torch.from_numpy(qp.astype(np.float32))).numpy()
-
-    return run
-
-
-def triton_runner(url: str, model_name: str, timeout_s: float = 60.0) -> Runner:
-    """Triton over HTTP (`host:port`); one request per call."""
-    import tritonclient.http as httpclient
-
-    client = httpclient.InferenceServerClient(url=url, network_timeout=timeout_s)
-
-    def run(nv12: np.ndarray, qp: np.ndarray) -> np.ndarray:
-        frames = httpclient.InferInput(FRAMES_IN.name, list(nv12.shape), FRAMES_IN.client_dtype)
-        frames.set_data_from_numpy(np.ascontiguousarray(nv12))
-        q = httpclient.InferInput(QP_IN.name, list(qp.shape), QP_IN.client_dtype)
-        q.set_data_from_numpy(qp.astype(np.float32))
-        result = client.infer(model_name, [frames, q], outputs=[httpclient.InferRequestedOutput(FRAMES_OUT.name)])
-        return result.as_numpy(FRAMES_OUT.name)
-
-    run.close = client.close  # type: ignore[attr-defined]
-    return run
 
 
 def float_backends(net, onnx_bytes: Optional[bytes] = None) -> Dict[str, Runner]:
@@ -117,7 +68,7 @@ def float_backends(net, onnx_bytes: Optional[bytes] = None) -> Dict[str, Runner]
         from preedit.export.onnx_export import export_onnx_bytes
 
         onnx_bytes = export_onnx_bytes(net)
-    return {"torch-fp32": torch_float_runner(net), **ort_variants(onnx_bytes)}
+    return {"torch-fp32": TorchEngine(net), **ort_variants(onnx_bytes)}
 
 
 def int8_backends(model: IntModel, onnx_bytes: Optional[bytes] = None,
@@ -264,7 +215,7 @@ def export_deterministic(net, repo_dir: Path, calib_frames: Optional[Sequence[np
     onnx_bytes = build_onnx(model)
     frames = verification_frames(verify_clip, verify_frames)
     record = verification_record(model, verify_clip, frames=frames)
-    got = run_frames(ort_runner(onnx_bytes, threads=0), frames, record["qps"])
+    got = run_frames(OrtEngine(onnx_bytes, threads=0), frames, record["qps"])
     bad = first_mismatch(record["output_sha256"], got)
     if bad is not None:
         raise ModelError(f"int8 ONNX Runtime output differs from the integer reference at frame {bad['frame']}")
@@ -321,7 +272,7 @@ def measure(net, model: Optional[IntModel], clips: Sequence[Tuple[str, int, Opti
     for kind, backends in kinds.items():
         if triton_urls and kind in triton_urls:
             url, name = triton_urls[kind]
-            backends[f"triton-{name}"] = triton_runner(url, name)
+            backends[f"triton-{name}"] = TritonEngine(url, name, protocol="http", max_batch=None, check_ready=False)
         outputs, times = {}, {}
         for bname, runner in backends.items():
             t0 = time.perf_counter()

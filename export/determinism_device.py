@@ -156,7 +156,7 @@ def speed(bundle: Path, frames: List[np.ndarray], repeats: int = 15) -> List[Dic
     import statistics
     import time
 
-    from preedit.export.determinism import ort_runner
+    from preedit.engines import OrtEngine
     from preedit.export.int8_onnx import build_onnx
     from preedit.export.int8_reference import IntModel
 
@@ -170,7 +170,7 @@ def speed(bundle: Path, frames: List[np.ndarray], repeats: int = 15) -> List[Dic
     tiles = {"1280x720": np.ascontiguousarray(np.resize(big, (1080, 1280))), f"{big.shape[1]}x{big.shape[0] * 2 // 3}": big}
     rows = []
     for threads in (1, 0):
-        runners = {name: ort_runner(g, threads=threads) for name, g in graphs.items()}
+        runners = {name: OrtEngine(g, threads=threads) for name, g in graphs.items()}
         for label, frame in tiles.items():
             x, q = frame[None], np.full((1, 1), 32.0, dtype=np.float32)
             times: Dict[str, List[float]] = {name: [] for name in runners}

@@ -11,7 +11,6 @@ Run: `python -m preedit.export.determinism_quality [--checkpoint model.pt] [--fr
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import statistics
@@ -19,25 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 
+from preedit.engines import OrtEngine
 from preedit.paths import cache_dir, clips_dir
 
-from preedit.export.determinism import HELDOUT_CLIPS, load_int_model, load_net, ort_runner
-
-
-class OrtEditor:
-    """A pre-editor for `preedit.perf.rd.eval.run_eval`: ONNX bytes run by ONNX Runtime (1 thread)."""
-
-    def __init__(self, onnx_bytes: bytes, description: str) -> None:
-        self._run = ort_runner(onnx_bytes, threads=1)
-        self.model_hash = hashlib.sha256(onnx_bytes).hexdigest()
-        self.source = description
-        self.description = description
-
-    def edit(self, nv12: np.ndarray, qp: float) -> np.ndarray:
-        """uint8 NV12 `[N, H*3/2, W]` → uint8 NV12."""
-        return self._run(np.ascontiguousarray(nv12), np.full((nv12.shape[0], 1), qp, dtype=np.float32))
+from preedit.export.determinism import HELDOUT_CLIPS, load_int_model, load_net
 
 
 def curves(points: List[Dict], variant: str = "preedit") -> Dict[str, Dict[str, List[float]]]:
@@ -120,8 +105,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         scheme = QuantScheme.parse(args.scheme) if args.scheme else None
         model_dir = export_deterministic(net, Path(tmp), scheme=scheme)
         model = load_int_model(model_dir)
-        int_editor = OrtEditor((model_dir / "1" / "model.onnx").read_bytes(), "int8 " + json.dumps(model.scheme))
-        float_editor = OrtEditor(export_onnx_bytes(net), "float " + source)
+        int_editor = OrtEngine((model_dir / "1" / "model.onnx").read_bytes(), threads=1, description="int8 " + json.dumps(model.scheme))
+        float_editor = OrtEngine(export_onnx_bytes(net), threads=1, description="float " + source)
         results = {}
         for kind, editor in (("float", float_editor), ("int8", int_editor)):
             cfg = EvalConfig(clips=[clips_dir() / c for c in args.clips.split(",")], out_dir=Path(tmp) / kind,

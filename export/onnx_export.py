@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from preedit.engines import OrtEngine
 from preedit.errors import ModelError
 from preedit.network import NV12PreEditor, PreEditorNet
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
@@ -71,9 +72,7 @@ def synthetic_frames(batch: int, height: int, width: int, seed: int = 0) -> np.n
 def check_onnx(onnx_bytes: bytes, net: PreEditorNet, frames: Optional[Sequence[np.ndarray]] = None,
                qp: float = 32.0) -> CheckResult:
     """Run ONNX Runtime and PyTorch on the same frames; count differing output pixels."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    engine = OrtEngine(onnx_bytes, threads=0, inter_op_threads=None)
     module = NV12PreEditor(net.eval().cpu())
     if frames is None:
         frames = [synthetic_frames(b, h, w, seed=i) for i, (b, h, w) in enumerate(CHECK_SHAPES)]
@@ -81,7 +80,7 @@ def check_onnx(onnx_bytes: bytes, net: PreEditorNet, frames: Optional[Sequence[n
     worst = 0
     for batch in frames:
         q = np.full((batch.shape[0], 1), qp, dtype=np.float32)
-        got = session.run([FRAMES_OUT.name], {FRAMES_IN.name: batch, QP_IN.name: q})[0]
+        got = engine.run(batch, q)
         with torch.no_grad():
             want = module(torch.from_numpy(batch), torch.from_numpy(q)).numpy()
         if got.shape != want.shape:

@@ -23,10 +23,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from preedit.engines import OrtEngine, TorchEngine
 from preedit.paths import clips_dir
 
 from preedit.export.determinism import (HELDOUT_CLIPS, default_calibration_frames, frame_qps, int8_backends, load_net,
-                          ort_runner, pairwise, run_frames, torch_float_runner)
+                          pairwise, run_frames)
 from preedit.export.determinism_frames import load_frames
 from preedit.export.int8_onnx import build_onnx
 from preedit.export.quantize import QuantScheme, all_schemes, quantize
@@ -60,7 +61,7 @@ def heldout_frames(per_clip: int = 2, max_width: int = 640) -> List[np.ndarray]:
 
 
 def ort_ms(onnx_bytes: bytes, frame: np.ndarray, repeats: int = 3) -> float:
-    run = ort_runner(onnx_bytes, threads=1)
+    run = OrtEngine(onnx_bytes, threads=1)
     x, q = frame[None], np.full((1, 1), 32.0, dtype=np.float32)
     run(x, q)
     times = []
@@ -85,7 +86,7 @@ def evaluate_scheme(net, scheme: QuantScheme, pool: Sequence[np.ndarray], exact_
     pairs = pairwise(outputs)
     disagree = sorted({p["b"] for p in pairs if p["a"] == "numpy-ref" and p["differing_share"] > 0})
     worst_share = max(p["differing_share"] for p in pairs)
-    int_quality = run_frames(ort_runner(onnx_bytes, threads=0), quality_frames, frame_qps(len(quality_frames)))
+    int_quality = run_frames(OrtEngine(onnx_bytes, threads=0), quality_frames, frame_qps(len(quality_frames)))
     return {
         "scheme": scheme.to_dict(), "name": scheme.name, "bit_exact": not disagree and worst_share == 0.0,
         "zero_points_even": model.zero_points_even(),
@@ -153,7 +154,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     pool = default_calibration_frames(max(sizes))
     exact = [f for name, n, w in EXACT_CLIPS for f in load_frames(clips_dir() / name, n, max_width=w)]
     quality = heldout_frames()
-    float_out = run_frames(torch_float_runner(net), quality, frame_qps(len(quality)))
+    float_out = run_frames(TorchEngine(net), quality, frame_qps(len(quality)))
     speed_frame = load_frames(clips_dir() / "sintel-snowfight.mp4", 1)[0]
     from preedit.export.onnx_export import export_onnx_bytes
 

@@ -31,9 +31,10 @@ import numpy as np
 import torch
 
 from preedit import __version__
+from preedit.engines import OrtEngine, TensorRTEngine
 from preedit.errors import ModelError, UsageError
 from preedit.network import PreEditorNet, load_checkpoint
-from preedit.spec import CONTRACT, FRAMES_IN, FRAMES_OUT, QP_IN
+from preedit.spec import CONTRACT, FRAMES_IN, QP_IN
 
 from preedit.export.gpu_config import GPU_INPUTS, WARMUP_QP_FILE, GpuProfile, onnx_trt_config, tensorrt_plan_config, torchscript_config
 from preedit.export.model_config import write_model_config
@@ -131,14 +132,14 @@ def ort_tensorrt_check(onnx_bytes: bytes, net: PreEditorNet, fp16: bool = True) 
 
     from preedit.export.onnx_export import synthetic_frames
 
-    session = ort.InferenceSession(onnx_bytes, providers=[
+    engine = OrtEngine(onnx_bytes, threads=0, inter_op_threads=None, providers=[
         ("TensorrtExecutionProvider", {"trt_fp16_enable": fp16}), "CUDAExecutionProvider"])
     reference = NV12PreEditor(net.eval().cpu())
     worst = differing = total = 0
     for i, (b, h, w) in enumerate(GPU_CHECK_SHAPES[:2]):
         x = synthetic_frames(b, h, w, seed=i)
         q = np.full((b, 1), 32.0, dtype=np.float32)
-        got = session.run([FRAMES_OUT.name], {FRAMES_IN.name: x, QP_IN.name: q})[0]
+        got = engine.run(x, q)
         with torch.no_grad():
             want = reference(torch.from_numpy(x), torch.from_numpy(q)).numpy()
         diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
@@ -248,8 +249,8 @@ def export_tensorrt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
         from preedit.export.onnx_export import export_onnx_bytes
 
         engine = _plan_from_onnx(export_onnx_bytes(net), profile, fp16, workspace_bytes)
-        candidate = _TrtEngineRunner(engine)
-        check = gpu_check(reference, candidate)
+        candidate = TensorRTEngine(engine)
+        check = gpu_check(reference, candidate.run_torch)
         meta["tensorrt_version"] = candidate.version
         model_dir, version_dir = _fresh_version_dir(repo_dir, model_name, version)
         model_file = version_dir / "model.plan"
@@ -285,29 +286,6 @@ def export_tensorrt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
     meta.update(metadata or {})
     _write_common(model_dir, config, model_file, meta)
     return model_dir
-
-
-class _TrtEngineRunner:
-    """Runs a serialized engine with torch tensors (for the pre-write numerical check only)."""
-
-    def __init__(self, engine_bytes: bytes) -> None:
-        import tensorrt as trt
-
-        self.version = trt.__version__
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_bytes)
-        self.context = self.engine.create_execution_context()
-
-    def __call__(self, nv12: torch.Tensor, qp: torch.Tensor) -> torch.Tensor:
-        out = torch.empty_like(nv12)
-        for name, t in ((FRAMES_IN.name, nv12.contiguous()), (QP_IN.name, qp.contiguous())):
-            self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, t.data_ptr())
-        self.context.set_tensor_address(FRAMES_OUT.name, out.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise ModelError("TensorRT engine execution failed")
-        stream.synchronize()
-        return out
 
 
 # ------------------------------------------------------------------------------------------

@@ -21,10 +21,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from preedit.engines import OrtEngine, TritonEngine
 from preedit.errors import InputError, ModelError, UsageError, VerifyError
 from preedit.paths import clips_dir, model_repository
 
-from preedit.export.determinism import INT8_MODEL_NAME, first_mismatch, load_int_model, ort_runner, run_frames
+from preedit.export.determinism import INT8_MODEL_NAME, first_mismatch, load_int_model, run_frames
 from preedit.export.determinism_frames import load_frames
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def read_record(model_dir: Path) -> Dict:
 def _runner(name: str, model_dir: Path, model_name: str, url: Optional[str], stack: List):
     if name in ("ort", "ort-1thread"):
         onnx = (model_dir / "1" / "model.onnx").read_bytes()
-        return ort_runner(onnx, threads=1 if name == "ort-1thread" else 0)
+        return OrtEngine(onnx, threads=1 if name == "ort-1thread" else 0)
     if name == "numpy":
         from preedit.export.int8_reference import reference_forward
 
@@ -67,8 +68,6 @@ def _runner(name: str, model_dir: Path, model_name: str, url: Optional[str], sta
 
         return TorchInt8PreEditor(load_int_model(model_dir), name[len("torch-"):])
     if name == "triton":
-        from preedit.export.determinism import triton_runner
-
         if url is None:
             from preedit.serve import ServerConfig, TritonServer
 
@@ -78,7 +77,7 @@ def _runner(name: str, model_dir: Path, model_name: str, url: Optional[str], sta
             stack.append(server)
             server.wait_model_ready(model_name, 120)
             url = server.http_url
-        return triton_runner(url, model_name)
+        return TritonEngine(url, model_name, protocol="http", max_batch=None, check_ready=False)
     raise UsageError(f"unknown backend {name!r}; valid: {', '.join(STATIC_BACKENDS)}, torch-<engine>")
 
 

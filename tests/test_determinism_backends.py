@@ -67,12 +67,12 @@ def test_int8_backends_bit_exact_when_run_on_real_clips_at_two_resolutions(model
 @pytest.mark.parametrize("form", ["qlinear", "integer"])
 def test_int8_onnx_bit_exact_when_frames_batched(model, form):
     from preedit.export.int8_onnx import build_onnx
-    from preedit.export.determinism import ort_runner
+    from preedit.engines import OrtEngine
     from preedit.export.int8_reference import reference_forward
 
     frames = np.stack(_frames("CiscoVT2people_160x96_6fps.yuv", 3))
     qp = np.array([[18.0], [32.0], [47.5]], dtype=np.float32)
-    got = ort_runner(build_onnx(model, form), threads=0)(frames, qp)
+    got = OrtEngine(build_onnx(model, form), threads=0)(frames, qp)
     np.testing.assert_array_equal(got, reference_forward(model, frames, qp))
 
 

@@ -15,7 +15,7 @@ import pytest
 from preedit.network import identity_model
 from preedit.perf.rd import eval as ev
 from preedit.perf.rd import report as eval_report
-from preedit.perf._preeditors import TorchPreEditor
+from preedit.engines import TorchEngine
 from preedit.quality.metrics import METRICS
 
 CLIPS = ("asl-bird.mkv", "park_joy_480x270_50fps.y4m")  # full-range H.264 in MKV; uncompressed 50 fps y4m
@@ -33,7 +33,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     cfg = ev.EvalConfig(clips=paths, out_dir=root / "out", codecs=CODECS, variants=("source", "preedit", "unsharp"),
                         frames=4, max_height=180, jobs=2, cache_dir=root / "cache", command="pytest")  # fmt: skip
-    editor = TorchPreEditor(identity_model())
+    editor = TorchEngine(identity_model())
     result = ev.run_eval(cfg, editor, progress=False)
     eval_report.write_reports(result, cfg.out_dir)
     return cfg, editor, result

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 
 from preedit.color import nv12_split
 
@@ -29,18 +28,9 @@ Editor = Callable[[np.ndarray, float], np.ndarray]  # NV12 uint8 [T, H*3/2, W], 
 
 def torch_editor(net, device="cpu", chunk: int = 4) -> Editor:
     """Wrap a `PreEditorNet` as NV12 uint8 `[T, H*3/2, W]` + QP → uint8 of the same shape."""
-    from preedit.network import to_uint8
+    from preedit.engines import TorchEngine
 
-    def edit(frames: np.ndarray, qp: float) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(frames), chunk):
-                x = torch.from_numpy(frames[i : i + chunk]).to(device).float()
-                q = torch.full((x.shape[0], 1), float(qp), device=device)
-                out.append(to_uint8(net(x, q)).cpu().numpy())
-        return np.concatenate(out)
-
-    return edit
+    return TorchEngine(net, device, chunk=chunk, eval_mode=False)
 
 
 def unsharp_editor(amount: float = 0.8, size: int = 5) -> Editor:

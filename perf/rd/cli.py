@@ -12,13 +12,16 @@ Precedence: command line > `--config` YAML file > defaults.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from preedit.errors import UsageError
+from preedit.engines import OrtEngine, TorchEngine, TritonEngine, sha256_file
+from preedit.errors import ModelError, UsageError
+from preedit.paths import model_repository
 
 log = logging.getLogger(__name__)
 
@@ -99,22 +102,31 @@ def _list(value) -> Optional[List[str]]:
 
 def make_editor(args_model_repo: Optional[Path], model_name: str, checkpoint: Optional[Path], url: Optional[str]):
     """The pre-editor chosen on the command line (checkpoint > url > model repository ONNX)."""
-    from preedit.paths import model_repository
-    from preedit.perf import _preeditors
-
     if checkpoint is not None and url is not None:
         raise UsageError("pass at most one of --checkpoint and --url")
     if checkpoint is not None:
-        return _preeditors.TorchPreEditor.from_checkpoint(checkpoint)
+        return TorchEngine.from_checkpoint(checkpoint)
     repo = Path(args_model_repo) if args_model_repo else model_repository()
+    onnx = repo / model_name / "1" / "model.onnx"
     if url is not None:
         model_hash = None
-        onnx = repo / model_name / "1" / "model.onnx"
         if onnx.is_file():
-            model_hash = _preeditors.sha256_file(onnx)
+            model_hash = sha256_file(onnx)
             log.info("assuming %s serves %s (hash %s)", url, onnx, model_hash[:12])
-        return _preeditors.TritonPreEditor(url, model_name, model_hash)
-    return _preeditors.OnnxPreEditor(repo / model_name)
+        return TritonEngine(url, model_name, model_hash=model_hash)
+    if not onnx.is_file():
+        raise ModelError(f"no ONNX model at {onnx}; run `preedit export` or pass --checkpoint")
+    file_hash = sha256_file(onnx)
+    description = "onnx"
+    contract_path = repo / model_name / "contract.json"
+    if contract_path.is_file():
+        meta = json.loads(contract_path.read_text())
+        recorded = meta.get("model_sha256")
+        if recorded and recorded != file_hash:
+            log.warning("contract.json hash %s differs from model.onnx %s; using the file's", recorded[:12],
+                        file_hash[:12])  # fmt: skip
+        description = str(meta.get("source", "onnx"))
+    return OrtEngine(onnx, threads=1, model_hash=file_hash, description=description)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

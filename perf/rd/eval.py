@@ -30,10 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from preedit.codecs import CODECS, bitstream_suffix, ffmpeg_argv, get_codec, model_qp
-from preedit.errors import UsageError
+from preedit.color import i420_to_nv12, nv12_to_i420
+from preedit.engines import Engine
+from preedit.errors import ModelError, UsageError
 from preedit.perf.rd import variants as _codecs
 from preedit.quality.metrics import METRICS
+from preedit.quality.y4m import iter_batches, read_y4m, write_y4m
 from preedit.spec import QP_RANGE
 from preedit.perf.rd.summary import ANCHOR, compute_bd, summarize  # noqa: F401  (re-exported)
 
@@ -310,15 +315,27 @@ def _available_codecs(cfg: EvalConfig, notes: List[str]) -> List[str]:
     return out
 
 
+def preedit_y4m(engine: Engine, src: Path, dst: Path, qp: float, batch: int = 4) -> Path:
+    """Pre-edit every frame of an 8-bit 4:2:0 `src` .y4m into `dst` (same header)."""
+    header, frames = read_y4m(src)
+    out = []
+    for chunk in iter_batches(frames, batch):
+        nv12 = np.stack([i420_to_nv12(y, u, v) for y, u, v in chunk])
+        edited = engine.run(nv12, qp)
+        if edited.shape != nv12.shape or edited.dtype != np.uint8:
+            raise ModelError(f"pre-editor returned {edited.dtype} {edited.shape}, expected uint8 {nv12.shape}")
+        out.extend(nv12_to_i420(e) for e in edited)
+    return write_y4m(dst, header, out)
+
+
 def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResult:
     """Run the whole evaluation (see module docstring) and return the collected results.
 
     Args:
         cfg: evaluation config.
-        editor: pre-editor (see `preedit.perf._preeditors`); required when `preedit` is a variant.
+        editor: a `preedit.engines.Engine` (with `model_hash`); required when `preedit` is a variant.
         progress: show a tqdm progress bar on stderr.
     """
-    from preedit.perf._preeditors import preedit_y4m
     from preedit.quality.metrics import tool_versions
 
     t_start = time.perf_counter()

@@ -28,9 +28,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from preedit.engines import OrtEngine
 from preedit.errors import ModelError, ServerError, UsageError
 from preedit.paths import model_repository
-from preedit.spec import DEFAULT_QP, FRAMES_IN, FRAMES_OUT, QP_IN
+from preedit.spec import DEFAULT_QP
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,7 @@ class InProcessRunner:
 
     def __init__(self, onnx_path: Path, frames: np.ndarray, intra_op_threads: int = 0,
                  qp: float = DEFAULT_QP) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self.has_qp = any(i.name == QP_IN.name for i in self.session.get_inputs())
+        self.engine = OrtEngine(onnx_path, threads=intra_op_threads)
         self.qp = np.full((1, 1), qp, dtype=np.float32)
         self.frames = frames
         self.intra_op_threads = intra_op_threads
@@ -90,10 +85,7 @@ class InProcessRunner:
         self._one()  # warm-up (allocations, first-run kernels)
 
     def _one(self) -> None:
-        feeds = {FRAMES_IN.name: self.frames[self.index % len(self.frames)][None]}
-        if self.has_qp:
-            feeds[QP_IN.name] = self.qp
-        self.session.run([FRAMES_OUT.name], feeds)
+        self.engine.run(self.frames[self.index % len(self.frames)][None], self.qp)
         self.index += 1
 
     def run(self, duration_s: float) -> tuple:

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import importlib.metadata as md
 import json
-import os
 import shutil
 import subprocess
 import sys
