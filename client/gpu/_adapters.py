@@ -34,10 +34,13 @@ DEFAULT_CQ = {"hevc": 28, "h264": 23, "av1": 32}
 def nvenc_config_from_settings(settings: Any, *, gop: int = 120, bframes: int = 2) -> NvencConfig:
     """Map the client's `EncoderSettings` (codec, crf | qp | bitrate_kbps, preset) to NVENC (pure).
 
-    CRF maps to NVENC constant quality (`rc=vbr`, `cq`), clamped to 0..51 (AV1 CRF is 0..63 in
-    SVT-AV1, so it is scaled); QP to `constqp`; bitrate to VBR with max = target. SVT-AV1
-    numeric presets 0..13 map onto P7..P1.
+    CRF maps to NVENC constant quality (`rc=vbr`, `cq`: 0..51, AV1 0..63 like SVT-AV1's CRF);
+    QP to `constqp`: HEVC/H.264 QP as is, an AV1 quantizer (0..63, the client's `--qp` scale)
+    to NVENC AV1's qindex 0..255 through `preedit.qp.av1_qindex`; bitrate to VBR with max =
+    target. SVT-AV1 numeric presets 0..13 map onto P7..P1.
     """
+    from preedit.qp import av1_qindex
+
     codec = settings.codec
     preset = "P4"
     if getattr(settings, "preset", None) is not None:
@@ -48,15 +51,19 @@ def nvenc_config_from_settings(settings: Any, *, gop: int = 120, bframes: int = 
             preset = X26X_TO_NVENC.get(p, "P4")
     common = dict(codec=codec, preset=preset, gop=gop, bframes=bframes)
     if getattr(settings, "qp", None) is not None:
-        return NvencConfig(rc="constqp", qp=int(min(51, settings.qp)), cq=None, **common)
+        if codec == "av1":
+            qp = int(round(av1_qindex(max(0, min(63, settings.qp)))))
+        else:
+            qp = int(max(0, min(51, settings.qp)))
+        return NvencConfig(rc="constqp", qp=qp, cq=None, **common)
     if getattr(settings, "bitrate_kbps", None) is not None:
         return NvencConfig(rc="vbr", cq=None, bitrate_kbps=int(settings.bitrate_kbps), **common)
     crf = getattr(settings, "crf", None)
     if crf is None:
         cq = DEFAULT_CQ.get(codec, 28)
     else:
-        cq = round(crf * 51 / 63) if codec == "av1" else round(crf)
-    return NvencConfig(rc="vbr", cq=int(max(0, min(51, cq))), **common)
+        cq = round(crf)
+    return NvencConfig(rc="vbr", cq=int(max(0, min(63 if codec == "av1" else 51, cq))), **common)
 
 
 class ClientNvdecDecoder(NvdecDecoder):
