@@ -130,12 +130,33 @@ def probe_nvdec(nvc, device_id: int, codecs=CODECS) -> Dict[str, dict]:
     return found
 
 
-def probe_nvenc(nvc, device_id: int, codecs=CODECS) -> Dict[str, dict]:
-    """`GetEncoderCaps` per codec, then re-assert torch's device (the call may swap contexts)."""
+def _encoder_caps(nvc, codec: str, device_id: int):
+    """`GetEncoderCaps` for GPU `device_id`: the keyword spellings releases use, then none.
+
+    Without a device keyword the call probes GPU 0, so that form is used only for device 0;
+    for another device `LookupError` says the probe cannot address it.
+    """
+    for key in ("gpu_id", "gpuid"):
+        try:
+            return nvc.GetEncoderCaps(codec=codec, **{key: device_id})
+        except TypeError as exc:  # pybind: "incompatible function arguments" for an unknown keyword
+            if "argument" not in str(exc):
+                raise
+    if device_id != 0:
+        raise LookupError(f"GetEncoderCaps takes no GPU index: cannot probe NVENC on GPU {device_id}")
+    return nvc.GetEncoderCaps(codec=codec)
+
+
+def probe_nvenc(nvc, device_id: int, codecs=CODECS) -> Optional[Dict[str, dict]]:
+    """`GetEncoderCaps` per codec on GPU `device_id`, then re-assert torch's device (the call may
+    swap contexts). None when this PyNvVideoCodec cannot probe that device (use the table)."""
     found: Dict[str, dict] = {}
     for codec in codecs:
         try:
-            caps = nvc.GetEncoderCaps(codec=codec, gpu_id=device_id) if _takes_gpu_id(nvc) else nvc.GetEncoderCaps(codec=codec)
+            caps = _encoder_caps(nvc, codec, device_id)
+        except LookupError as exc:
+            log.warning("%s", exc)
+            return None
         except Exception as exc:  # noqa: BLE001 - no NVENC raises
             log.debug("GetEncoderCaps(%s) failed: %s", codec, exc)
             continue
@@ -150,11 +171,6 @@ def probe_nvenc(nvc, device_id: int, codecs=CODECS) -> Dict[str, dict]:
     except Exception:  # noqa: BLE001 - best effort
         pass
     return found
-
-
-def _takes_gpu_id(nvc) -> bool:
-    doc = getattr(nvc.GetEncoderCaps, "__doc__", "") or ""
-    return "gpu_id" in doc
 
 
 def merge_caps(documented: Dict[str, List[str]], nvdec_probe: Optional[Dict[str, dict]],
@@ -208,7 +224,9 @@ def capabilities(device_id: int = 0, probe: bool = True) -> dict:
     enc = probe_nvenc(nvc, device_id) if documented["nvenc"] else {}
     info.update(merge_caps(documented, dec, enc), source="probe")
     info["nvdec_caps"] = dec
-    info["nvenc_caps"] = enc
+    info["nvenc_caps"] = enc or {}
+    if enc is None:
+        info["reasons"].append(f"NVENC probe cannot address GPU {device_id}: NVENC codecs are the architecture table's")
     if not info["nvenc"]:
         info["reasons"].append(f"{dev['name']} ({info['architecture']}) has no NVENC: encode runs on CPU")
     return info

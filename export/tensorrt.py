@@ -270,13 +270,22 @@ def export_tensorrt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
                                  dtype=torch.float32, name=QP_IN.name),
         ]
         kwargs = _torch_trt_fp16_kwargs(torch_tensorrt) if fp16 else {}
-        trt_module = torch_tensorrt.dynamo.compile(ep, arg_inputs=inputs, min_block_size=1, **kwargs)
+        # full compilation: an op left to PyTorch would be frozen at the trace shape by the save below
+        trt_module = torch_tensorrt.dynamo.compile(ep, arg_inputs=inputs, min_block_size=1,
+                                                   require_full_compilation=True, **kwargs)
         check = gpu_check(reference, trt_module)
         meta["torch_tensorrt_version"] = torch_tensorrt.__version__
         model_dir, version_dir = _fresh_version_dir(repo_dir, model_name, version)
         model_file = version_dir / "model.pt"
         torch_tensorrt.save(trt_module, str(model_file), output_format="torchscript",
                             arg_inputs=list(example_inputs(profile, "cuda", "opt", batch=1)))
+        try:
+            meta["reload_check"] = check_torchscript_reload(
+                model_file, reference, [profile.nv12_shape("min", 1), profile.nv12_shape("opt", 2)],
+                [t.name for t in GPU_INPUTS], device="cuda", max_abs_diff=max_abs_diff)
+        except ModelError:
+            shutil.rmtree(version_dir, ignore_errors=True)
+            raise
         config = torchscript_config(model_name, profile=profile, instance_count=instance_count)
     meta["export_check"] = check
     if check["max_abs_diff"] > max_abs_diff or check["mismatch_share"] > max_mismatch_share:
@@ -286,6 +295,41 @@ def export_tensorrt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
     meta.update(metadata or {})
     _write_common(model_dir, config, model_file, meta)
     return model_dir
+
+
+def check_torchscript_reload(model_file: Path, reference, shapes, input_names, *, device: str = "cuda",
+                             max_abs_diff: int = 2, qp: float = 32.0) -> dict:
+    """Reload the saved TorchScript as Triton's pytorch backend will and check what it sees.
+
+    - the forward's argument names must be the config's input names (the backend matches by name);
+    - it must run at shapes other than the one it was traced at and agree with `reference`
+      (a traced PyTorch-fallback op freezes the trace shape: wrong size or an error).
+
+    Returns `{"input_names", "shapes", "max_abs_diff"}`; raises `ModelError` otherwise.
+    """
+    loaded = torch.jit.load(str(model_file), map_location=device)
+    names = [a.name for a in loaded.forward.schema.arguments[1:]]
+    if names != list(input_names):
+        raise ModelError(f"{Path(model_file).name}: TorchScript forward takes {names}, the Triton config "
+                         f"names {list(input_names)}: the pytorch backend would not bind the inputs")
+    worst = 0
+    gen = torch.Generator().manual_seed(1)
+    for shape in shapes:
+        frames = torch.randint(0, 256, tuple(shape), dtype=torch.uint8, generator=gen).to(device)
+        q = torch.full((shape[0], 1), qp, device=device)
+        try:
+            with torch.no_grad():
+                got, want = loaded(frames, q), reference(frames, q)
+        except Exception as exc:  # noqa: BLE001 - RuntimeError from a frozen shape
+            raise ModelError(f"{Path(model_file).name} fails at shape {tuple(shape)} after reload: "
+                             f"{' '.join(str(exc).split())[:200]}") from None
+        if tuple(got.shape) != tuple(want.shape):
+            raise ModelError(f"{Path(model_file).name} returns {tuple(got.shape)} for input {tuple(shape)} after "
+                             f"reload (want {tuple(want.shape)}): an op was frozen at the trace shape")
+        worst = max(worst, int((got.to(torch.int16) - want.to(torch.int16)).abs().max()))
+    if worst > max_abs_diff:
+        raise ModelError(f"{Path(model_file).name} after reload differs from PyTorch by {worst} (limit {max_abs_diff})")
+    return {"input_names": names, "shapes": [list(s) for s in shapes], "max_abs_diff": worst}
 
 
 # ------------------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ def render(report: dict) -> str:
         lines.append(f"CUDA shared memory (tritonclient {pk.get('tritonclient')}): usable")
     else:
         lines.append(f"CUDA shared memory (tritonclient {pk.get('tritonclient')}): unavailable - {shm.get('error', '?')} "
-                     "(GPU hosts: tritonclient 2.73 with cuda-python; see docs/gpu.md)")
+                     "(GPU hosts: pip install -e '.[gpu-client]' pins cuda-python/setuptools that it imports with; see docs/gpu.md)")
     tr = report["triton"]
     lines.append(f"Triton: embedded server binary {'present' if tr.get('embedded_binary') else 'absent'}")
     if tr.get("url"):

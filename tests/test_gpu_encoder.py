@@ -112,7 +112,7 @@ def test_nvenc_encoder_flushes_delayed_frames_when_finish_calls_endencode(tmp_pa
                        frame_rate=Fraction(30), nvc=nvc)
     for frame in _frames(len(pts), pts):
         enc.encode(frame)
-    before_flush = len(enc.spool.packets)
+    before_flush = enc.packets_muxed
     stats = enc.finish()
     fake = nvc.encoders[0]
     assert fake.ended and fake.calls == list(range(len(pts)))
@@ -156,7 +156,7 @@ def test_nvenc_config_from_client_settings_maps_rate_control_and_preset():
     cfg = nvenc_config_from_settings(EncoderSettings(codec="hevc", crf=30, preset="slow"))
     assert (cfg.rc, cfg.cq, cfg.preset, cfg.codec) == ("vbr", 30, "P5", "hevc")
     cfg = nvenc_config_from_settings(EncoderSettings(codec="av1", crf=63, preset="10"))
-    assert cfg.cq == 51 and cfg.preset == "P2"
+    assert cfg.cq == 63 and cfg.preset == "P2"  # NVENC AV1 CQ is 0..63 (FFmpeg nvenc_av1.c), not scaled to 51
     cfg = nvenc_config_from_settings(EncoderSettings(codec="h264", qp=27))
     assert (cfg.rc, cfg.qp) == ("constqp", 27)
     cfg = nvenc_config_from_settings(EncoderSettings(codec="hevc", bitrate_kbps=3000))

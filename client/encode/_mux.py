@@ -195,3 +195,137 @@ def mux_elementary(spool: EsSpool, codec: str, out_path: Path, *, width: int, he
             src.close()
     return {"frames": len(spool.packets), "bytes": spool.bytes, "container": fmt,
             "audio_streams": len(audio_map), "first_pts": min(pts, default=None), "last_pts": max(pts, default=None)}
+
+
+class LiveEsMuxer:
+    """Mux NVENC packets into the container *as they arrive* (no spool, no mux at the end).
+
+    ```
+     add(data, frame_index, key) ─ pts = frame_pts[frame_index]
+                                 ─ dts = frame_pts[k - D] (k-th packet, D = reorder depth bound)
+                                 ─ out.mux(packet)  → .ts/.mkv grow live; a killed run keeps them
+     close() ─ copy the source's audio ─ trailer
+    ```
+    DTS online: a packet never presents a frame more than `reorder_depth` (the B-frame count)
+    positions before its decode position, so `frame_pts[k - D]` is ≤ its pts and strictly rises;
+    the first D packets are extrapolated backwards by one frame step (same rule as
+    `decode_timestamps`, which needs the whole packet list).
+
+    Args:
+        codec: `hevc`, `h264` or `av1`; out_path: `.mp4`, `.mov`, `.mkv` or `.ts`.
+        time_base: of the source PTS; frame_rate: nominal rate (stream header, DTS step).
+        reorder_depth: upper bound on B-frame reordering (NVENC: the number of B-frames).
+        audio_from: source file whose audio streams are copied at `close()`.
+    """
+
+    def __init__(self, codec: str, out_path: Path, *, width: int, height: int, time_base: Fraction,
+                 frame_rate: Optional[Fraction] = None, reorder_depth: int = 0,
+                 audio_from: Optional[Path] = None) -> None:
+        import av
+
+        if codec not in ES_CODECS:
+            raise EncodeError(f"cannot mux codec {codec!r}; valid: {', '.join(ES_CODECS)}")
+        fmt = container_for(out_path)
+        if codec == "av1" and fmt == "mpegts":
+            raise EncodeError("AV1 in MPEG-TS is not supported by this muxer (the stream would be dropped); use .mkv or .mp4")
+        self.codec, self.fmt, self.out_path = codec, fmt, Path(out_path)
+        self.time_base, self.depth = Fraction(time_base), max(0, int(reorder_depth))
+        rate = Fraction(frame_rate or 30)
+        self.step = max(1, round(1 / (rate * self.time_base)))
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self._src = av.open(str(audio_from)) if audio_from else None
+        # flush_packets: every muxed packet reaches the file (live output, nothing held in AVIO)
+        self._out = av.open(str(self.out_path), "w", format=fmt, container_options={"flush_packets": "1"})
+        self._stream = self._out.add_stream(codec, rate=rate)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = self.time_base
+        self._audio_map = {}
+        if self._src is not None:
+            for a in self._src.streams.audio:
+                try:
+                    self._audio_map[a.index] = self._out.add_stream_from_template(a)
+                except Exception as exc:  # noqa: BLE001 - e.g. an audio codec the container refuses
+                    log.warning("audio stream %d not copied into %s: %s", a.index, fmt, exc)
+        self._audio_iter = (iter(self._src.demux(*[self._src.streams[i] for i in self._audio_map]))
+                            if self._audio_map else None)
+        self._audio_next = None
+        self.frames = 0
+        self.bytes = 0
+        self.pts: List[int] = []
+        self._last_dts: Optional[int] = None
+        self._closed = False
+
+    def add(self, data: bytes, frame_index: int, keyframe: bool, frame_pts: Sequence[Optional[int]]) -> None:
+        """Mux one packet now. `frame_pts`: source PTS per frame index sent so far."""
+        import av
+
+        if not data:
+            return
+        if not 0 <= frame_index < len(frame_pts):
+            raise EncodeError(f"encoder packet refers to frame {frame_index}, but {len(frame_pts)} frames were sent")
+
+        def at(i: int) -> int:
+            p = frame_pts[i]
+            return i if p is None else int(p)
+
+        k = self.frames
+        pts = at(frame_index)
+        dts = at(k - self.depth) if k >= self.depth else at(0) - (self.depth - k) * self.step
+        dts = min(dts, pts)
+        if self._last_dts is not None and dts <= self._last_dts:
+            dts = self._last_dts + 1
+        if dts > pts:
+            raise EncodeError(f"encoder reordered frames deeper than {self.depth} B-frames (packet {k} presents frame {frame_index})")
+        packet = av.Packet(data)
+        packet.stream = self._stream
+        packet.time_base = self.time_base
+        packet.pts, packet.dts = pts, dts
+        packet.is_keyframe = bool(keyframe) or k == 0
+        try:
+            self._out.mux(packet)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"muxing {self.codec} into {self.out_path.name} failed: {exc}") from None
+        self._last_dts = dts
+        self.frames += 1
+        self.bytes += len(data)
+        self.pts.append(pts)
+        self._mux_audio(until=float(dts * self.time_base))
+
+    def _mux_audio(self, until: Optional[float]) -> None:
+        """Copy source audio up to `until` seconds (all when None), so the muxer's interleaving
+        never holds video back waiting for audio."""
+        if self._audio_iter is None:
+            return
+        while True:
+            packet = self._audio_next
+            if packet is None:
+                packet = next(self._audio_iter, None)
+                if packet is None:
+                    self._audio_iter = None
+                    return
+            if packet.dts is None:
+                self._audio_next = None
+                continue
+            if until is not None and float(packet.dts * packet.time_base) > until:
+                self._audio_next = packet
+                return
+            self._audio_next = None
+            packet.stream = self._audio_map[packet.stream.index]
+            self._out.mux(packet)
+
+    def close(self) -> dict:
+        """Copy the audio, write the trailer and return stats (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._mux_audio(until=None)
+            finally:
+                try:
+                    self._out.close()
+                finally:
+                    if self._src is not None:
+                        self._src.close()
+        return {"frames": self.frames, "bytes": self.bytes, "container": self.fmt,
+                "audio_streams": len(self._audio_map), "first_pts": min(self.pts, default=None),
+                "last_pts": max(self.pts, default=None)}

@@ -2,9 +2,12 @@
 
 ```
  Frame.nv12 (CUDA uint8 [H*3/2, W], contiguous) ──Encode(frame, pic_params{inputTimeStamp=index})
-   ──> [{data, timestamp, picture_type}, ...] (delayed by B-frames + lookahead) ──> EsSpool
- finish(): EndEncode() flush ──> EsSpool ──> mux_elementary(): mp4/mkv/ts, source PTS, audio copy
+   ──> [{data, timestamp, picture_type}, ...] (delayed by B-frames + lookahead)
+   ──> LiveEsMuxer.add(): muxed as it arrives (source PTS, online DTS) into mp4/mkv/ts
+ finish(): EndEncode() flush ──> LiveEsMuxer.close(): audio copy, trailer
 ```
+Needs PyNvVideoCodec ≥ 2.1: 2.0.x returns bare bytes without per-packet timestamp or picture
+type, which cannot be muxed right with B-frames (refused with a clear message).
 Every rate-control knob is explicit (NVENC defaults are an infinite GOP and const-QP, brief §0.6).
 The frame is copied by NVENC into its own input buffer on the encoder's stream, so the encoder
 gets the same CUDA stream as the producer and the caller may reuse its tensor afterwards.
@@ -23,11 +26,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from preedit.client.encode._mux import ES_CODECS, EsSpool, container_for, mux_elementary
+from preedit.client.encode._mux import ES_CODECS, EsSpool, LiveEsMuxer, container_for, mux_elementary
 from preedit.client.encode._pyav import EncoderSettings
 from preedit.client import hardware
 from preedit.client.interfaces import Frame, StreamInfo
 from preedit.errors import EncodeError, UsageError
+from preedit.qp import av1_qindex
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,22 @@ PRESETS = tuple(f"P{i}" for i in range(1, 8))
 RATE_CONTROLS = ("constqp", "vbr", "cbr")
 TUNINGS = ("high_quality", "low_latency", "ultra_low_latency", "lossless", "uhq")
 KEY_PICTURE_TYPES = (2, 3)  # NV_ENC_PIC_TYPE_I, NV_ENC_PIC_TYPE_IDR
+MIN_PYNVVIDEOCODEC = (2, 1)
+_OLD_NVC = ("PyNvVideoCodec {} returns encoded packets as bare bytes (no timestamp, no picture type): "
+            "B-frames would be misordered and keyframes unmarked; install PyNvVideoCodec>=2.1")
+
+
+def check_nvc_version(nvc: Any) -> None:
+    """Refuse PyNvVideoCodec < 2.1 (by `__version__`; a module without one is checked per packet)."""
+    version = getattr(nvc, "__version__", None)
+    if not isinstance(version, str):
+        return
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    if tuple(parts) < MIN_PYNVVIDEOCODEC:
+        raise EncodeError(_OLD_NVC.format(version))
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,12 @@ class NvencConfig:
     `rc="vbr"` with `cq` is NVENC's constant-quality mode; `rc="constqp"` uses `qp` for all
     frame types; `cbr`/`vbr` with `bitrate_kbps` are the bitrate modes. `bframes` is the number
     of B-frames between references; `gop` frames between IDRs.
+
+    Scales are NVENC's per codec (FFmpeg `nvenc_av1.c` / `nvenc_hevc.c` option ranges): `qp` is
+    0..51 for HEVC/H.264 and an AV1 *qindex* 0..255 for AV1; `cq` is 0..51, AV1 0..63.
+    `aq` enables spatial AQ at `aq_strength` (0 = NVENC's automatic strength, 1 weakest .. 15).
+    `colorspace` is the matrix the NV12 was made with; it is *not* handed to PyNvVideoCodec,
+    whose VUI setup tags the stream full range whenever a colorspace is given (ours is limited).
     """
 
     codec: str = "hevc"
@@ -58,6 +84,7 @@ class NvencConfig:
     bframes: int = 2
     lookahead: int = 0
     aq: bool = False
+    aq_strength: int = 0
     colorspace: str = "bt709"
 
     def __post_init__(self) -> None:
@@ -69,16 +96,19 @@ class NvencConfig:
             raise UsageError(f"NVENC rate control {self.rc!r} unknown; valid: {', '.join(RATE_CONTROLS)}")
         if self.tuning_info not in TUNINGS:
             raise UsageError(f"NVENC tuning {self.tuning_info!r} unknown; valid: {', '.join(TUNINGS)}")
+        qp_top, cq_top = (255, 63) if self.codec == "av1" else (51, 51)
         if self.rc == "constqp" and self.qp is None:
-            raise UsageError("NVENC rc=constqp needs qp (0..51)")
+            raise UsageError(f"NVENC rc=constqp needs qp (0..{qp_top})")
         if self.rc == "cbr" and not self.bitrate_kbps:
             raise UsageError("NVENC rc=cbr needs bitrate_kbps")
         if self.rc == "vbr" and self.cq is None and not self.bitrate_kbps:
             raise UsageError("NVENC rc=vbr needs cq (constant quality) or bitrate_kbps")
-        for name in ("cq", "qp"):
+        for name, top in (("cq", cq_top), ("qp", qp_top)):
             value = getattr(self, name)
-            if value is not None and not 0 <= value <= 51:
-                raise UsageError(f"NVENC {name} must be in 0..51, got {value}")
+            if value is not None and not 0 <= value <= top:
+                raise UsageError(f"NVENC {self.codec} {name} must be in 0..{top}, got {value}")
+        if not 0 <= self.aq_strength <= 15:
+            raise UsageError(f"NVENC aq_strength must be in 0..15 (0 = automatic), got {self.aq_strength}")
         if self.gop < 1 or not 0 <= self.bframes <= 4 or self.lookahead < 0:
             raise UsageError("NVENC needs gop >= 1, bframes in 0..4, lookahead >= 0")
         if self.colorspace not in ("bt601", "bt709"):
@@ -89,7 +119,10 @@ def nvenc_options(cfg: NvencConfig, *, fps: Fraction, gpu_id: int = 0, cuda_stre
     """Keyword arguments for `PyNvVideoCodec.CreateEncoder` (pure).
 
     Bitrates are given in bits per second as integers (the option parser reads a bare number
-    as bps; `"10M"` would mean 10·1024² bps).
+    as bps; `"10M"` would mean 10·1024² bps). PyNvVideoCodec's option parser reads `fps` with
+    `std::stoi` into `frameRateNum` (den 1), so only the nearest integer goes here; a fractional
+    rate (29.97) is then set exactly by `set_exact_frame_rate` through the encoder's documented
+    reconfigure call. No `colorspace` key: see `NvencConfig`.
     """
     opts: Dict[str, Any] = {
         "codec": cfg.codec,
@@ -99,8 +132,7 @@ def nvenc_options(cfg: NvencConfig, *, fps: Fraction, gpu_id: int = 0, cuda_stre
         "gop": cfg.gop,
         "idrperiod": cfg.gop,
         "bf": cfg.bframes,
-        "fps": round(float(fps)) if fps else 30,
-        "colorspace": cfg.colorspace,
+        "fps": _fps_option(fps),
         "gpu_id": gpu_id,
     }
     if cfg.rc == "constqp":
@@ -113,12 +145,46 @@ def nvenc_options(cfg: NvencConfig, *, fps: Fraction, gpu_id: int = 0, cuda_stre
     if cfg.lookahead:
         opts["lookahead"] = cfg.lookahead
     if cfg.aq:
-        opts["aq"] = 1
+        opts["aq"] = str(cfg.aq_strength)  # the value is the strength; "1" would be the weakest
     if cfg.codec == "av1":
         opts["use_ivf_container"] = 0  # raw low-overhead OBUs; we mux ourselves
     if cuda_stream:
         opts["cudastream"] = int(cuda_stream)
     return opts
+
+
+def _exact_rate(fps) -> Fraction:
+    rate = Fraction(fps).limit_denominator(1_000_000) if fps else Fraction(30)
+    return rate if rate > 0 else Fraction(30)
+
+
+def _fps_option(fps) -> int:
+    """NVENC's `fps` creation option: an integer (the parser's `stoi` would cut "30000/1001")."""
+    return max(1, round(_exact_rate(fps)))
+
+
+def set_exact_frame_rate(enc: Any, fps) -> bool:
+    """Give a created encoder the exact rational rate (e.g. 30000/1001) via Reconfigure.
+
+    Returns True when the encoder runs at the exact rate: integer rates need nothing; otherwise
+    `GetEncodeReconfigureParams()` → set `frameRateNum`/`frameRateDen` → `Reconfigure(params)`.
+    """
+    rate = _exact_rate(fps)
+    if rate.denominator == 1:
+        return True
+    get = getattr(enc, "GetEncodeReconfigureParams", None)
+    apply = getattr(enc, "Reconfigure", None)
+    if get is None or apply is None:
+        log.warning("NVENC encoder has no Reconfigure: rate control runs at %d fps, not %s", round(rate), rate)
+        return False
+    try:
+        params = get()
+        params.frameRateNum, params.frameRateDen = rate.numerator, rate.denominator
+        apply(params)
+    except Exception as exc:  # noqa: BLE001 - PyNvVCException
+        log.warning("NVENC could not be set to %s fps (%s): rate control runs at %d fps", rate, exc, round(rate))
+        return False
+    return True
 
 
 def normalize_packets(result: Any) -> List[Tuple[bytes, Optional[int], bool]]:
@@ -179,16 +245,26 @@ class NvencEncoder:
             nvc = hardware.import_nvc()
             if nvc is None:
                 raise EncodeError("PyNvVideoCodec is not importable on this host: NVENC unavailable")
+        check_nvc_version(nvc)
         self._nvc = nvc
         opts = nvenc_options(config, fps=self.frame_rate, gpu_id=device_id, cuda_stream=cuda_stream)
         try:
             self._enc = nvc.CreateEncoder(width, height, "NV12", False, **opts)
         except Exception as exc:  # noqa: BLE001 - PyNvVCException etc.
             raise EncodeError(f"NVENC {config.codec} encoder could not be created on GPU {device_id}: {exc}") from None
+        self.exact_frame_rate = set_exact_frame_rate(self._enc, self.frame_rate)
         self.bframes_actual = _call_or_none(self._enc, "GetNumBFrames")
         if self.bframes_actual is not None and self.bframes_actual != config.bframes:
             log.warning("NVENC uses %s B-frames, asked for %d", self.bframes_actual, config.bframes)
-        self.spool = EsSpool()
+        try:
+            self.muxer = LiveEsMuxer(config.codec, self.out_path, width=width, height=height,
+                                     time_base=time_base, frame_rate=self.frame_rate,
+                                     reorder_depth=max(config.bframes, self.bframes_actual or 0),
+                                     audio_from=audio_from)
+        except Exception:
+            _call_or_none(self._enc, "EndEncode")
+            raise
+        self.packets_muxed = 0
         self.frame_pts: List[Optional[int]] = []
         self.encode_s = 0.0
         self._finished = False
@@ -215,8 +291,14 @@ class NvencEncoder:
         except Exception as exc:  # noqa: BLE001
             raise EncodeError(f"NVENC Encode failed at frame {index}: {exc}") from None
         self.encode_s += time.perf_counter() - t0
+        self._mux(result)
+
+    def _mux(self, result: Any) -> None:
         for data, ts, key in normalize_packets(result):
-            self.spool.add(data, ts, key)
+            if ts is None:
+                raise EncodeError(_OLD_NVC.format(getattr(self._nvc, "__version__", "(this version)")))
+            self.muxer.add(data, ts, key, self.frame_pts)
+            self.packets_muxed += 1
 
     def finish(self) -> dict:
         """Flush (`EndEncode`), mux with source timestamps and audio, and return stats.
@@ -230,16 +312,13 @@ class NvencEncoder:
         self._stats: dict = {}
         try:
             t0 = time.perf_counter()
-            for data, ts, key in normalize_packets(self._enc.EndEncode()):
-                self.spool.add(data, ts, key)
+            result = self._enc.EndEncode()
             self.encode_s += time.perf_counter() - t0
-            if len(self.spool.packets) != len(self.frame_pts):
-                log.warning("NVENC returned %d packets for %d frames", len(self.spool.packets), len(self.frame_pts))
-            stats = mux_elementary(self.spool, self.config.codec, self.out_path, width=self.width,
-                                   height=self.height, time_base=self.time_base, frame_pts=self.frame_pts,
-                                   frame_rate=self.frame_rate, audio_from=self.audio_from)
+            self._mux(result)
+            if self.packets_muxed != len(self.frame_pts):
+                log.warning("NVENC returned %d packets for %d frames", self.packets_muxed, len(self.frame_pts))
         finally:
-            self.spool.close()
+            stats = self.muxer.close()  # what was muxed stays playable whatever ended the run
         stats.update(encoder=f"nvenc_{self.config.codec}", config=asdict(self.config), path=str(self.out_path),
                      frames_in=len(self.frame_pts), encode_s=round(self.encode_s, 4),
                      bframes_actual=self.bframes_actual)
@@ -278,9 +357,10 @@ DEFAULT_CQ = {"hevc": 28, "h264": 23, "av1": 32}
 def nvenc_config_from_settings(settings: EncoderSettings, *, gop: int = 120, bframes: int = 2) -> NvencConfig:
     """Map the client's `EncoderSettings` (codec, crf | qp | bitrate_kbps, preset) to NVENC (pure).
 
-    CRF maps to NVENC constant quality (`rc=vbr`, `cq`), clamped to 0..51 (AV1 CRF is 0..63 in
-    SVT-AV1, so it is scaled); QP to `constqp`; bitrate to VBR with max = target. SVT-AV1
-    numeric presets 0..13 map onto P7..P1.
+    CRF maps to NVENC constant quality (`rc=vbr`, `cq`: 0..51, AV1 0..63 like SVT-AV1's CRF);
+    QP to `constqp`: HEVC/H.264 QP as is, an AV1 quantizer (0..63, the client's `--qp` scale)
+    to NVENC AV1's qindex 0..255 through `preedit.qp.av1_qindex`; bitrate to VBR with max =
+    target. SVT-AV1 numeric presets 0..13 map onto P7..P1.
     """
     codec = settings.codec
     preset = "P4"
@@ -292,15 +372,19 @@ def nvenc_config_from_settings(settings: EncoderSettings, *, gop: int = 120, bfr
             preset = X26X_TO_NVENC.get(p, "P4")
     common = dict(codec=codec, preset=preset, gop=gop, bframes=bframes)
     if getattr(settings, "qp", None) is not None:
-        return NvencConfig(rc="constqp", qp=int(min(51, settings.qp)), cq=None, **common)
+        if codec == "av1":
+            qp = int(round(av1_qindex(max(0, min(63, settings.qp)))))
+        else:
+            qp = int(max(0, min(51, settings.qp)))
+        return NvencConfig(rc="constqp", qp=qp, cq=None, **common)
     if getattr(settings, "bitrate_kbps", None) is not None:
         return NvencConfig(rc="vbr", cq=None, bitrate_kbps=int(settings.bitrate_kbps), **common)
     crf = getattr(settings, "crf", None)
     if crf is None:
         cq = DEFAULT_CQ.get(codec, 28)
     else:
-        cq = round(crf * 51 / 63) if codec == "av1" else round(crf)
-    return NvencConfig(rc="vbr", cq=int(max(0, min(51, cq))), **common)
+        cq = round(crf)
+    return NvencConfig(rc="vbr", cq=int(max(0, min(63 if codec == "av1" else 51, cq))), **common)
 
 
 class ClientNvencEncoder(NvencEncoder):

@@ -51,8 +51,9 @@ PANELS: Tuple[Tuple[str, str, Tuple[Tuple[str, str], ...]], ...] = (
     ("Triton queue and compute time (ms)", "ms", (
         ("queue per request", f"sum(rate(nv_inference_queue_duration_us{_M}{_R})) / "
                               f"sum(rate(nv_inference_request_success{_M}{_R})) / 1000"),
-        ("compute per batch", f"sum(rate(nv_inference_compute_infer_duration_us{_M}{_R})) / "
-                              f"sum(rate(nv_inference_exec_count{_M}{_R})) / 1000"),
+        # compute_infer_duration_us accrues per *request* (a batch of n adds n): divide by requests
+        ("compute per request", f"sum(rate(nv_inference_compute_infer_duration_us{_M}{_R})) / "
+                                f"sum(rate(nv_inference_request_success{_M}{_R})) / 1000"),
         ("request in server", f"sum(rate(nv_inference_request_duration_us{_M}{_R})) / "
                               f"sum(rate(nv_inference_request_success{_M}{_R})) / 1000"),
     )),
