@@ -73,6 +73,9 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     out.add_argument("--demo", action="store_true",
                      help=f"pre-edit the bundled clip {DEMO_CLIP} to out/demo.mp4 and print the summary")
     out.add_argument("--queue-size", type=int, default=8, help="frames per inter-stage queue")
+    from preedit.client import segment as scale_out
+
+    scale_out.setup_args(parser)
     return parser
 
 
@@ -167,6 +170,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from preedit.client import segment as scale_out
+
+    if getattr(args, "workers", None) is not None:
+        from preedit.client.workers import run_workers
+
+        return run_workers(args)
     from preedit.client.backends import select_backends
     from preedit.client.encode import EncoderSettings, container_for, model_qp
     from preedit.client.pipeline import Pipeline, PipelineConfig
@@ -199,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     for src, dst in zip(cfg.inputs, dsts):
         if Path(src).resolve() == Path(dst).resolve():
             raise UsageError(f"output would overwrite the input: {dst}")
+    scale_out.check_run_args(args, cfg.inputs, dsts)
     backends = select_backends(cfg.device)
     streams = [_Stream(src, dst) for src, dst in zip(cfg.inputs, dsts)]
     server = metrics_server = None
@@ -212,7 +222,10 @@ def run(args: argparse.Namespace) -> int:
             kw = dict(realtime=cfg.realtime, max_frames=cfg.max_frames)
             if args.read_timeout_s != 10.0:
                 kw["open_timeout_s"] = args.read_timeout_s
-            s.decoder = backends.make_decoder(s.src, **kw)
+            if getattr(args, "segment", None) is not None:
+                s.decoder = scale_out.make_decoder(s.src, args.segment, **kw)
+            else:
+                s.decoder = backends.make_decoder(s.src, **kw)
         url = cfg.url
         if not cfg.bypass and url is None:
             from preedit.serve import ServerConfig, TritonServer
@@ -235,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
                                                       connect_timeout_s=args.connect_timeout_s)
             s.encoder = backends.make_encoder(s.dst, info, settings, audio_streams=s.decoder.audio_streams,
                                               sample_aspect_ratio=getattr(s.decoder, "sample_aspect_ratio", None))
+            if getattr(args, "segment", None) is not None:
+                scale_out.prepare_encoder(s.encoder)
             s.pipeline = Pipeline(s.decoder, s.transport, s.encoder, pipe_cfg, RunStats())
         if len(streams) == 1:
             _run_one(streams[0])
@@ -274,6 +289,8 @@ def run(args: argparse.Namespace) -> int:
                                     f"({s.pipeline.stats.frames_encoded} frames)")
             if s.error is not None:
                 raise s.error
+            if getattr(args, "segment", None) is not None:
+                scale_out.finish_run(args, s)
         return 0
     finally:
         for s in streams:
