@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         for s in streams:
             info = s.decoder.info
             if not cfg.bypass:
-                s.transport = backends.make_transport(url, cfg.model, (info.height * 3 // 2, info.width),
+                s.transport = scale_out.make_transport(args, backends, url, cfg.model, (info.height * 3 // 2, info.width),
                                                       n_slots=cfg.inflight, qp=qp,
                                                       request_timeout_s=cfg.request_timeout_s,
                                                       connect_timeout_s=args.connect_timeout_s)

@@ -48,6 +48,9 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
     grp.add_argument("--workers", type=int, default=None, metavar="K",
                      help="split a file input into K segments, run K `preedit run --segment` processes "
                           "against one server, then join them into OUT")
+    grp.add_argument("--transport", default="shm", choices=["shm", "grpc"],
+                     help="shm: frames through system shared memory (same host, default); grpc: frames "
+                          "inside the gRPC requests (a remote Triton, e.g. a Kubernetes Service)")
 
 
 def parse_segment_spec(text: str) -> Tuple[int, int]:
@@ -288,6 +291,15 @@ def check_run_args(args, inputs: Sequence[str], outputs: Sequence[str]) -> None:
         raise UsageError("--segment is for file (catalogue) work; drop --realtime / --latency-budget-ms")
     if args.device != "cpu":
         log.info("--segment decodes with PyAV on the CPU (seeking); other stages follow --device")
+
+
+def make_transport(args, backends, *a, **kw):
+    """The pre-edit transport `--transport` names (grpc: `preedit.client.wire.GrpcTransport`)."""
+    if getattr(args, "transport", "shm") == "grpc":
+        from preedit.client.wire import GrpcTransport
+
+        return GrpcTransport(*a, **kw)
+    return backends.make_transport(*a, **kw)
 
 
 def prepare_encoder(encoder) -> None:
