@@ -122,12 +122,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             }
             result["points"].append(point)
             print(json.dumps({k: v for k, v in point.items() if k not in ("single", "joined")}), flush=True)
+            (out / "scale_out.partial.json").write_text(json.dumps(result, indent=2))
         pts = result["points"]
         result["bd_rate_joined_vs_single"] = {}
         for m in BD_METRICS:
             r = bd_rate([p["single_kbps"] for p in pts], [p["single"][m] for p in pts],
                         [p["joined_kbps"] for p in pts], [p["joined"][m] for p in pts])
-            result["bd_rate_joined_vs_single"][m] = {"percent": r.value, "note": r.note}
+            result["bd_rate_joined_vs_single"][m] = {"percent": r.value, "warning": r.warning}
         # --workers: one worker vs K workers, same server, same CRF, whole pipeline incl. join.
         crf = crfs[len(crfs) // 2]
         timing = {}
