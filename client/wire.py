@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from preedit.client import metrics
-from preedit.client.transport import _RETRYABLE, TritonTransport, _message, _status
+from preedit.client.transport import TritonTransport
 from preedit.errors import ServerError
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
@@ -95,23 +95,12 @@ class GrpcTransport(TritonTransport):
             self._done(data, fut, attempt, None, exc)
 
     def _done(self, data: np.ndarray, fut: Future, attempt: int, result, error) -> None:
-        if error is None:
-            out = result.as_numpy(FRAMES_OUT.name)
-            self._finish(None)
-            fut.set_result(None if self._closed or out is None else np.array(out.reshape(self.frame_shape)))
+        if error is not None:  # retry or fail exactly as the shm transport (the "slot" is the frame here)
+            super()._done(data, fut, attempt, result, error)
             return
-        status = _status(error)
-        if attempt < self.retries and not self._closed and (not status or any(s in status for s in _RETRYABLE)):
-            delay = self.retry_backoff_s * (2 ** attempt)
-            log.warning("pre-edit request failed (%s); retry %d/%d in %.2f s", _message(error), attempt + 1,
-                        self.retries, delay)
-            timer = threading.Timer(delay, self._send, (data, fut, attempt + 1))
-            timer.daemon = True
-            timer.start()
-            return
+        out = result.as_numpy(FRAMES_OUT.name)
         self._finish(None)
-        fut.set_exception(ServerError(f"Triton at {self.url} failed on model {self.model!r} after "
-                                      f"{attempt + 1} attempt(s): {_message(error)}"))
+        fut.set_result(None if self._closed or out is None else np.array(out.reshape(self.frame_shape)))
 
     def _finish(self, slot) -> None:
         self._places.release()
