@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from preedit.client import segment as scale_out
 from preedit.client.backends import Backends, select_backends
 from preedit.client.encode import EncoderSettings, container_for, model_qp
 from preedit.client.interfaces import Decoder, Encoder, PreEditor
@@ -82,6 +83,7 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     out.add_argument("--demo", action="store_true",
                      help=f"pre-edit the bundled clip {DEMO_CLIP} to out/demo.mp4 and print the summary")
     out.add_argument("--queue-size", type=int, default=8, help="frames per inter-stage queue")
+    scale_out.setup_args(parser)
     return parser
 
 
@@ -113,6 +115,8 @@ class RunConfig:
     queue_size: int = 8
     model_repository: Optional[Path] = None
     summary_json: Optional[Path] = None
+    segment: Optional[Tuple[int, int]] = None
+    transport: str = "shm"
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -154,7 +158,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                      latency_budget_ms=args.latency_budget_ms, realtime=args.realtime,
                      metrics_port=args.metrics_port, triton_metrics_port=args.triton_metrics_port,
                      max_frames=args.max_frames, queue_size=args.queue_size,
-                     model_repository=args.model_repository, summary_json=args.summary_json)
+                     model_repository=args.model_repository, summary_json=args.summary_json,
+                     segment=args.segment, transport=args.transport)
 
 
 def resolve_outputs(inputs: List[str], outputs: List[str], codec: str) -> List[str]:
@@ -213,6 +218,7 @@ def plan_streams(cfg: RunConfig) -> List[_Stream]:
     for src, dst in zip(cfg.inputs, dsts):
         if Path(src).resolve() == Path(dst).resolve():
             raise UsageError(f"output would overwrite the input: {dst}")
+    scale_out.check_run_args(cfg, cfg.inputs, dsts)
     return [_Stream(src, dst) for src, dst in zip(cfg.inputs, dsts)]
 
 
@@ -222,7 +228,10 @@ def open_decoders(cfg: RunConfig, backends: Backends, streams: List[_Stream]) ->
     if cfg.read_timeout_s is not None:
         kw["open_timeout_s"] = cfg.read_timeout_s
     for s in streams:
-        s.decoder = backends.make_decoder(s.src, **kw)
+        if cfg.segment is not None:
+            s.decoder = scale_out.make_decoder(s.src, cfg.segment, **kw)
+        else:
+            s.decoder = backends.make_decoder(s.src, **kw)
 
 
 def start_server(cfg: RunConfig) -> Tuple[Optional[TritonServer], Optional[str]]:
@@ -249,12 +258,14 @@ def build_pipelines(cfg: RunConfig, backends: Backends, streams: List[_Stream], 
     for s in streams:
         info = s.decoder.info
         if not cfg.bypass:
-            s.transport = backends.make_transport(url, cfg.model, (info.height * 3 // 2, info.width),
-                                                  n_slots=cfg.inflight, qp=qp,
-                                                  request_timeout_s=cfg.request_timeout_s,
-                                                  connect_timeout_s=cfg.connect_timeout_s)
+            s.transport = scale_out.make_transport(cfg, backends, url, cfg.model, (info.height * 3 // 2, info.width),
+                                                   n_slots=cfg.inflight, qp=qp,
+                                                   request_timeout_s=cfg.request_timeout_s,
+                                                   connect_timeout_s=cfg.connect_timeout_s)
         s.encoder = backends.make_encoder(s.dst, info, cfg.encoder, audio_streams=s.decoder.audio_streams,
                                           sample_aspect_ratio=s.decoder.sample_aspect_ratio)
+        if cfg.segment is not None:
+            scale_out.prepare_encoder(s.encoder)
         s.pipeline = Pipeline(s.decoder, s.transport, s.encoder, cfg.pipeline, RunStats())
 
 
@@ -308,6 +319,11 @@ def _raise_first_error(streams: List[_Stream]) -> None:
             raise s.error
 
 
+def _finish_segments(cfg: RunConfig, streams: List[_Stream]) -> None:
+    for s in streams:
+        scale_out.finish_run(cfg, s)
+
+
 def run(cfg: RunConfig) -> int:
     """Build, serve, run and report one `preedit run`; every stream's output is finalised on any exit."""
     streams = plan_streams(cfg)
@@ -323,6 +339,7 @@ def run(cfg: RunConfig) -> int:
         run_streams(streams)
         report(cfg, backends, streams)
         _raise_first_error(streams)
+        _finish_segments(cfg, streams)
         return 0
     finally:
         for s in streams:
@@ -337,4 +354,9 @@ def run(cfg: RunConfig) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = setup_args(argparse.ArgumentParser(prog="preedit run", description=__doc__.split("\n")[0],
                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
-    return run(config_from_args(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if args.workers is not None:
+        from preedit.client.workers import run_workers
+
+        return run_workers(args)
+    return run(config_from_args(args))

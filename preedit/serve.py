@@ -238,6 +238,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--model", action="append", default=[], help="load only this model (repeatable)")
     parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument("--triton-arg", action="append", default=[], metavar="ARG",
+                        help="extra tritonserver argument, e.g. --triton-arg=--exit-timeout-secs=30 (repeatable)")
     return parser
 
 
@@ -247,6 +249,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         model_repository=args.model_repository or model_repository(),
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, models=tuple(args.model), log_verbose=args.log_verbose,
+        extra_args=tuple(args.triton_arg),
     )
     server = TritonServer(config)
     stop_requested = []

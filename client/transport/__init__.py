@@ -13,6 +13,8 @@ unregisters and frees every region. `CudaShmTransport` needs torch and cuda-pyth
 from preedit.client.transport._cuda_shm import CudaShmTransport
 from preedit.client.transport._ring import ShmRegion, Slot, SlotIndexRing, SlotRing, qp_offset, sweep_stale_regions
 from preedit.client.transport._shm import TritonTransport
+from preedit.client.transport._grpc import GrpcTransport
 
-__all__ = ["TritonTransport", "CudaShmTransport", "ShmRegion", "Slot", "SlotRing", "SlotIndexRing", "qp_offset",
+__all__ = [
+    "GrpcTransport","TritonTransport", "CudaShmTransport", "ShmRegion", "Slot", "SlotRing", "SlotIndexRing", "qp_offset",
            "sweep_stale_regions"]
