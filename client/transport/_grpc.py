@@ -23,6 +23,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from preedit.client import telemetry as metrics
+from preedit.client.interfaces import as_numpy
 from preedit.client.transport._shm import TritonTransport
 from preedit.errors import ServerError
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
@@ -63,8 +64,6 @@ class GrpcTransport(TritonTransport):
                           if self.send_qp else None)
 
     def submit(self, nv12, timeout_s: Optional[float] = None) -> Optional[Future]:
-        from preedit.client.backends import as_numpy
-
         nv12 = as_numpy(nv12)
         if nv12.shape != self.frame_shape:
             raise ServerError(f"frame shape changed mid-stream: {nv12.shape} vs {self.frame_shape}")
