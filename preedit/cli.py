@@ -38,7 +38,7 @@ GROUPS: Dict[str, Dict[str, str]] = {
     "bench": {"pipeline": "preedit.perf.speed.bench", "multistream": "preedit.perf.speed.multistream",
               "model-analysis": "preedit.perf.speed.model_analysis"},
     "int8": {"measure": "preedit.export.int8.check", "search": "preedit.export.int8.search",
-             "device": "preedit.export.int8.device", "quality": "preedit.export.int8.quality"},
+             "device": "preedit.export.int8.device", "quality": "preedit.perf.rd.int8_quality"},
 }
 
 

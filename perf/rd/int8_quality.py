@@ -3,7 +3,7 @@
 ```
  held-out clips ─> reference.y4m ─┬─ float pre-edit (ORT) ─┐
                                   └─ int8 pre-edit (ORT) ──┴─> libx265 ladder ─> VMAF-NEG, PSNR vs reference
- per clip: BD-rate (int8 vs float) and BD-VMAF-NEG (int8 vs float at equal bitrate)   [perf/eval, perf/bdrate]
+ per clip: BD-rate (int8 vs float) and BD-VMAF-NEG (int8 vs float at equal bitrate)   [perf/rd/eval, preedit/quality/bdrate]
 ```
 Run: `preedit int8 quality [--checkpoint model.pt] [--frames 12]`.
 """
