@@ -7,11 +7,12 @@ hosts; see docs/gpu.md), and `--deterministic` (the statically quantized bit-exa
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import List, Optional
 
-from preedit.errors import ModelError, UsageError
+from preedit.errors import ModelError
+from preedit.export.int8.check import export_deterministic
+from preedit.export.repository import export_model_repository
 from preedit.network import identity_model, load_checkpoint
 from preedit.paths import model_repository
 
@@ -35,14 +36,6 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def _call(module: str, func: str, *args, **kwargs):
-    try:
-        fn = getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(f"this install has no {module}.{func}: {exc}") from None
-    return fn(*args, **kwargs)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = setup_args(argparse.ArgumentParser(prog="preedit export", description=__doc__.split("\n")[0])).parse_args(argv)
     repo = args.repository or model_repository()
@@ -53,14 +46,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         meta = {"source": str(args.checkpoint), "checkpoint_meta": extra}
     if args.deterministic:
         name = args.name or "preedit_int8"
-        model_dir = _call(
-            "preedit.export.quantize", "export_deterministic", net, repo, model_name=name, metadata=meta,
+        model_dir = export_deterministic(
+            net, repo, model_name=name, metadata=meta,
             max_batch_size=args.max_batch_size, instance_count=args.instances,
             max_queue_delay_us=args.max_queue_delay_us, intra_op_threads=args.threads,
         )
     elif args.target == "onnx":
-        from preedit.export.repository import export_model_repository
-
         name = args.name or "preedit"
         model_dir = export_model_repository(
             net, repo, name, metadata=meta, max_batch_size=args.max_batch_size,
@@ -69,8 +60,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
     else:
         name = args.name or f"preedit_{args.target.replace('-', '_')}"
-        model_dir = _call("preedit.export.tensorrt", "export_gpu", args.target, net, repo, model_name=name,
-                          form=args.form, instance_count=args.instances, metadata=meta)
+        from preedit.export.tensorrt import export_gpu  # lazy: torch-tensorrt / tensorrt on GPU hosts
+
+        model_dir = export_gpu(args.target, net, repo, model_name=name, form=args.form,
+                               instance_count=args.instances, metadata=meta)
     if model_dir is None:
         raise ModelError("export wrote nothing")
     print(f"exported {name} -> {model_dir}")

@@ -27,9 +27,19 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "qp-calibrate": ("preedit.training.qp_calibration", "fit the AV1 quantizer -> model QP map on training clips"),
     "eval": ("preedit.perf.rd.cli", "rate-distortion evaluation and BD-rate report"),
     "perf": ("preedit.perf.speed.cli", "perf_analyzer sweeps against the served model"),
-    "bench": ("preedit.perf.speed.bench", "in-process vs Triton vs pipeline fps benchmark"),
+    "bench": ("", "benchmarks: pipeline (in-process vs Triton fps; the default) | multistream | model-analysis"),
+    "int8": ("", "deterministic int8 model: measure (backend pairs) | search (schemes) | device | quality"),
+    "dashboards": ("preedit.perf.speed.dashboards", "write the Prometheus scrape config and Grafana dashboard"),
     "doctor": ("preedit.perf.speed.gpu_probe", "report what this machine has (GPU, codecs, Triton); --bench measures the GPU stages"),
-    "verify": ("preedit.export.verify", "check this machine reproduces the deterministic model bit for bit"),
+    "verify": ("preedit.export.int8.verify", "check this machine reproduces the deterministic model bit for bit"),
+}
+
+# Subcommand groups: `preedit <group> <name> ...` -> module (first name is the default).
+GROUPS: Dict[str, Dict[str, str]] = {
+    "bench": {"pipeline": "preedit.perf.speed.bench", "multistream": "preedit.perf.speed.multistream",
+              "model-analysis": "preedit.perf.speed.model_analysis"},
+    "int8": {"measure": "preedit.export.int8.check", "search": "preedit.export.int8.search",
+             "device": "preedit.export.int8.device", "quality": "preedit.perf.rd.int8_quality"},
 }
 
 
@@ -64,8 +74,19 @@ def script_main(prog: str, main_fn: Callable[[List[str]], Optional[int]]) -> int
 def run_subcommand(name: str, argv: List[str]) -> int:
     """Import the subcommand module and call its `main(argv)`; map expected faults to exit codes."""
     module_name, _ = SUBCOMMANDS[name]
+    prog = f"preedit {name}"
+    if name in GROUPS:
+        group = GROUPS[name]
+        if argv and argv[0] in group:
+            sub, argv = argv[0], argv[1:]
+        elif name == "bench" and (not argv or argv[0].startswith("-")):
+            sub = "pipeline"  # `preedit bench [options]` as before
+        else:
+            print(f"usage: {prog} {{{','.join(group)}}} [options]", file=sys.stderr)
+            return 2
+        module_name, prog = group[sub], f"{prog} {sub}"
     module = importlib.import_module(module_name)
-    return call_main(f"preedit {name}", module.main, argv)
+    return call_main(prog, module.main, argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

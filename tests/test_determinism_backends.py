@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from preedit.export.determinism import (export_deterministic, frame_digest, frame_qps, int8_backends, pairwise,
+from preedit.export.int8.check import (export_deterministic, frame_digest, frame_qps, int8_backends, pairwise,
                                         run_frames)
-from preedit.export.determinism_frames import load_frames
-from preedit.export.quantize import QuantScheme, perturbed_net, quantize
+from preedit.export.int8.frames import load_frames
+from preedit.export.int8.quantize import QuantScheme, perturbed_net, quantize
 from preedit.paths import clips_dir
 
 SCHEME = QuantScheme(observer="minmax", weight_granularity="per_channel", activation_symmetry="affine_even",
@@ -66,9 +66,9 @@ def test_int8_backends_bit_exact_when_run_on_real_clips_at_two_resolutions(model
 
 @pytest.mark.parametrize("form", ["qlinear", "integer"])
 def test_int8_onnx_bit_exact_when_frames_batched(model, form):
-    from preedit.export.int8_onnx import build_onnx
+    from preedit.export.int8.onnx import build_onnx
     from preedit.engines import OrtEngine
-    from preedit.export.int8_reference import reference_forward
+    from preedit.export.int8.reference import reference_forward
 
     frames = np.stack(_frames("CiscoVT2people_160x96_6fps.yuv", 3))
     qp = np.array([[18.0], [32.0], [47.5]], dtype=np.float32)
@@ -104,7 +104,7 @@ def test_verify_exits_8_with_first_mismatch_when_digest_differs(exported, tmp_pa
 
 @pytest.mark.needs_triton
 def test_triton_output_bit_exact_when_serving_int8_model(exported):
-    from preedit.export.verify import verify
+    from preedit.export.int8.verify import verify
 
     results = verify(exported / "preedit_int8", ["triton"])
     assert results[0]["ok"] and results[0]["frames"] == 4
@@ -113,7 +113,7 @@ def test_triton_output_bit_exact_when_serving_int8_model(exported):
 def test_net_from_model_dir_recovers_weights_when_only_onnx_exported(tmp_path):
     import torch
 
-    from preedit.export.determinism import net_from_model_dir
+    from preedit.export.int8.check import net_from_model_dir
     from preedit.export.repository import export_model_repository
 
     net = perturbed_net(seed=7)
@@ -127,8 +127,8 @@ def test_net_from_model_dir_recovers_weights_when_only_onnx_exported(tmp_path):
 def test_int8_on_cuda_bit_exact_when_run_as_fp32_on_integers(model):
     import torch
 
-    from preedit.export.int8_reference import reference_forward
-    from preedit.export.int8_torch import TorchFloatIntPreEditor
+    from preedit.export.int8.reference import reference_forward
+    from preedit.export.int8.torch import TorchFloatIntPreEditor
 
     frames = np.stack(_frames("CiscoVT2people_160x96_6fps.yuv", 3))
     qp = np.array([[22.0], [32.0], [42.0]], dtype=np.float32)
@@ -143,7 +143,7 @@ def test_int8_on_cuda_bit_exact_when_run_as_fp32_on_integers(model):
 
 def test_verify_exits_3_when_clip_differs_from_recorded_one(exported, tmp_path, capsys):
     from preedit.cli import main
-    from preedit.export.determinism import VERIFY_CLIP
+    from preedit.export.int8.check import VERIFY_CLIP
 
     src = clips_dir() / VERIFY_CLIP
     data = bytearray(src.read_bytes())

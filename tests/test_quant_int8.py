@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from preedit.errors import UsageError
-from preedit.export.determinism_frames import load_frames
-from preedit.export.int8_reference import IntModel, reference_forward, round_shift
-from preedit.export.quantize import (QuantScheme, activation_qparams, all_schemes, float_trace, perturbed_net,
+from preedit.export.int8.frames import load_frames
+from preedit.export.int8.reference import IntModel, reference_forward, round_shift
+from preedit.export.int8.quantize import (QuantScheme, activation_qparams, all_schemes, float_trace, perturbed_net,
                                      quantize)
 from preedit.network import NV12PreEditor
 

@@ -64,37 +64,37 @@ def video_bytes(data: bytes, family: str) -> int:
     return len(data) - sei
 
 
-@functools.lru_cache(maxsize=None)
-def encoder_available(name: str) -> bool:
-    """True when a 2-frame test encode with `name` succeeds (NVENC needs a working GPU and driver)."""
+def _probe_encode(name: str, loglevel: str) -> tuple:
+    """A 2-frame test encode with encoder `name`: (stderr, first 4 kB of the bitstream)."""
     codec = get_codec(name)
     with tempfile.TemporaryDirectory(prefix="preedit_enc_") as tmp:
         out = Path(tmp) / f"t{ES_MUXER[codec.family][1]}"
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", loglevel, "-f", "lavfi", "-i",
                "testsrc2=size=256x144:rate=25:duration=0.08", "-c:v", codec.name, "-f",
                ES_MUXER[codec.family][0], str(out)]  # fmt: skip
-        try:
-            run_command(cmd, timeout_s=60, error=EncodeError, what=f"{name} probe")
-        except EncodeError as exc:
-            log.info("encoder %s unavailable: %s", name, exc)
-            return False
+        proc = run_command(cmd, timeout_s=60, error=EncodeError, what=f"{name} probe")
+        return proc.stderr, out.read_bytes()[:4096]
+
+
+@functools.lru_cache(maxsize=None)
+def encoder_available(name: str) -> bool:
+    """True when a 2-frame test encode with `name` succeeds (NVENC needs a working GPU and driver)."""
+    try:
+        _probe_encode(name, "error")
+    except EncodeError as exc:
+        log.info("encoder %s unavailable: %s", name, exc)
+        return False
     return True
 
 
 @functools.lru_cache(maxsize=None)
 def encoder_version(name: str) -> str:
     """Encoder library version string (from a tiny test encode's log or bitstream)."""
-    codec = get_codec(name)
-    with tempfile.TemporaryDirectory(prefix="preedit_ver_") as tmp:
-        out = Path(tmp) / f"t{ES_MUXER[codec.family][1]}"
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "info", "-f", "lavfi", "-i",
-               "testsrc2=size=256x144:rate=25:duration=0.08", "-c:v", codec.name, "-f",
-               ES_MUXER[codec.family][0], str(out)]  # fmt: skip
-        try:
-            proc = run_command(cmd, timeout_s=60, error=EncodeError, what=f"{name} version probe")
-        except EncodeError:
-            return "unavailable"
-        text = proc.stderr + out.read_bytes()[:4096].decode("latin-1")
+    try:
+        stderr, head = _probe_encode(name, "info")
+    except EncodeError:
+        return "unavailable"
+    text = stderr + head.decode("latin-1")
     patterns = {
         "libx265": r"HEVC encoder version ([^\s]+)",
         "libx264": r"(x264 - core [0-9]+ r[0-9]+ [0-9a-f]+)",

@@ -8,7 +8,7 @@
 ```
 model_analyzer itself is not used: it needs the Triton SDK container or a server it launches with
 its own layout; this sweep drives the same perf_analyzer over the same config fields.
-`python -m preedit.perf.speed.model_analysis --resolution 720p` runs it.
+`preedit bench model-analysis --resolution 720p` runs it.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, nv12_shape, parse_resolution, resolution_label, write_input_data
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = setup_args(argparse.ArgumentParser(prog="python -m preedit.perf.speed.model_analysis",
+    args = setup_args(argparse.ArgumentParser(prog="preedit bench model-analysis",
                                               description=__doc__.split("\n")[0])).parse_args(argv)
     onnx_path = (args.model_repository or model_repository()) / args.model / "1" / "model.onnx"
     if not onnx_path.is_file():
@@ -245,7 +245,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(verdict)
     if args.results_md:
         section = results_section(f"Model analysis at {resolution_label(width, height)}",
-                                  command_line("python -m preedit.perf.speed.model_analysis", argv),
+                                  command_line("preedit bench model-analysis", argv),
                                   table + "\n" + verdict,
                                   facts={"Setup": "perf_analyzer, gRPC + system shm, real frames; one Triton with "
                                                   "explicit model control, each variant loaded alone; "

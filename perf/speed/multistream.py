@@ -11,7 +11,7 @@ Two modes:
   transport sustain (decode and encode excluded);
 - `pipeline`: `preedit run IN x N -o OUT x N --url ...` (client/, decode → Triton → encode per stream),
   reading its per-stream summaries.
-`python -m preedit.perf.speed.multistream --streams 1,2,4,8 --resolution 720p` runs it.
+`preedit bench multistream --streams 1,2,4,8 --resolution 720p` runs it.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = setup_args(argparse.ArgumentParser(prog="python -m preedit.perf.speed.multistream",
+    args = setup_args(argparse.ArgumentParser(prog="preedit bench multistream",
                                               description=__doc__.split("\n")[0])).parse_args(argv)
     counts = parse_int_list(args.streams)
     if args.inflight < 1 or args.duration_s <= 0:
@@ -328,7 +328,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.json.write_text(json.dumps({"mode": args.mode, "results": results}, indent=2))
     if args.results_md:
         section = results_section(f"Multi-stream scaling ({args.mode})",
-                                  command_line("python -m preedit.perf.speed.multistream", argv), table,
+                                  command_line("preedit bench multistream", argv), table,
                                   facts={"Setup": f"{what}{pace}; one Triton server (dynamic batcher), "
                                                   "latency = client round trip per frame (shm copy in/out included); "
                                                   "avg batch = Triton inferences / executions"})

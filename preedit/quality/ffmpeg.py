@@ -1,6 +1,6 @@
 """One place that runs external tools (FFmpeg) for the evaluation stage.
 
-Command builders elsewhere in `preedit.perf` are pure (`build_*_cmd(...) -> list[str]`); this
+Command builders elsewhere (`preedit.codecs.ffmpeg_argv`, the evaluation) are pure (argv lists); this
 module is the only I/O wrapper that executes them, so tests can check commands without FFmpeg.
 """
 

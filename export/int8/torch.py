@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from preedit.errors import UsageError
 
-from preedit.export.int8_reference import ConvQ, IntModel, qp_index
+from preedit.export.int8.reference import ConvQ, IntModel, qp_index
 
 
 def available_engines() -> List[str]:

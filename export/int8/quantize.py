@@ -26,7 +26,7 @@ from preedit.errors import UsageError
 from preedit.network import PreEditorNet, _qp_norm
 from preedit.spec import DEFAULT_QP, PAD_MULTIPLE
 
-from preedit.export.int8_reference import QP_TABLE_SIZE, WEIGHT_QMAX, ConvQ, FilmQ, IntModel
+from preedit.export.int8.reference import QP_TABLE_SIZE, WEIGHT_QMAX, ConvQ, FilmQ, IntModel
 
 OBSERVERS = ("minmax", "moving_average", "histogram", "percentile")
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -346,15 +346,7 @@ def perturbed_net(seed: int = 0, scale: float = 0.05, config=None) -> PreEditorN
     return net.eval()
 
 
-#: The scheme `preedit export --deterministic` uses: the pick of `python -m preedit.export.quantize_search`
+#: The scheme `preedit export --deterministic` uses: the pick of `preedit int8 search`
 #: (best quality among the schemes bit-exact on every backend; see perf/results/determinism.md).
 DEFAULT_SCHEME = QuantScheme(observer="moving_average", weight_granularity="per_channel",
                              activation_symmetry="affine_even", calib_frames=2)
-
-
-def export_deterministic(net: PreEditorNet, repo_dir, calib_frames: Optional[Sequence[np.ndarray]] = None,
-                         scheme: Optional[QuantScheme] = None, **kwargs):
-    """Quantize `net` and write the bit-exact served model; see `determinism.export_deterministic`."""
-    from preedit.export.determinism import export_deterministic as _export
-
-    return _export(net, repo_dir, calib_frames, scheme, **kwargs)

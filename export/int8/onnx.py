@@ -25,7 +25,7 @@ import numpy as np
 
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
-from preedit.export.int8_reference import QP_TABLE_SIZE, ConvQ, IntModel
+from preedit.export.int8.reference import QP_TABLE_SIZE, ConvQ, IntModel
 
 OPSET = 17
 
@@ -210,7 +210,7 @@ def build_onnx(model: IntModel, form: str = "qlinear") -> bytes:
         initializer=g.inits,
     )
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                   producer_name="preedit.export.int8_onnx")
+                                   producer_name="preedit.export.int8.onnx")
     onnx_model.ir_version = 8
     onnx.checker.check_model(onnx_model)
     return onnx_model.SerializeToString()

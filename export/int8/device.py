@@ -6,8 +6,8 @@
                    int8:  NumPy reference, ORT CPU (1 / all threads), PyTorch engines, torch CUDA (fp32 on ints)
                    each vs the outputs recorded here: share of pixels differing, max |diff|
 ```
-Usage: `python -m preedit.export.determinism_device prepare BUNDLE` here, then
-`python -m preedit.export.determinism_device run BUNDLE --json OUT.json` on the other machine.
+Usage: `preedit int8 device prepare BUNDLE` here, then
+`preedit int8 device run BUNDLE --json OUT.json` on the other machine.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from preedit.export.determinism import float_backends, frame_qps, int8_backends, mismatch, run_frames
+from preedit.export.int8.check import float_backends, frame_qps, int8_backends, mismatch, run_frames
 
 BUNDLE_CLIPS = (("park_joy_480x270_50fps.y4m", 4, None), ("CiscoVT2people_320x192_12fps.yuv", 4, None),
                 ("flower.mp4", 3, 960))
@@ -32,9 +32,9 @@ def prepare(bundle: Path, checkpoint: Optional[Path] = None) -> None:
 
     from preedit.paths import clips_dir
 
-    from preedit.export.determinism import export_deterministic, load_int_model, load_net
-    from preedit.export.determinism_frames import load_frames
-    from preedit.export.int8_onnx import build_onnx
+    from preedit.export.int8.check import export_deterministic, load_int_model, load_net
+    from preedit.export.int8.frames import load_frames
+    from preedit.export.int8.onnx import build_onnx
     from preedit.export.onnx_export import export_onnx_bytes
 
     bundle.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def run(bundle: Path) -> Dict:
 
     from preedit.network import NetConfig, PreEditorNet
 
-    from preedit.export.int8_reference import IntModel
+    from preedit.export.int8.reference import IntModel
 
     meta = json.loads((bundle / "meta.json").read_text())
     fz = np.load(bundle / "frames.npz")
@@ -123,7 +123,7 @@ def run(bundle: Path) -> Dict:
         pass
     int8 = int8_backends(model, (bundle / "int8.onnx").read_bytes())
     if torch.cuda.is_available():
-        from preedit.export.int8_torch import TorchFloatIntPreEditor
+        from preedit.export.int8.torch import TorchFloatIntPreEditor
 
         int8["torch-cuda-fp32-int"] = TorchFloatIntPreEditor(model, "cuda")
 
@@ -157,8 +157,8 @@ def speed(bundle: Path, frames: List[np.ndarray], repeats: int = 15) -> List[Dic
     import time
 
     from preedit.engines import OrtEngine
-    from preedit.export.int8_onnx import build_onnx
-    from preedit.export.int8_reference import IntModel
+    from preedit.export.int8.onnx import build_onnx
+    from preedit.export.int8.reference import IntModel
 
     model = IntModel.from_npz_bytes((bundle / "int_model.npz").read_bytes())
     graphs = {"float": (bundle / "float.onnx").read_bytes(), "int8-qlinear": build_onnx(model, "qlinear"),
@@ -188,7 +188,7 @@ def speed(bundle: Path, frames: List[np.ndarray], repeats: int = 15) -> List[Dic
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m preedit.export.determinism_device", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="preedit int8 device", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["prepare", "run"])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--checkpoint", type=Path, default=None)

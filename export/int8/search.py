@@ -7,7 +7,7 @@
             │                        speed       ORT 1-thread ms/frame at 640x360
             └─ pick: best quality among bit-exact schemes ──> Markdown table + JSON
 ```
-Regenerate: `python -m preedit.export.quantize_search --out perf/results/determinism_search.md`.
+Regenerate: `preedit int8 search --out perf/results/determinism_search.md`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import numpy as np
 from preedit.engines import OrtEngine, TorchEngine
 from preedit.paths import clips_dir
 
-from preedit.export.determinism import (HELDOUT_CLIPS, default_calibration_frames, frame_qps, int8_backends, load_net,
+from preedit.export.int8.check import (HELDOUT_CLIPS, default_calibration_frames, frame_qps, int8_backends, load_net,
                           pairwise, run_frames)
-from preedit.export.determinism_frames import load_frames
-from preedit.export.int8_onnx import build_onnx
-from preedit.export.quantize import QuantScheme, all_schemes, quantize
+from preedit.export.int8.frames import load_frames
+from preedit.export.int8.onnx import build_onnx
+from preedit.export.int8.quantize import QuantScheme, all_schemes, quantize
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the search and print the table."""
-    args = setup_args(argparse.ArgumentParser(prog="python -m preedit.export.quantize_search",
+    args = setup_args(argparse.ArgumentParser(prog="preedit int8 search",
                                               description=__doc__.split("\n")[0])).parse_args(argv)
     net, source = load_net(args.checkpoint)
     sizes = [int(s) for s in args.calib_sizes.split(",")]

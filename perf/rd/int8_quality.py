@@ -3,9 +3,9 @@
 ```
  held-out clips ─> reference.y4m ─┬─ float pre-edit (ORT) ─┐
                                   └─ int8 pre-edit (ORT) ──┴─> libx265 ladder ─> VMAF-NEG, PSNR vs reference
- per clip: BD-rate (int8 vs float) and BD-VMAF-NEG (int8 vs float at equal bitrate)   [perf/eval, perf/bdrate]
+ per clip: BD-rate (int8 vs float) and BD-VMAF-NEG (int8 vs float at equal bitrate)   [perf/rd/eval, preedit/quality/bdrate]
 ```
-Run: `python -m preedit.export.determinism_quality [--checkpoint model.pt] [--frames 12]`.
+Run: `preedit int8 quality [--checkpoint model.pt] [--frames 12]`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 from preedit.engines import OrtEngine
 from preedit.paths import cache_dir, clips_dir
 
-from preedit.export.determinism import HELDOUT_CLIPS, load_int_model, load_net
+from preedit.export.int8.check import HELDOUT_CLIPS, load_int_model, load_net
 
 
 def curves(points: List[Dict], variant: str = "preedit") -> Dict[str, Dict[str, List[float]]]:
@@ -84,10 +84,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Evaluate float vs int8 final encodes on the held-out clips; print the Markdown table."""
     from preedit.perf.rd.eval import EvalConfig, run_eval
 
-    from preedit.export.determinism import export_deterministic
+    from preedit.export.int8.check import export_deterministic
     from preedit.export.onnx_export import export_onnx_bytes
 
-    parser = argparse.ArgumentParser(prog="python -m preedit.export.determinism_quality", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="preedit int8 quality", description=main.__doc__)
     parser.add_argument("--checkpoint", type=Path, default=None, help="float checkpoint (default: perturbed net)")
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--max-height", type=int, default=360)
@@ -100,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     net, source = load_net(args.checkpoint)
     ladder = [float(v) for v in args.ladder.split(",")]
     with tempfile.TemporaryDirectory(prefix="preedit_detq_") as tmp:
-        from preedit.export.quantize import QuantScheme
+        from preedit.export.int8.quantize import QuantScheme
 
         scheme = QuantScheme.parse(args.scheme) if args.scheme else None
         model_dir = export_deterministic(net, Path(tmp), scheme=scheme)

@@ -25,8 +25,8 @@ from preedit.engines import OrtEngine, TritonEngine
 from preedit.errors import InputError, ModelError, UsageError, VerifyError
 from preedit.paths import clips_dir, model_repository
 
-from preedit.export.determinism import INT8_MODEL_NAME, first_mismatch, load_int_model, run_frames
-from preedit.export.determinism_frames import load_frames
+from preedit.export.int8.check import INT8_MODEL_NAME, first_mismatch, load_int_model, run_frames
+from preedit.export.int8.frames import load_frames
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,16 @@ def _runner(name: str, model_dir: Path, model_name: str, url: Optional[str], sta
         onnx = (model_dir / "1" / "model.onnx").read_bytes()
         return OrtEngine(onnx, threads=1 if name == "ort-1thread" else 0)
     if name == "numpy":
-        from preedit.export.int8_reference import reference_forward
+        from preedit.export.int8.reference import reference_forward
 
         model = load_int_model(model_dir)
         return lambda x, q: reference_forward(model, x, q)
     if name in ("torch-fp32-cpu", "torch-fp32-cuda"):
-        from preedit.export.int8_torch import TorchFloatIntPreEditor
+        from preedit.export.int8.torch import TorchFloatIntPreEditor
 
         return TorchFloatIntPreEditor(load_int_model(model_dir), name.rsplit("-", 1)[1])
     if name.startswith("torch-"):
-        from preedit.export.int8_torch import TorchInt8PreEditor
+        from preedit.export.int8.torch import TorchInt8PreEditor
 
         return TorchInt8PreEditor(load_int_model(model_dir), name[len("torch-"):])
     if name == "triton":
@@ -118,7 +118,7 @@ def verify(model_dir: Path, backends: List[str], url: Optional[str] = None,
             if bad is not None:
                 detail = ""
                 if (model_dir / "1" / "int_model.npz").is_file():
-                    from preedit.export.int8_reference import reference_forward
+                    from preedit.export.int8.reference import reference_forward
 
                     model = load_int_model(model_dir)
                     i = bad["frame"]

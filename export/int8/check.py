@@ -32,8 +32,8 @@ from preedit.errors import ModelError, UsageError
 from preedit.paths import clips_dir
 from preedit.splits import HELDOUT_CLIPS  # noqa: F401  (re-exported for the int8 tools)
 
-from preedit.export.determinism_frames import load_frames
-from preedit.export.int8_reference import IntModel, reference_forward
+from preedit.export.int8.frames import load_frames
+from preedit.export.int8.reference import IntModel, reference_forward
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def float_backends(net, onnx_bytes: Optional[bytes] = None) -> Dict[str, Runner]
 def int8_backends(model: IntModel, onnx_bytes: Optional[bytes] = None,
                   engines: Optional[Sequence[str]] = None) -> Dict[str, Runner]:
     """NumPy reference, ORT variants of the int8 ONNX, and PyTorch quantized engines."""
-    from preedit.export.int8_onnx import build_onnx
-    from preedit.export.int8_torch import TorchFloatIntPreEditor, TorchInt8PreEditor, available_engines
+    from preedit.export.int8.onnx import build_onnx
+    from preedit.export.int8.torch import TorchFloatIntPreEditor, TorchInt8PreEditor, available_engines
 
     if onnx_bytes is None:
         onnx_bytes = build_onnx(model)
@@ -204,8 +204,8 @@ def export_deterministic(net, repo_dir: Path, calib_frames: Optional[Sequence[np
     Raises:
         ModelError: when ONNX Runtime's output differs from the NumPy integer reference.
     """
-    from preedit.export.int8_onnx import build_onnx
-    from preedit.export.quantize import DEFAULT_SCHEME, quantize
+    from preedit.export.int8.onnx import build_onnx
+    from preedit.export.int8.quantize import DEFAULT_SCHEME, quantize
     from preedit.export.repository import write_onnx_model
 
     scheme = scheme or DEFAULT_SCHEME
@@ -231,7 +231,7 @@ def export_deterministic(net, repo_dir: Path, calib_frames: Optional[Sequence[np
     })
     meta = {"deterministic": True, "quant_scheme": scheme.to_dict(), "int_model_sha256": model.content_hash(),
             "verification": record, "net_config": {k: getattr(net.config, k) for k in ("channels", "depth", "max_delta")},
-            "source": "int8 static quantization (preedit.export.quantize)"}
+            "source": "int8 static quantization (preedit.export.int8.quantize)"}
     meta.update(metadata or {})
     model_dir = write_onnx_model(onnx_bytes, Path(repo_dir), model_name, metadata=meta,
                                  extra_parameters=params, **config_kwargs)
@@ -351,7 +351,7 @@ def load_net(checkpoint: Optional[Path]):
     perturbed stand-in; returns (net, description)."""
     from preedit.network import load_checkpoint
 
-    from preedit.export.quantize import perturbed_net
+    from preedit.export.int8.quantize import perturbed_net
 
     if checkpoint is None:
         return perturbed_net(0), "perturbed_net(seed=0)"
@@ -362,10 +362,10 @@ def load_net(checkpoint: Optional[Path]):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """`python -m preedit.export.determinism`: the cross-backend mismatch tables (Markdown)."""
+    """`preedit int8 measure`: the cross-backend mismatch tables (Markdown)."""
     import tempfile
 
-    args = setup_args(argparse.ArgumentParser(prog="python -m preedit.export.determinism",
+    args = setup_args(argparse.ArgumentParser(prog="preedit int8 measure",
                                               description=main.__doc__)).parse_args(argv)
     net, source = load_net(args.checkpoint)
     clips = [_parse_clip(c) for c in args.clip] if args.clip else list(DEFAULT_MEASURE_CLIPS)
