@@ -43,7 +43,7 @@ def test_dashboard_files_match_generator_when_committed():
 
 
 def test_dashboard_queries_use_only_exported_metric_names_when_parsed():
-    from preedit.client.metrics import METRIC_NAMES
+    from preedit.client.telemetry import METRIC_NAMES
 
     client = set(METRIC_NAMES) | {f"{n}_bucket" for n in METRIC_NAMES}
     queries = dashboard_queries(build_dashboard())
