@@ -135,7 +135,7 @@ def collect(capabilities: CapabilityProbe, url: Optional[str] = None, device_id:
     """The whole report as a JSON-able dict.
 
     Args:
-        capabilities: the GPU probe, `(device_id, probe) -> dict` (`preedit.client.gpu.capabilities`;
+        capabilities: the GPU probe, `(device_id, probe) -> dict` (`preedit.client.hardware.capabilities`;
             the CLI layer passes it in, so the core never imports the client).
         url: Triton gRPC address to check, or None.
         device_id: CUDA device to describe.

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from preedit.client.gpu import capabilities
+from preedit.client.hardware import capabilities
 from preedit.doctor import collect, render
 from preedit.perf.speed.gpu_probe import main
 from preedit.errors import UsageError

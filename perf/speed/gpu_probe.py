@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from preedit import doctor
-from preedit.client.gpu import capabilities
+from preedit.client.hardware import capabilities
 
 CLIPS = ("edge-rotate-buck-bunny.mp4", "flower.mp4")
 
@@ -111,7 +111,7 @@ print(json.dumps(res))
 def _decode_once(path: Path, keep_first: bool = False) -> dict:
     import torch
 
-    from preedit.client.gpu import NvdecDecoder
+    from preedit.client.decode import NvdecDecoder
 
     t0 = time.perf_counter()
     dec = NvdecDecoder(path, ring_size=4)
@@ -425,7 +425,7 @@ def bench(args: argparse.Namespace) -> dict:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """`preedit doctor`: the core report (`preedit.doctor`) with this machine's GPU capabilities
-    (`preedit.client.gpu`) and, with `--bench`, the stage measurements above."""
+    (`preedit.client.hardware`) and, with `--bench`, the stage measurements above."""
     parser = setup_args(doctor.setup_args(argparse.ArgumentParser(prog="preedit doctor",
                                                                  description=doctor.__doc__.split("\n")[0])))
     args = parser.parse_args(argv)

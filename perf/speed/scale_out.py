@@ -172,6 +172,3 @@ def report(r: dict) -> str:
                                                for k, v in w["segment_wall_s"].items())]
     return "\n".join(lines) + "\n"
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
