@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from preedit.errors import ModelError
-from preedit.export.int8.check import export_deterministic
+from preedit.export.int8.write import export_deterministic
 from preedit.export.repository import export_model_repository
 from preedit.network import identity_model, load_checkpoint
 from preedit.paths import model_repository

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from preedit.export.int8.check import (export_deterministic, frame_digest, frame_qps, int8_backends, pairwise,
-                                        run_frames)
+from preedit.export.int8.backends import int8_backends
+from preedit.export.int8.compare import frame_digest, frame_qps, pairwise, run_frames
+from preedit.export.int8.write import export_deterministic
 from preedit.export.int8.frames import load_frames
 from preedit.export.int8.quantize import QuantScheme, perturbed_net, quantize
 from preedit.paths import clips_dir
@@ -143,7 +144,7 @@ def test_int8_on_cuda_bit_exact_when_run_as_fp32_on_integers(model):
 
 def test_verify_exits_3_when_clip_differs_from_recorded_one(exported, tmp_path, capsys):
     from preedit.cli import main
-    from preedit.export.int8.check import VERIFY_CLIP
+    from preedit.export.int8.compare import VERIFY_CLIP
 
     src = clips_dir() / VERIFY_CLIP
     data = bytearray(src.read_bytes())

@@ -21,7 +21,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from preedit.export.int8.check import float_backends, frame_qps, int8_backends, mismatch, run_frames
+from preedit.export.int8.backends import float_backends, int8_backends
+from preedit.export.int8.compare import frame_qps, mismatch, run_frames
 
 BUNDLE_CLIPS = (("park_joy_480x270_50fps.y4m", 4, None), ("CiscoVT2people_320x192_12fps.yuv", 4, None),
                 ("flower.mp4", 3, 960))
@@ -31,8 +32,8 @@ def prepare(bundle: Path, checkpoint: Optional[Path] = None) -> None:
     import torch
 
     from preedit.paths import clips_dir
-
-    from preedit.export.int8.check import export_deterministic, load_int_model, load_net
+    from preedit.export.int8.check import load_net
+    from preedit.export.int8.write import export_deterministic, load_int_model
     from preedit.export.int8.frames import load_frames
     from preedit.export.int8.onnx import build_onnx
     from preedit.export.onnx_export import export_onnx_bytes
@@ -99,7 +100,6 @@ def run(bundle: Path) -> Dict:
     import torch
 
     from preedit.network import NetConfig, PreEditorNet
-
     from preedit.export.int8.reference import IntModel
 
     meta = json.loads((bundle / "meta.json").read_text())

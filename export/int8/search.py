@@ -26,8 +26,12 @@ import numpy as np
 from preedit.engines import OrtEngine, TorchEngine
 from preedit.paths import clips_dir
 
-from preedit.export.int8.check import (HELDOUT_CLIPS, default_calibration_frames, frame_qps, int8_backends, load_net,
-                          pairwise, run_frames)
+from preedit.splits import HELDOUT_CLIPS
+
+from preedit.export.int8.backends import int8_backends
+from preedit.export.int8.check import load_net
+from preedit.export.int8.compare import frame_qps, pairwise, run_frames
+from preedit.export.int8.write import default_calibration_frames
 from preedit.export.int8.frames import load_frames
 from preedit.export.int8.onnx import build_onnx
 from preedit.export.int8.quantize import QuantScheme, all_schemes, quantize

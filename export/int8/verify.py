@@ -24,8 +24,8 @@ import numpy as np
 from preedit.engines import OrtEngine, TritonEngine
 from preedit.errors import InputError, ModelError, UsageError, VerifyError
 from preedit.paths import clips_dir, model_repository
-
-from preedit.export.int8.check import INT8_MODEL_NAME, first_mismatch, load_int_model, run_frames
+from preedit.export.int8.compare import first_mismatch, run_frames
+from preedit.export.int8.write import INT8_MODEL_NAME, load_int_model
 from preedit.export.int8.frames import load_frames
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,9 @@ from typing import Dict, List, Optional
 from preedit.engines import OrtEngine
 from preedit.paths import cache_dir, clips_dir
 
-from preedit.export.int8.check import HELDOUT_CLIPS, load_int_model, load_net
+from preedit.splits import HELDOUT_CLIPS
+from preedit.export.int8.check import load_net
+from preedit.export.int8.write import load_int_model
 
 
 def curves(points: List[Dict], variant: str = "preedit") -> Dict[str, Dict[str, List[float]]]:
@@ -83,8 +85,7 @@ def markdown(rows: List[Dict], meta: Dict) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     """Evaluate float vs int8 final encodes on the held-out clips; print the Markdown table."""
     from preedit.perf.rd.eval import EvalConfig, run_eval
-
-    from preedit.export.int8.check import export_deterministic
+    from preedit.export.int8.write import export_deterministic
     from preedit.export.onnx_export import export_onnx_bytes
 
     parser = argparse.ArgumentParser(prog="preedit int8 quality", description=main.__doc__)
