@@ -59,12 +59,15 @@ class TritonTransport:
         request_timeout_s: per-request client deadline.
         retries: re-sends of a failed request before giving up.
         retry_backoff_s: wait before the first re-send (doubles each time).
+        headers: gRPC headers carrying the server's API key (shm register/unregister are keyed).
     """
 
     def __init__(self, url: str, model: str, frame_shape: Tuple[int, int], n_slots: int = 4,
                  qp: Optional[float] = None, request_timeout_s: float = 30.0, retries: int = 2,
-                 retry_backoff_s: float = 0.25, connect_timeout_s: float = 10.0) -> None:
+                 retry_backoff_s: float = 0.25, connect_timeout_s: float = 10.0,
+                 headers: Optional[dict] = None) -> None:
         self._grpc = grpcclient
+        self.headers = dict(headers) if headers else None  # key of a locked server (preedit.serve.auth_headers)
         self._exc_type = InferenceServerException
         self.url = url
         self.model = model
@@ -88,7 +91,8 @@ class TritonTransport:
                 if self.send_qp:
                     slot.qp_in()[...] = np.float32(qp)
                 for region in (slot.inp, slot.out):
-                    self.client.register_system_shared_memory(region.name, region.key, region.byte_size)
+                    self.client.register_system_shared_memory(region.name, region.key, region.byte_size,
+                                                               headers=self.headers)
                     self._registered.append(region.name)
         except self._exc_type as exc:
             self.close()
@@ -119,7 +123,7 @@ class TritonTransport:
             ready = False
         if not ready:
             try:
-                index = self.client.get_model_repository_index(as_json=True).get("models", [])
+                index = self.client.get_model_repository_index(as_json=True, headers=self.headers).get("models", [])
                 names = sorted({m["name"] for m in index})
             except self._exc_type:
                 names = []
@@ -222,7 +226,7 @@ class TritonTransport:
             self._closed = True
         for name in self._registered:
             try:
-                self.client.unregister_system_shared_memory(name, client_timeout=2.0)
+                self.client.unregister_system_shared_memory(name, headers=self.headers, client_timeout=2.0)
             except Exception:  # noqa: BLE001 - the server may be gone; the region is ours to unlink
                 pass
         self._registered = []

@@ -156,8 +156,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if url is None:
         from preedit.serve import ServerConfig, TritonServer
 
+        # perf_analyzer over gRPC sends no headers: shm and statistics unkeyed on this private server.
         server = TritonServer(ServerConfig(model_repository=args.model_repository or model_repository(),
-                                           http_port=0, grpc_port=0, metrics_port=0))
+                                           http_port=0, grpc_port=0, metrics_port=0,
+                                           unkeyed_apis=("shared-memory", "statistics")))
         server.start()
         url = server.grpc_url
     try:
