@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 API_KEY_HEADER = "preedit-key"
 #: Admin APIs behind the key. Health, metadata and inference stay open.
 RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
+#: What perf_analyzer over gRPC needs without a key (its -H headers are ignored for gRPC): servers
+#: the perf tools start for themselves leave these open (`preedit serve --open-api` does the same).
+PERF_ANALYZER_APIS = ("model-config", "shared-memory", "statistics")
 #: Environment variable a `--url` client reads the key from (else the key file of that port).
 KEY_ENV = "PREEDIT_TRITON_KEY"
 PYTHON_SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
@@ -132,6 +135,25 @@ def _mapped_python_regions() -> set:
         except OSError:
             continue
     return held
+
+
+def regions_of(pid: int) -> set:
+    """Paths of the python-backend shm regions `pid` and its descendants (the stubs) map."""
+    found, todo, seen = set(), [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/maps") as f:
+                found.update(line.split()[-1] for line in f if "triton_python_backend_shm_region_" in line)
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return found
 
 
 def sweep_python_regions(candidates: Optional[Sequence[str]] = None, min_age_s: float = 0.0) -> List[str]:
@@ -422,6 +444,7 @@ class TritonServer:
         proc = self.proc
         if timeout_s is None:
             timeout_s = self.config.exit_timeout_s + 2.0
+        ours = regions_of(proc.pid) if proc is not None and proc.poll() is None else set()
         if proc is not None and proc.poll() is None:
             if _is_stopped(proc.pid):
                 log.warning("tritonserver is frozen (stopped); killing it")
@@ -442,12 +465,16 @@ class TritonServer:
             except (ProcessLookupError, PermissionError):
                 pass
             _KEYS.pop(self.grpc_url, None)
-            new = set(glob.glob(PYTHON_SHM_GLOB)) - self._regions_before
+            # Ours (mapped by our server or its stubs a moment ago): unlink once unmapped. Others new
+            # since our start (our server died before we could look): only when older than a start-up,
+            # so a concurrent server's fresh region is spared.
             deadline = time.monotonic() + 2.0
-            while new and time.monotonic() < deadline:  # killed stubs unmap as they are reaped
-                new = set(new) - set(sweep_python_regions(sorted(new)))
-                if new:
+            while ours and time.monotonic() < deadline:  # killed stubs unmap as they are reaped
+                ours = set(ours) - set(sweep_python_regions(sorted(ours)))
+                ours = {r for r in ours if os.path.exists(r)}
+                if ours:
                     time.sleep(0.1)
+            sweep_python_regions(sorted(set(glob.glob(PYTHON_SHM_GLOB)) - self._regions_before), min_age_s=60.0)
         if self._view is not None:
             shutil.rmtree(self._view, ignore_errors=True)
             self._view = None
@@ -483,6 +510,9 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--allow-model-control", action="store_true",
                         help="explicit model control (load/unload over the API, still keyed); off: "
                              "model control none, only the --model models served")
+    parser.add_argument("--open-api", action="append", default=[], choices=RESTRICTED_APIS,
+                        help="leave this admin API unkeyed (repeatable); perf_analyzer over gRPC needs "
+                             + ", ".join(PERF_ANALYZER_APIS))
     parser.add_argument("--key-file", type=Path, default=None,
                         help="where to write the server's API key (mode 0600; default "
                              "$XDG_RUNTIME_DIR/preedit/triton-<grpc port>.key or ~/.cache/preedit/...)")
@@ -498,6 +528,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, models=tuple(args.model), log_verbose=args.log_verbose,
         extra_args=tuple(args.triton_arg), allow_model_control=args.allow_model_control,
+        unkeyed_apis=tuple(args.open_api),
     )
     server = TritonServer(config)
     stop_requested = []

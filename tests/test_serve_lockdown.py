@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from preedit.errors import ServerError
-from preedit.serve import (API_KEY_HEADER, PYTHON_SHM_GLOB, ServerConfig, TritonServer, build_server_cmd,
+from preedit.serve import (API_KEY_HEADER, _is_stopped, regions_of, ServerConfig, TritonServer, build_server_cmd,
                            sweep_python_regions)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,6 @@ def test_sweep_removes_only_unmapped_regions():
 
 @pytest.mark.needs_triton
 def test_locked_server_refuses_a_keyless_process_and_serves_its_own_client(tmp_path, clip):
-    before_regions = set(glob.glob(PYTHON_SHM_GLOB))
     server = TritonServer(ServerConfig(http_port=0, grpc_port=0, metrics_port=0, models=("preedit",)))
     server.start()
     try:
@@ -154,6 +153,28 @@ def test_locked_server_refuses_a_keyless_process_and_serves_its_own_client(tmp_p
                                 capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
         assert denied.returncode != 0 and "restricted" in denied.stderr, denied.stderr[-1000:]
 
+        # row 10: regions of a client that died without closing are unregistered (and unlinked) by the next
+        dead = subprocess.run([sys.executable, "-c", (
+            "import os, sys\nfrom preedit.client.transport import TritonTransport\n"
+            "t = TritonTransport(sys.argv[1], 'preedit', (24, 16), n_slots=2, headers={sys.argv[2]: sys.argv[3]})\n"
+            "print(os.getpid(), flush=True)\nos._exit(0)\n"),
+            server.grpc_url, *next(iter(server.grpc_headers.items()))],
+            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        assert dead.returncode == 0, dead.stderr[-1000:]
+        dead_pid = dead.stdout.split()[-1]
+        from preedit.client.transport import TritonTransport
+
+        def dead_regions():
+            status = live.client.get_system_shared_memory_status(as_json=True, headers=server.grpc_headers)
+            return [n for n in status.get("regions", {}) if n.startswith(f"preedit_{dead_pid}_")]
+
+        assert glob.glob(f"/dev/shm/preedit_{dead_pid}_*")  # left behind by the dead client
+        live = TritonTransport(server.grpc_url, "preedit", (24, 16), n_slots=2, headers=server.grpc_headers)
+        try:
+            assert dead_regions() == [] and glob.glob(f"/dev/shm/preedit_{dead_pid}_*") == []
+        finally:
+            live.close()
+
         # row 11: another object on the same ports is not "ready": the answering server is not its own
         impostor = TritonServer(ServerConfig(http_port=int(server.http_url.rsplit(":", 1)[1]),
                                              grpc_port=1, metrics_port=1))
@@ -165,15 +186,20 @@ def test_locked_server_refuses_a_keyless_process_and_serves_its_own_client(tmp_p
             impostor.proc.kill()
             impostor.proc.wait()
 
+        ours = regions_of(server.proc.pid)
+        assert ours  # the python backend maps its region(s)
         # row 10: a frozen server is killed at once, not after the exit timeout
         os.kill(server.proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while not _is_stopped(server.proc.pid) and time.monotonic() < deadline:  # the kernel stops it soon
+            time.sleep(0.01)
         t0 = time.monotonic()
         server.stop()
         assert time.monotonic() - t0 < 3.0
     finally:
         server.stop()
     # row 6: no python-backend region of this server, no temp log, no process
-    assert set(glob.glob(PYTHON_SHM_GLOB)) - before_regions == set()
+    assert [r for r in ours if os.path.exists(r)] == []
     assert not log_path.exists()
     assert server.proc.poll() is not None
 
@@ -219,11 +245,12 @@ def test_serve_killed_with_sigkill_takes_its_tritonserver_along(tmp_path):
 
 @pytest.mark.needs_triton
 def test_serve_sigterm_stops_triton_gracefully_and_cleans_up(tmp_path):
-    before_regions = set(glob.glob(PYTHON_SHM_GLOB))
     proc, triton, key_path = _serve(tmp_path)
     assert key_path.exists()
+    ours = regions_of(triton)
+    assert ours
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     assert _gone(triton, 1.0)
     assert not key_path.exists()
-    assert set(glob.glob(PYTHON_SHM_GLOB)) - before_regions == set()
+    assert [r for r in ours if os.path.exists(r)] == []

@@ -14,6 +14,7 @@ clients. Failed requests are retried a bounded number of times, then the Future 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -31,6 +32,16 @@ from preedit.errors import ModelError, ServerError
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
 log = logging.getLogger(__name__)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 _RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNKNOWN", "INTERNAL")
 
@@ -94,12 +105,42 @@ class TritonTransport:
                     self.client.register_system_shared_memory(region.name, region.key, region.byte_size,
                                                                headers=self.headers)
                     self._registered.append(region.name)
+            self._sweep_dead_clients()
         except self._exc_type as exc:
             self.close()
             raise ServerError(f"Triton at {url} refused shared memory: {_message(exc)}") from None
         except BaseException:
             self.close()
             raise
+
+    def _sweep_dead_clients(self) -> None:
+        """Unregister (and unlink, when ours) regions of preedit clients that died without closing:
+        names are `preedit_<pid>_...`; a pid that no longer exists is dead. Best effort."""
+        try:
+            status = self.client.get_system_shared_memory_status(as_json=True, headers=self.headers,
+                                                                 client_timeout=5.0)
+        except Exception:  # noqa: BLE001 - status is keyed on a locked server; no key: skip
+            return
+        regions = status.get("regions", status)
+        for name, region in (regions.items() if isinstance(regions, dict) else []):
+            parts = name.split("_")
+            if len(parts) < 3 or parts[0] != "preedit" or not parts[1].isdigit():
+                continue
+            pid = int(parts[1])
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            try:
+                self.client.unregister_system_shared_memory(name, headers=self.headers, client_timeout=2.0)
+            except Exception:  # noqa: BLE001
+                continue
+            key = str(region.get("key", "") if isinstance(region, dict) else "")
+            path = "/dev/shm/" + key.lstrip("/")
+            try:
+                if key and os.stat(path).st_uid == os.getuid():
+                    os.unlink(path)
+            except OSError:
+                pass
+            log.info("unregistered shm region %s of dead client %d", name, pid)
 
     # -- set-up checks -----------------------------------------------------------------------
     def _connect(self, timeout_s: float) -> None:
@@ -227,8 +268,8 @@ class TritonTransport:
         for name in self._registered:
             try:
                 self.client.unregister_system_shared_memory(name, headers=self.headers, client_timeout=2.0)
-            except Exception:  # noqa: BLE001 - the server may be gone; the region is ours to unlink
-                pass
+            except Exception:  # noqa: BLE001 - the server may be gone or frozen; the region is ours to unlink
+                break  # one timeout is enough: do not wait 2 s more for every other region
         self._registered = []
         if self.ring is not None:
             self.ring.destroy()

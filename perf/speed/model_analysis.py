@@ -141,15 +141,15 @@ def run_analysis(onnx_path: Path, variants: Sequence[ConfigVariant], input_data:
     """
     import tritonclient.http as httpclient
 
-    from preedit.serve import ServerConfig, TritonServer
+    from preedit.serve import PERF_ANALYZER_APIS, ServerConfig, TritonServer
 
     from preedit.perf.speed.perf_analyzer import PerfAnalyzerConfig, run_perf_analyzer
 
     repo = write_variant_repository(onnx_path, variants, work_dir / "repository")
     # Explicit model control (opt-in, keyed: load/unload send the key); perf_analyzer over gRPC
-    # cannot send headers, so shared-memory and statistics stay unkeyed on this private server.
+    # cannot send headers, so model-config, shared-memory and statistics stay unkeyed on this private server.
     server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
-                                       allow_model_control=True, unkeyed_apis=("shared-memory", "statistics")))
+                                       allow_model_control=True, unkeyed_apis=PERF_ANALYZER_APIS))
     samples: Dict[ConfigVariant, List[VariantResult]] = {v: [] for v in variants}
     order = [v for p in range(passes) for v in (variants if p % 2 == 0 else list(reversed(variants)))]
     with server:
