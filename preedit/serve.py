@@ -94,6 +94,16 @@ def auth_headers(url: Optional[str]) -> Optional[Dict[str, str]]:
     return grpc_headers(lookup_key(url))
 
 
+def child_env(url: Optional[str]) -> Dict[str, str]:
+    """This environment plus $PREEDIT_TRITON_KEY for a child process (`preedit run --url`) that
+    talks to the server at `url` (its shm register/unregister are keyed)."""
+    env = dict(os.environ)
+    key = lookup_key(url)
+    if key:
+        env[KEY_ENV] = key
+    return env
+
+
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -384,14 +394,7 @@ class TritonServer:
         return "\n".join(interesting[-lines:])
 
     def _get(self, path: str, timeout_s: float = 2.0) -> int:
-        url = f"http://{self.http_url}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                return resp.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except (urllib.error.URLError, OSError):
-            return 0
+        return self._get_keyed(path, None, timeout_s)
 
     def _get_keyed(self, path: str, key: Optional[str], timeout_s: float = 2.0) -> int:
         req = urllib.request.Request(f"http://{self.http_url}{path}",

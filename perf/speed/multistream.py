@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import numpy as np
 
 from preedit.errors import ServerError, UsageError
 from preedit.paths import model_repository
-from preedit.serve import KEY_ENV, auth_headers, lookup_key
+from preedit.serve import auth_headers, child_env
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +226,8 @@ def run_pipeline_streams(url: str, model: str, clip: Path, n_streams: int, codec
         if max_frames:
             cmd += ["--max-frames", str(max_frames)]
         before = read_batch_counters(metrics_url, model)
-        env = dict(os.environ)
-        key = lookup_key(url)
-        if key:
-            env[KEY_ENV] = key  # the child registers shm on a locked server
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False,
+                              env=child_env(url))  # the key: the child registers shm on a locked server
         if proc.returncode != 0 or not summary.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ServerError(f"preedit run with {n_streams} streams failed (exit {proc.returncode}): {tail}")
