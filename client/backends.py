@@ -148,16 +148,18 @@ def _cuda_decoder(source: str, *, realtime: bool = False, max_frames: Optional[i
 
 def _cpu_transport(url: str, model: str, frame_shape: Tuple[int, int], *, n_slots: int = 4,
                    qp: Optional[float] = None, request_timeout_s: float = 30.0,
-                   connect_timeout_s: float = 10.0, **_gpu_only: Any) -> PreEditor:
+                   connect_timeout_s: float = 10.0, headers: Optional[dict] = None,
+                   **_gpu_only: Any) -> PreEditor:
     return TritonTransport(url, model, frame_shape, n_slots, qp=qp, request_timeout_s=request_timeout_s,
-                           connect_timeout_s=connect_timeout_s)
+                           connect_timeout_s=connect_timeout_s, headers=headers)
 
 
 def _cuda_transport(url: str, model: str, frame_shape: Tuple[int, int], *, n_slots: int = 4,
                     qp: Optional[float] = None, request_timeout_s: float = 30.0, device_id: int = 0,
-                    output_device: str = "cuda", **_cpu_only: Any) -> PreEditor:
+                    output_device: str = "cuda", headers: Optional[dict] = None,
+                    **_cpu_only: Any) -> PreEditor:
     return CudaShmTransport(url, model, frame_shape, n_slots, qp=qp, request_timeout_s=request_timeout_s,
-                            device_id=device_id, output_device=output_device)
+                            device_id=device_id, output_device=output_device, headers=headers)
 
 
 def _cpu_encoder(path: str, info: StreamInfo, settings: EncoderSettings, *, audio_streams: Sequence = (),
@@ -218,7 +220,8 @@ class Backends:
         return self._make("decode", source, **kw)
 
     def make_transport(self, url: str, model: str, frame_shape: Tuple[int, int], **kw: Any) -> PreEditor:
-        """`n_slots=`, `qp=`, `request_timeout_s=`, `connect_timeout_s=` (CPU), `device_id=` (GPU)."""
+        """`n_slots=`, `qp=`, `request_timeout_s=`, `headers=` (server key), `connect_timeout_s=` (CPU),
+        `device_id=` (GPU)."""
         return self._make("preedit", url, model, frame_shape, **kw)
 
     def make_encoder(self, path: str, info: StreamInfo, settings: EncoderSettings, **kw: Any) -> Encoder:

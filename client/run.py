@@ -33,7 +33,7 @@ from preedit.client.telemetry import serve_metrics
 from preedit.codecs import ENCODER_OF
 from preedit.errors import InputError, ModelError, PreeditError, UsageError
 from preedit.paths import REPO_ROOT, clips_dir, model_repository
-from preedit.serve import ServerConfig, TritonServer
+from preedit.serve import ServerConfig, TritonServer, auth_headers
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,8 @@ def build_pipelines(cfg: RunConfig, backends: Backends, streams: List[_Stream], 
             s.transport = scale_out.make_transport(cfg, backends, url, cfg.model, (info.height * 3 // 2, info.width),
                                                    n_slots=cfg.inflight, qp=qp,
                                                    request_timeout_s=cfg.request_timeout_s,
-                                                   connect_timeout_s=cfg.connect_timeout_s)
+                                                   connect_timeout_s=cfg.connect_timeout_s,
+                                                   headers=auth_headers(url))  # key of a locked server
         s.encoder = backends.make_encoder(s.dst, info, cfg.encoder, audio_streams=s.decoder.audio_streams,
                                           sample_aspect_ratio=s.decoder.sample_aspect_ratio)
         if cfg.segment is not None:

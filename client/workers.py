@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from preedit.errors import PreeditError, UsageError
+from preedit.serve import child_env
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def run_workers(args) -> int:
             cmd = segment_command(source, str(part), i, k, common +
                                   ["--summary-json", str(part) + ".summary.json"])
             logf = open(str(part) + ".log", "wb")
-            procs.append((subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT), logf, part))
+            procs.append((subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                           env=child_env(url)), logf, part))  # key of a locked server
         try:
             codes = [p.wait() for p, _, _ in procs]
         except KeyboardInterrupt:

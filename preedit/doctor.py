@@ -122,7 +122,10 @@ def triton_info(url: Optional[str], timeout_s: float = 3.0) -> dict:
 
             client = grpcclient.InferenceServerClient(url)
             info["reachable"] = bool(client.is_server_live(client_timeout=timeout_s))
-            index = client.get_model_repository_index(as_json=True, client_timeout=timeout_s).get("models", [])
+            from preedit.serve import auth_headers
+
+            index = client.get_model_repository_index(as_json=True, headers=auth_headers(url),
+                                                      client_timeout=timeout_s).get("models", [])
             info["models"] = sorted(f"{m['name']}:{m.get('state', '?')}" for m in index)
             client.close()
         except Exception as exc:  # noqa: BLE001 - unreachable is an answer

@@ -60,7 +60,7 @@ class CudaShmTransport:
     def __init__(self, url: str, model: str, frame_shape: Tuple[int, int], n_slots: int = 4, *,
                  qp: Optional[float] = None, device_id: int = 0, output_device: str = "cuda",
                  request_timeout_s: float = 30.0, client: Any = None, cudashm: Any = None,
-                 check_model: bool = True) -> None:
+                 check_model: bool = True, headers: Optional[dict] = None) -> None:
         import torch
 
         if output_device not in ("cuda", "cpu"):
@@ -77,6 +77,8 @@ class CudaShmTransport:
         if client is None:
             client = grpcclient.InferenceServerClient(url)
         self._shm, self.client = cudashm, client
+        self.headers = dict(headers) if headers else None  # key of a locked server
+        self._hdr = {"headers": self.headers} if self.headers else {}
         self._grpc = grpcclient
         self.on_cuda = torch.cuda.is_available()
         self.device = torch.device("cuda", device_id) if self.on_cuda else torch.device("cpu")
@@ -119,7 +121,7 @@ class CudaShmTransport:
             h_out = shm.create_shared_memory_region(name_out, self.frame_bytes, self.device_id)
             try:
                 for name, handle, size in ((name_in, h_in, in_bytes), (name_out, h_out, self.frame_bytes)):
-                    self.client.register_cuda_shared_memory(name, shm.get_raw_handle(handle), self.device_id, size)
+                    self.client.register_cuda_shared_memory(name, shm.get_raw_handle(handle), self.device_id, size, **self._hdr)
                     self._registered.append(name)
             except Exception as exc:  # noqa: BLE001
                 raise ServerError(f"Triton at {self.url} refused CUDA shared memory ({exc}); the server must "
@@ -223,7 +225,7 @@ class CudaShmTransport:
         self.ring.wait_idle(drain_timeout_s)
         for name in self._registered:
             try:
-                self.client.unregister_cuda_shared_memory(name)
+                self.client.unregister_cuda_shared_memory(name, **self._hdr)
             except Exception:  # noqa: BLE001 - server may be gone; the memory is ours to free
                 pass
         self._registered = []

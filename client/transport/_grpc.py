@@ -36,7 +36,8 @@ class GrpcTransport(TritonTransport):
 
     def __init__(self, url: str, model: str, frame_shape: Tuple[int, int], n_slots: int = 4,
                  qp: Optional[float] = None, request_timeout_s: float = 30.0, retries: int = 2,
-                 retry_backoff_s: float = 0.25, connect_timeout_s: float = 10.0) -> None:
+                 retry_backoff_s: float = 0.25, connect_timeout_s: float = 10.0,
+                 headers: Optional[dict] = None) -> None:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
@@ -50,6 +51,7 @@ class GrpcTransport(TritonTransport):
         self._inflight = 0
         self._closed = False
         self._registered: list = []
+        self.headers = dict(headers) if headers else None
         self.ring = None
         self._places = threading.BoundedSemaphore(n_slots)
         self.client = grpcclient.InferenceServerClient(url)

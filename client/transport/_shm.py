@@ -14,6 +14,7 @@ clients. Failed requests are retried a bounded number of times, then the Future 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -31,6 +32,16 @@ from preedit.errors import ModelError, ServerError
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
 log = logging.getLogger(__name__)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 _RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNKNOWN", "INTERNAL")
 
@@ -59,12 +70,15 @@ class TritonTransport:
         request_timeout_s: per-request client deadline.
         retries: re-sends of a failed request before giving up.
         retry_backoff_s: wait before the first re-send (doubles each time).
+        headers: gRPC headers carrying the server's API key (shm register/unregister are keyed).
     """
 
     def __init__(self, url: str, model: str, frame_shape: Tuple[int, int], n_slots: int = 4,
                  qp: Optional[float] = None, request_timeout_s: float = 30.0, retries: int = 2,
-                 retry_backoff_s: float = 0.25, connect_timeout_s: float = 10.0) -> None:
+                 retry_backoff_s: float = 0.25, connect_timeout_s: float = 10.0,
+                 headers: Optional[dict] = None) -> None:
         self._grpc = grpcclient
+        self.headers = dict(headers) if headers else None  # key of a locked server (preedit.serve.auth_headers)
         self._exc_type = InferenceServerException
         self.url = url
         self.model = model
@@ -88,14 +102,45 @@ class TritonTransport:
                 if self.send_qp:
                     slot.qp_in()[...] = np.float32(qp)
                 for region in (slot.inp, slot.out):
-                    self.client.register_system_shared_memory(region.name, region.key, region.byte_size)
+                    self.client.register_system_shared_memory(region.name, region.key, region.byte_size,
+                                                               headers=self.headers)
                     self._registered.append(region.name)
+            self._sweep_dead_clients()
         except self._exc_type as exc:
             self.close()
             raise ServerError(f"Triton at {url} refused shared memory: {_message(exc)}") from None
         except BaseException:
             self.close()
             raise
+
+    def _sweep_dead_clients(self) -> None:
+        """Unregister (and unlink, when ours) regions of preedit clients that died without closing:
+        names are `preedit_<pid>_...`; a pid that no longer exists is dead. Best effort."""
+        try:
+            status = self.client.get_system_shared_memory_status(as_json=True, headers=self.headers,
+                                                                 client_timeout=5.0)
+        except Exception:  # noqa: BLE001 - status is keyed on a locked server; no key: skip
+            return
+        regions = status.get("regions", status)
+        for name, region in (regions.items() if isinstance(regions, dict) else []):
+            parts = name.split("_")
+            if len(parts) < 3 or parts[0] != "preedit" or not parts[1].isdigit():
+                continue
+            pid = int(parts[1])
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            try:
+                self.client.unregister_system_shared_memory(name, headers=self.headers, client_timeout=2.0)
+            except Exception:  # noqa: BLE001
+                continue
+            key = str(region.get("key", "") if isinstance(region, dict) else "")
+            path = "/dev/shm/" + key.lstrip("/")
+            try:
+                if key and os.stat(path).st_uid == os.getuid():
+                    os.unlink(path)
+            except OSError:
+                pass
+            log.info("unregistered shm region %s of dead client %d", name, pid)
 
     # -- set-up checks -----------------------------------------------------------------------
     def _connect(self, timeout_s: float) -> None:
@@ -119,7 +164,7 @@ class TritonTransport:
             ready = False
         if not ready:
             try:
-                index = self.client.get_model_repository_index(as_json=True).get("models", [])
+                index = self.client.get_model_repository_index(as_json=True, headers=self.headers).get("models", [])
                 names = sorted({m["name"] for m in index})
             except self._exc_type:
                 names = []
@@ -222,9 +267,9 @@ class TritonTransport:
             self._closed = True
         for name in self._registered:
             try:
-                self.client.unregister_system_shared_memory(name, client_timeout=2.0)
-            except Exception:  # noqa: BLE001 - the server may be gone; the region is ours to unlink
-                pass
+                self.client.unregister_system_shared_memory(name, headers=self.headers, client_timeout=2.0)
+            except Exception:  # noqa: BLE001 - the server may be gone or frozen; the region is ours to unlink
+                break  # one timeout is enough: do not wait 2 s more for every other region
         self._registered = []
         if self.ring is not None:
             self.ring.destroy()

@@ -154,10 +154,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     server = None
     url = args.url
     if url is None:
-        from preedit.serve import ServerConfig, TritonServer
+        from preedit.serve import PERF_ANALYZER_APIS, ServerConfig, TritonServer
 
+        # perf_analyzer over gRPC sends no headers: model-config, shm, statistics unkeyed here.
         server = TritonServer(ServerConfig(model_repository=args.model_repository or model_repository(),
-                                           http_port=0, grpc_port=0, metrics_port=0))
+                                           http_port=0, grpc_port=0, metrics_port=0,
+                                           unkeyed_apis=PERF_ANALYZER_APIS))
         server.start()
         url = server.grpc_url
     try:

@@ -141,13 +141,15 @@ def run_analysis(onnx_path: Path, variants: Sequence[ConfigVariant], input_data:
     """
     import tritonclient.http as httpclient
 
-    from preedit.serve import ServerConfig, TritonServer
+    from preedit.serve import PERF_ANALYZER_APIS, ServerConfig, TritonServer
 
     from preedit.perf.speed.perf_analyzer import PerfAnalyzerConfig, run_perf_analyzer
 
     repo = write_variant_repository(onnx_path, variants, work_dir / "repository")
+    # Explicit model control (opt-in, keyed: load/unload send the key); perf_analyzer over gRPC
+    # cannot send headers, so model-config, shared-memory and statistics stay unkeyed on this private server.
     server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
-                                       extra_args=("--model-control-mode=explicit",)))
+                                       allow_model_control=True, unkeyed_apis=PERF_ANALYZER_APIS))
     samples: Dict[ConfigVariant, List[VariantResult]] = {v: [] for v in variants}
     order = [v for p in range(passes) for v in (variants if p % 2 == 0 else list(reversed(variants)))]
     with server:
@@ -160,7 +162,7 @@ def run_analysis(onnx_path: Path, variants: Sequence[ConfigVariant], input_data:
                 server.start()
                 client = httpclient.InferenceServerClient(server.http_url)
             try:
-                client.load_model(v.name)
+                client.load_model(v.name, headers=server.http_headers)
                 server.wait_model_ready(v.name, timeout_s=120)
                 for c in concurrencies:
                     cfg = PerfAnalyzerConfig(input_data=input_data, frame_shape=frame_shape, url=server.grpc_url,
@@ -174,7 +176,7 @@ def run_analysis(onnx_path: Path, variants: Sequence[ConfigVariant], input_data:
                 log.warning("variant %s failed: %s", v.name, str(exc).splitlines()[0][:300])
             finally:
                 try:
-                    client.unload_model(v.name)
+                    client.unload_model(v.name, headers=server.http_headers)
                 except Exception:  # noqa: BLE001
                     pass
             samples[v].append(result)

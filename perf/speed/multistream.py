@@ -34,6 +34,7 @@ import numpy as np
 
 from preedit.errors import ServerError, UsageError
 from preedit.paths import model_repository
+from preedit.serve import auth_headers, child_env
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +149,25 @@ def parse_batch_counters(text: str, model: str) -> Dict[str, float]:
     return out
 
 
-def read_batch_counters(metrics_url: Optional[str], model: str) -> Optional[Dict[str, float]]:
+def read_batch_counters(metrics_url: Optional[str], model: str, at_least: Optional[Dict[str, float]] = None,
+                        inferences: int = 0, wait_s: float = 15.0) -> Optional[Dict[str, float]]:
+    """The batch counters of `model`; with `at_least`, wait (bounded) until they count `inferences`
+    more than it: the python backend reports a batch's statistics after its responses are sent, so a
+    scrape right after the client ends can miss them (the cause of an `avg_batch_size` 0.0 flake).
+    A failed scrape raises ServerError rather than reading as 0."""
     if not metrics_url:
         return None
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=5) as resp:
-            return parse_batch_counters(resp.read().decode(), model)
-    except OSError:
-        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+                counters = parse_batch_counters(resp.read().decode(), model)
+        except OSError as exc:
+            raise ServerError(f"cannot read Triton metrics at {metrics_url}: {exc}") from None
+        if at_least is None or counters["nv_inference_count"] - at_least["nv_inference_count"] >= inferences \
+                or time.monotonic() > deadline:
+            return counters
+        time.sleep(0.1)
 
 
 def avg_batch_size(before: Optional[Dict[str, float]], after: Optional[Dict[str, float]]) -> float:
@@ -173,7 +185,8 @@ def run_serving(url: str, model: str, frames: np.ndarray, n_streams: int, durati
     from preedit.client.transport import TritonTransport
 
     shape = tuple(frames.shape[1:])
-    transports = [TritonTransport(url, model, shape, n_slots=inflight) for _ in range(n_streams)]
+    transports = [TritonTransport(url, model, shape, n_slots=inflight, headers=auth_headers(url))
+                  for _ in range(n_streams)]
     try:
         # Warm-up: one frame per stream, so first-request costs stay out of the window.
         for t in transports:
@@ -213,14 +226,15 @@ def run_pipeline_streams(url: str, model: str, clip: Path, n_streams: int, codec
         if max_frames:
             cmd += ["--max-frames", str(max_frames)]
         before = read_batch_counters(metrics_url, model)
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
-        after = read_batch_counters(metrics_url, model)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False,
+                              env=child_env(url))  # the key: the child registers shm on a locked server
         if proc.returncode != 0 or not summary.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ServerError(f"preedit run with {n_streams} streams failed (exit {proc.returncode}): {tail}")
         payload = json.loads(summary.read_text())
     streams = payload["streams"] if "streams" in payload else [payload]
     frames = sum(s["frames"] for s in streams)
+    after = read_batch_counters(metrics_url, model, at_least=before, inferences=frames)
     wall = max(s["wall_s"] for s in streams) or 1e-9
     e2e = [s["latency_ms"]["end_to_end"] for s in streams]
     pre = [s["latency_ms"]["preedit"] for s in streams]
