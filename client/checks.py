@@ -96,3 +96,26 @@ def check_run(cfg, dsts: Sequence[str]) -> None:
     """All server-free checks of a run: numbers, then outputs."""
     check_numbers(cfg)
     check_outputs(cfg.inputs, dsts)
+
+
+def playable_frames(path: str) -> int:
+    """Video packets a player would find in `path` (0: missing, empty or not a readable container)."""
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        return 0
+    try:
+        import av
+
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                return 0
+            return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+    except Exception:  # noqa: BLE001 - any failure to read back means nothing playable
+        return 0
+
+
+def partial_output_note(path: str) -> str:
+    """What an error message says about the output: finalised with N frames, or that none was written."""
+    n = playable_frames(path)
+    if n:
+        return f"partial output finalised: {path} ({n} frames)"
+    return f"no playable output was written ({path})"

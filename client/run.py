@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 
 from preedit.client import segment as scale_out
 from preedit.client.backends import Backends, select_backends
-from preedit.client.checks import check_run
+from preedit.client.checks import check_run, partial_output_note
 from preedit.client.encode import EncoderSettings, container_for, model_qp
 from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
@@ -312,8 +312,8 @@ def report(cfg: RunConfig, backends: Backends, streams: List[_Stream]) -> List[d
 def _raise_first_error(streams: List[_Stream]) -> None:
     for s in streams:
         if isinstance(s.error, PreeditError):
-            raise type(s.error)(f"{s.error}; partial output finalised: {s.dst} "
-                                f"({s.pipeline.stats.frames_encoded} frames)")
+            s.close()  # finalise now, so the message says what is on disk
+            raise type(s.error)(f"{s.error}; {partial_output_note(s.dst)}")
         if s.error is not None:
             raise s.error
 

@@ -79,3 +79,21 @@ def test_run_refuses_unwritable_output_folder_before_the_server(capsys, tmp_path
 def test_run_refuses_missing_output_folder(capsys, tmp_path, media):
     code, errors, _ = run_cli(capsys, media("flower.mp4"), "-o", tmp_path / "nope" / "o.mp4", *FAST)
     assert code == 2 and "output folder does not exist" in errors[0]
+
+
+def test_run_says_no_playable_output_when_x265_refuses_the_size(capsys, tmp_path):
+    import av
+    import numpy as np
+
+    src = tmp_path / "small.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 18, 10, "yuv420p"
+        for _ in range(5):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((10, 18, 3), np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    code, errors, err = run_cli(capsys, src, "-o", tmp_path / "o.mp4", "--bypass", "--codec", "hevc")
+    assert code == 7 and len(errors) == 1, err
+    assert "partial output finalised" not in errors[0] and "no playable output was written" in errors[0]
