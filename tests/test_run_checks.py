@@ -97,3 +97,12 @@ def test_run_says_no_playable_output_when_x265_refuses_the_size(capsys, tmp_path
     code, errors, err = run_cli(capsys, src, "-o", tmp_path / "o.mp4", "--bypass", "--codec", "hevc")
     assert code == 7 and len(errors) == 1, err
     assert "partial output finalised" not in errors[0] and "no playable output was written" in errors[0]
+
+
+def test_run_ends_with_a_clear_line_when_udp_input_never_sends(capsys, tmp_path):
+    port = free_port()
+    code, errors, err = run_cli(capsys, f"udp://127.0.0.1:{port}", "-o", tmp_path / "live.ts", "--bypass",
+                                "--read-timeout-s", "1", *FAST)
+    assert code == 3 and len(errors) == 1, err
+    assert "no data from udp://" in errors[0] and "--read-timeout-s" in errors[0]
+    assert "Immediate exit requested" not in err

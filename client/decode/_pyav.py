@@ -126,6 +126,9 @@ class PyAvDecoder:
             self.container = av.open(self.source, **kwargs)
         except av.error.FileNotFoundError:
             raise InputError(f"input not found: {self.source}") from None
+        except av.error.ExitError:  # the open/read timeout fired: a live source that never sent
+            raise InputError(f"no data from {self.source} within {open_timeout_s:g} s "
+                             f"(--read-timeout-s {open_timeout_s:g})") from None
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise InputError(f"cannot open {self.source} as video: {_av_message(exc)}") from None
         try:
