@@ -50,3 +50,19 @@ def test_run_converts_rgb_with_the_matrix_it_tags(tmp_path, width, height, matri
     back = np.moveaxis(np.asarray(yuv_to_rgb(y, u, v, matrix=tagged, color_range="full" if full else "limited")), 0, -1)
     err = np.abs(np.clip(back, 0, 1) * 255.0 - rgb.astype(float)).mean()
     assert err < 4.0, f"mean RGB error {err:.2f} decoding with the tagged {tagged}"
+
+
+def test_run_carries_rotation_to_the_output(tmp_path, clip):
+    """A phone clip's display matrix (-90 degrees here) reaches the output, so players show it upright."""
+    import av
+
+    src = clip("edge-rotate-buck-bunny.mp4")
+    with av.open(str(src)) as c:
+        want = next(c.decode(video=0)).rotation
+    assert want, "the clip should carry a rotation"
+    out = tmp_path / "o.mp4"
+    assert cli_main(["run", str(src), "-o", str(out), "--bypass", "--codec", "h264", "--preset", "ultrafast",
+                     "--max-frames", "5"]) == 0
+    with av.open(str(out)) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 5 and frames[0].rotation == want

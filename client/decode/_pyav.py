@@ -179,8 +179,8 @@ class PyAvDecoder:
             log.warning("%s: pixel format %s converted to yuv420p", self.source, first.format.name)
         rotation = int(getattr(first, "rotation", 0) or 0)
         if rotation:
-            log.warning("%s: rotation metadata (%d degrees) is not carried to the output; frames are "
-                        "encoded as stored", self.source, rotation)
+            log.info("%s: rotation metadata (%d degrees) carried to the output as a display matrix",
+                     self.source, rotation)
         rate = self.stream.average_rate or self.stream.guessed_rate or (raw.fps if raw else None)
         hint = self.stream.frames or None
         self.info = StreamInfo(
@@ -189,7 +189,7 @@ class PyAvDecoder:
             color_range="full" if is_full_range(first) else "limited",
             color_matrix=source_matrix(first),
             pix_fmt=first.format.name, bit_depth=bit_depth, frame_count_hint=hint,
-            codec_name=cc.name or "",
+            codec_name=cc.name or "", rotation=rotation,
         )
         self.sample_aspect_ratio = self.stream.sample_aspect_ratio or cc.sample_aspect_ratio
         if self.stream.duration and self.stream.time_base:
