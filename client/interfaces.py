@@ -30,6 +30,7 @@ class StreamInfo:
     bit_depth: int = 8
     frame_count_hint: Optional[int] = None
     codec_name: str = ""
+    rotation: int = 0  # display rotation in degrees, counter-clockwise (as VideoFrame.rotation)
 
 
 @dataclass

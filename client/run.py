@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple
 
 from preedit.client import segment as scale_out
 from preedit.client.backends import Backends, select_backends
+from preedit.client.checks import check_run, partial_output_note
 from preedit.client.encode import EncoderSettings, container_for, model_qp
 from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
@@ -215,9 +216,7 @@ def plan_streams(cfg: RunConfig) -> List[_Stream]:
     dsts = resolve_outputs(cfg.inputs, cfg.outputs, cfg.encoder.codec)
     for dst in dsts:
         container_for(dst, cfg.encoder.codec)
-    for src, dst in zip(cfg.inputs, dsts):
-        if Path(src).resolve() == Path(dst).resolve():
-            raise UsageError(f"output would overwrite the input: {dst}")
+    check_run(cfg, dsts)  # numbers, collisions (device+inode), duplicates, writable folders
     scale_out.check_run_args(cfg, cfg.inputs, dsts)
     return [_Stream(src, dst) for src, dst in zip(cfg.inputs, dsts)]
 
@@ -314,8 +313,8 @@ def report(cfg: RunConfig, backends: Backends, streams: List[_Stream]) -> List[d
 def _raise_first_error(streams: List[_Stream]) -> None:
     for s in streams:
         if isinstance(s.error, PreeditError):
-            raise type(s.error)(f"{s.error}; partial output finalised: {s.dst} "
-                                f"({s.pipeline.stats.frames_encoded} frames)")
+            s.close()  # finalise now, so the message says what is on disk
+            raise type(s.error)(f"{s.error}; {partial_output_note(s.dst)}")
         if s.error is not None:
             raise s.error
 

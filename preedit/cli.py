@@ -55,10 +55,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def call_main(prog: str, main_fn: Callable[[List[str]], Optional[int]], argv: List[str]) -> int:
     """Call a `main(argv)`; expected faults become one line on stderr and their exit code."""
+    from preedit.signals import Terminated, terminate_like_sigint
+
     try:
-        return int(main_fn(argv) or 0)
+        with terminate_like_sigint():  # SIGTERM / SIGHUP end the run like Ctrl-C
+            return int(main_fn(argv) or 0)
     except PreeditError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Terminated as exc:
+        print(f"{prog}: terminated ({exc.args[0]}; the output so far is finalised)", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -14,6 +14,8 @@ Exit codes (also in the README's CLI reference):
 | 7 | EncodeError | encoder or muxer failed |
 | 8 | VerifyError | determinism check found a mismatch |
 | 130 | | interrupted (SIGINT) |
+| 143 | | terminated (SIGTERM; preedit.signals) |
+| 129 | | hung up (SIGHUP; preedit.signals) |
 """
 
 from __future__ import annotations

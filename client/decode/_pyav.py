@@ -80,6 +80,20 @@ def yuv420p_to_nv12(frame, width: int, height: int) -> np.ndarray:
     return out
 
 
+def source_matrix(frame) -> str:
+    """The YUV matrix of `frame`: as tagged (BT.709 / BT.601), else FFmpeg's convention for an
+    unspecified one (RGB sources too): BT.601 below 720 lines, BT.709 from 720."""
+    tagged = {1: "bt709", 5: "bt601", 6: "bt601"}.get(int(frame.colorspace or 0))
+    if tagged:
+        return tagged
+    if int(frame.colorspace or 0) in (0, 2):  # RGB / unspecified
+        return "bt709" if frame.height >= 720 else "bt601"
+    return "bt709"
+
+
+_SWS_MATRIX = {"bt709": "itu709", "bt601": "itu601"}
+
+
 def is_full_range(frame) -> bool:
     return frame.format.name.startswith("yuvj") or int(frame.color_range or 0) == 2
 
@@ -126,6 +140,9 @@ class PyAvDecoder:
             self.container = av.open(self.source, **kwargs)
         except av.error.FileNotFoundError:
             raise InputError(f"input not found: {self.source}") from None
+        except av.error.ExitError:  # the open/read timeout fired: a live source that never sent
+            raise InputError(f"no data from {self.source} within {open_timeout_s:g} s "
+                             f"(--read-timeout-s {open_timeout_s:g})") from None
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise InputError(f"cannot open {self.source} as video: {_av_message(exc)}") from None
         try:
@@ -162,17 +179,17 @@ class PyAvDecoder:
             log.warning("%s: pixel format %s converted to yuv420p", self.source, first.format.name)
         rotation = int(getattr(first, "rotation", 0) or 0)
         if rotation:
-            log.warning("%s: rotation metadata (%d degrees) is not carried to the output; frames are "
-                        "encoded as stored", self.source, rotation)
+            log.info("%s: rotation metadata (%d degrees) carried to the output as a display matrix",
+                     self.source, rotation)
         rate = self.stream.average_rate or self.stream.guessed_rate or (raw.fps if raw else None)
         hint = self.stream.frames or None
         self.info = StreamInfo(
             width=self.crop[0], height=self.crop[1], time_base=self.stream.time_base or Fraction(1, 90000),
             average_rate=Fraction(rate) if rate else None,
             color_range="full" if is_full_range(first) else "limited",
-            color_matrix={1: "bt709", 5: "bt601", 6: "bt601"}.get(int(first.colorspace or 0), "bt709"),
+            color_matrix=source_matrix(first),
             pix_fmt=first.format.name, bit_depth=bit_depth, frame_count_hint=hint,
-            codec_name=cc.name or "",
+            codec_name=cc.name or "", rotation=rotation,
         )
         self.sample_aspect_ratio = self.stream.sample_aspect_ratio or cc.sample_aspect_ratio
         if self.stream.duration and self.stream.time_base:
@@ -236,7 +253,8 @@ class PyAvDecoder:
                               f"{frame.width}x{frame.height}; split the input at the change")
         if frame.format.name not in DIRECT_FORMATS:
             rng = 2 if full else 1
-            frame = frame.reformat(format="yuv420p", src_color_range=rng, dst_color_range=rng)
+            extra = {"dst_colorspace": _SWS_MATRIX[self.info.color_matrix]} if frame.format.is_rgb else {}
+            frame = frame.reformat(format="yuv420p", src_color_range=rng, dst_color_range=rng, **extra)
         width, height = self.crop
         nv12 = yuv420p_to_nv12(frame, width, height)
         return (nv12_full_to_limited(nv12) if full else nv12), full

@@ -183,6 +183,8 @@ class PyAvEncoder:
             cc.colorspace = _MATRIX_TAGS[info.color_matrix]
         if sar and Fraction(sar) != 1:
             cc.sample_aspect_ratio = Fraction(sar)
+        if getattr(info, "rotation", 0) and hasattr(stream, "set_display_rotation"):
+            stream.set_display_rotation(info.rotation)  # display matrix side data: players show it upright
         self.stream = stream
 
     def _add_audio(self, audio_streams: Sequence) -> Dict[int, object]:
