@@ -13,6 +13,7 @@ TorchEngine, TensorRTEngine); `transcode` drives `preedit.client.run`'s steps. F
 from __future__ import annotations
 
 import contextlib
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Union
@@ -261,7 +262,8 @@ def _to_numpy(x):
             import torch
 
             arr, on_gpu = torch.from_dlpack(x).cpu().numpy(), True
-        make = getattr(__import__(type(x).__module__.split(".")[0]), "from_dlpack", None)
+        # the producer's library rebuilds its own type (cupy.from_dlpack, ...); else NumPy / torch CUDA comes back
+        make = getattr(sys.modules.get(type(x).__module__.split(".")[0]), "from_dlpack", None)
 
         def restore(out: np.ndarray):
             src = out

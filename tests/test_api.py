@@ -174,3 +174,42 @@ def test_shipped_model_through_the_api_equals_preedit_run(small_clip, tmp_path):
         assert np.array_equal(a[:h], y)
         assert np.array_equal(a[h:, 0::2], u) and np.array_equal(a[h:, 1::2], v)
     assert not np.array_equal(api, frames)
+
+
+class _FakeEngine:
+    """Records the batches it gets; edits by inverting the frames."""
+
+    description = "fake"
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, nv12, qp):
+        self.calls.append((nv12.shape[0], float(np.asarray(qp).ravel()[0])))
+        return 255 - nv12
+
+
+def test_batches_are_split_and_sent_in_flight_in_order():
+    import threading
+
+    pre = preedit.PreEditor(engine="triton", url="127.0.0.1:1", max_batch=4, inflight=3)
+    pre._engine = fake = _FakeEngine()
+    from concurrent.futures import ThreadPoolExecutor
+
+    pre._pool = ThreadPoolExecutor(3)
+    frames = np.random.default_rng(0).integers(0, 256, (10, 24, 16), dtype=np.uint8)
+    out = pre.edit(frames, qp=np.arange(10, dtype=np.float32))
+    assert np.array_equal(out, 255 - frames)  # order kept across in-flight requests
+    assert sorted(fake.calls) == [(2, 8.0), (4, 0.0), (4, 4.0)]
+    pre.close()
+    assert pre._pool is None and threading.active_count() >= 1
+
+
+@pytest.mark.needs_cuda
+def test_cuda_tensor_in_cuda_tensor_out():
+    import torch
+
+    with preedit.PreEditor(engine="onnxruntime") as pre:
+        frames = torch.randint(0, 256, (2, 48, 32), dtype=torch.uint8)
+        out = pre.edit(frames.cuda(), qp=30)
+        assert out.device.type == "cuda" and torch.equal(out.cpu(), pre.edit(frames, qp=30))
