@@ -244,6 +244,8 @@ class Pipeline:
                 telemetry.observe_latency("end_to_end", (t1 - frame.t_decoded_ns) / 1e9)
                 self.stats.frames_encoded += 1
                 telemetry.count_frame("encoded")
+                if self.stats.on_frame is not None:
+                    self.stats.on_frame(self.stats.frames_encoded)
                 elapsed = time.monotonic() - self._t_start
                 if elapsed > 0:
                     telemetry.FPS.set(self.stats.frames_encoded / elapsed)

@@ -290,8 +290,8 @@ def run_streams(streams: List[_Stream]) -> None:
     run_threads(threads, on_interrupt=stop_all)
 
 
-def report(cfg: RunConfig, backends: Backends, streams: List[_Stream]) -> List[dict]:
-    """Print each stream's summary (and the aggregate), write `--summary-json`; returns the summaries."""
+def report(cfg: RunConfig, backends: Backends, streams: List[_Stream], echo: bool = True) -> List[dict]:
+    """Print each stream's summary (and the aggregate; not when `echo` is False), write `--summary-json`; returns the summaries."""
     summaries = []
     for s in streams:
         s.summary = s.pipeline.stats.summary(
@@ -299,8 +299,9 @@ def report(cfg: RunConfig, backends: Backends, streams: List[_Stream]) -> List[d
             device=backends.device, stage_devices=dict(backends.stage_devices), bypass=cfg.bypass,
             latency_budget_ms=cfg.latency_budget_ms, error=None if s.error is None else str(s.error))
         summaries.append(s.summary)
-        print(format_summary(s.summary), flush=True)
-    if len(streams) > 1:
+        if echo:
+            print(format_summary(s.summary), flush=True)
+    if len(streams) > 1 and echo:
         total_frames = sum(x["frames"] for x in summaries)
         wall = max(x["wall_s"] for x in summaries) or 1e-9
         print(f"{len(streams)} streams: {total_frames} frames, {total_frames / wall:.1f} fps aggregate", flush=True)

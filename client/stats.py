@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class RunStats:
     output_bits: int = 0
     media_duration_s: float = 0.0
     wall_s: float = 0.0
+    on_frame: Optional[Callable[[int], None]] = None  # called with frames_encoded after each frame (API progress)
 
     def add(self, stage: str, seconds: float) -> None:
         self.latencies_s[stage].append(seconds)
