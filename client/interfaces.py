@@ -30,6 +30,7 @@ class StreamInfo:
     bit_depth: int = 8
     frame_count_hint: Optional[int] = None
     codec_name: str = ""
+    signal: Any = None  # preedit.client.bitdepth.ColorSignal of the input (colour tags, HDR10 metadata)
 
 
 @dataclass
