@@ -149,3 +149,29 @@ def test_real_10bit_clip_stays_10bit_with_exact_frames_and_tags(tmp_path):
     assert cli_main(["run", str(src), "-o", str(out), "--bypass", *FAST]) == 0
     src_frames, _ = _check_same_signal_and_timing(src, out)
     assert len(src_frames) >= 5
+
+
+# -- scoring at 10 bits -------------------------------------------------------------------------
+def _y4m10(path: Path, frames) -> Path:
+    h, w = frames[0][0].shape
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420p10\n".encode())
+        for planes in frames:
+            fh.write(b"FRAME\n" + b"".join(p.astype("<u2").tobytes() for p in planes))
+    return path
+
+
+def test_score_rates_10bit_clips_at_10_bits(tmp_path):
+    from preedit.quality import metrics
+
+    rng = np.random.default_rng(3)
+    ref = [(rng.integers(100, 900, (72, 128)).astype(np.uint16), np.full((36, 64), 512, np.uint16),
+            np.full((36, 64), 512, np.uint16)) for _ in range(3)]
+    dist = [(y + 2, u, v) for y, u, v in ref]  # +2 code values at 10 bits: half an 8-bit step
+    r, d = _y4m10(tmp_path / "r.y4m", ref), _y4m10(tmp_path / "d.y4m", dist)
+    assert metrics.probe_bit_depth(r) == 10
+    ten = metrics.score(d, r)
+    eight = metrics.score(d, r, bit_depth=8)
+    assert ten.frames == 3
+    assert abs(ten.metrics["psnr_y"] - 10 * np.log10(1023 ** 2 / 4)) < 0.3  # MSE 4 on the 10-bit scale
+    assert abs(ten.metrics["psnr_y"] - eight.metrics["psnr_y"]) > 1.0  # 8-bit scoring would blur it
