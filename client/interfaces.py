@@ -31,6 +31,7 @@ class StreamInfo:
     frame_count_hint: Optional[int] = None
     codec_name: str = ""
     rotation: int = 0  # display rotation in degrees, counter-clockwise (as VideoFrame.rotation)
+    signal: Any = None  # preedit.client.bitdepth.ColorSignal of the input (colour tags, HDR10 metadata)
 
 
 @dataclass

@@ -54,6 +54,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     enc.add_argument("--qp", type=int, default=None, help="constant QP (also sent to the model as its QP input)")
     enc.add_argument("--bitrate", type=float, default=None, metavar="KBPS", help="target bitrate in kbit/s")
     enc.add_argument("--preset", default=None, help="x264/x265 preset name, or SVT-AV1 preset 0..13")
+    enc.add_argument("--bit-depth", type=int, default=None, choices=[8, 10],
+                     help="output bit depth (default: the input's; 10-bit input → HEVC Main10 / AV1 10-bit)")
     srv = parser.add_argument_group("pre-editor")
     srv.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: start one)")
     srv.add_argument("--model", default=None, help=f"served model name (default {DEFAULT_MODEL})")
@@ -151,7 +153,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise UsageError(f"--deterministic uses model {DETERMINISTIC_MODEL!r}; drop --model {args.model}")
     model = DETERMINISTIC_MODEL if args.deterministic else (args.model or DEFAULT_MODEL)
     encoder = EncoderSettings(codec=args.codec, crf=args.crf, qp=args.qp, bitrate_kbps=args.bitrate,
-                              preset=args.preset)
+                              preset=args.preset, bit_depth=getattr(args, "bit_depth", None))
     return RunConfig(inputs=inputs, outputs=outputs, encoder=encoder, model=model, url=args.url,
                      bypass=args.bypass, device=args.device, inflight=args.inflight,
                      request_timeout_s=args.request_timeout_s, connect_timeout_s=args.connect_timeout_s,

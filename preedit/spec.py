@@ -67,7 +67,10 @@ class Contract:
     outputs: Tuple[TensorSpec, ...] = OUTPUTS
     notes: str = field(
         default="Full-range input is converted to limited range by the client before the model "
-        "and back after it; 10-bit input is converted to 8-bit with a warning."
+        "and back after it. 10-bit input (yuv420p10/P010, limited range): the model receives the "
+        "8-bit view (v + 2) >> 2 as NV12 and returns an 8-bit edit; the client applies it at 10 bits, "
+        "out10 = clamp(in10 + 4*(edit8 - in8), 0, 1023), so unedited pixels keep their 10-bit values "
+        "(preedit.client.bitdepth). The model itself is 8-bit only."
     )
 
     def to_dict(self) -> dict:

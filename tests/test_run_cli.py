@@ -87,10 +87,10 @@ def test_run_keeps_full_range_tag_when_input_is_yuvj420p(capsys, tmp_path, media
     assert y.min() < 16 or y.max() > 235  # values use the full range again
 
 
-def test_run_converts_to_8bit_with_warning_when_input_is_10bit(capsys, caplog, tmp_path, media):
-    out = tmp_path / "o.mp4"
+def test_run_encodes_8bit_with_warning_when_input_is_10bit_and_codec_is_h264(capsys, caplog, tmp_path, media):
+    out = tmp_path / "o.mp4"  # (hevc / av1 keep 10 bits: tests/test_tenbit.py)
     code, errors, err = run_cli(capsys, media("sparks_96x64_yuv420p10le.yuv"), "-o", out, "--bypass", *FAST)
-    assert code == 0 and not errors and "10-bit input (yuv420p10le) converted to 8-bit" in caplog.text
+    assert code == 0 and not errors and "libx264 here encodes 8-bit only" in caplog.text
     frames, _ = decoded(out)
     assert len(frames) == 5 and frames[0].format.name == "yuv420p"
 

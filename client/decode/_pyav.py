@@ -26,7 +26,7 @@ from typing import Iterator, List, Optional, Tuple
 import av
 import numpy as np
 
-from preedit.client import telemetry
+from preedit.client import bitdepth, telemetry
 from preedit.client.interfaces import Frame, StreamInfo
 from preedit.color import nv12_full_to_limited
 from preedit.errors import InputError, StreamError
@@ -172,10 +172,12 @@ class PyAvDecoder:
             log.warning("%s: odd size %dx%d cropped to %dx%d (4:2:0 encoders need even sizes)",
                         self.source, width, height, *self.crop)
         bit_depth = _bit_depth(first.format)
-        if bit_depth > 8:
+        # 10-bit limited range: kept at 10 bits (model sees the 8-bit view, see client/bitdepth.py).
+        self.ten_bit = bit_depth == 10 and not is_full_range(first) and first.format.name.startswith(("yuv4", "p010"))
+        if bit_depth > 8 and not self.ten_bit:
             log.warning("%s: %d-bit input (%s) converted to 8-bit for the 8-bit model and encoder",
                         self.source, bit_depth, first.format.name)
-        elif first.format.name not in DIRECT_FORMATS:
+        elif not self.ten_bit and first.format.name not in DIRECT_FORMATS:
             log.warning("%s: pixel format %s converted to yuv420p", self.source, first.format.name)
         rotation = int(getattr(first, "rotation", 0) or 0)
         if rotation:
@@ -189,7 +191,7 @@ class PyAvDecoder:
             color_range="full" if is_full_range(first) else "limited",
             color_matrix=source_matrix(first),
             pix_fmt=first.format.name, bit_depth=bit_depth, frame_count_hint=hint,
-            codec_name=cc.name or "", rotation=rotation,
+            codec_name=cc.name or "", rotation=rotation, signal=bitdepth.signal_of(first),
         )
         self.sample_aspect_ratio = self.stream.sample_aspect_ratio or cc.sample_aspect_ratio
         if self.stream.duration and self.stream.time_base:
@@ -259,6 +261,15 @@ class PyAvDecoder:
         nv12 = yuv420p_to_nv12(frame, width, height)
         return (nv12_full_to_limited(nv12) if full else nv12), full
 
+    def to_planes10(self, frame) -> bitdepth.Planes:
+        """One 10-bit AVFrame → uint16 yuv420p10 planes (cropped), 4:2:2 / P010 reformatted first."""
+        if (frame.width & ~1, frame.height & ~1) != self.crop:
+            raise StreamError(f"frame size changed mid-stream from {self.crop[0]}x{self.crop[1]} to "
+                              f"{frame.width}x{frame.height}; split the input at the change")
+        if frame.format.name != "yuv420p10le":
+            frame = frame.reformat(format="yuv420p10le", src_color_range=1, dst_color_range=1)
+        return bitdepth.planes10_of(frame, *self.crop)
+
     def __iter__(self) -> Iterator[Frame]:
         index = 0
         t_start = time.monotonic()
@@ -272,7 +283,8 @@ class PyAvDecoder:
             av_frame = next(frames, None)
             if av_frame is None:
                 break
-            nv12, full = self.to_nv12(av_frame)
+            planes10 = self.to_planes10(av_frame) if self.ten_bit else None
+            nv12, full = (bitdepth.nv12_view(planes10), False) if planes10 else self.to_nv12(av_frame)
             pts = av_frame.pts
             if pts is None:
                 pts = int(round(index * frame_step)) if frame_step else index
@@ -286,6 +298,8 @@ class PyAvDecoder:
             frame = Frame(index=index, pts=pts, time_base=time_base, nv12=nv12,
                           duration=getattr(av_frame, "duration", None) or None, t_decoded_ns=t1,
                           meta={"full_range": full, "decode_ns": t1 - t0})
+            if planes10:
+                frame.meta["yuv10"] = planes10
             if self.pending_audio:
                 frame.meta["audio"], self.pending_audio = self.pending_audio, []
             last_pts = pts

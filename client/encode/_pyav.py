@@ -23,6 +23,7 @@ import av
 import numpy as np
 
 from preedit import codecs
+from preedit.client import bitdepth
 from preedit.client.interfaces import Frame, StreamInfo, as_numpy
 from preedit.color import nv12_limited_to_full
 from preedit.errors import EncodeError, UsageError
@@ -46,8 +47,11 @@ class EncoderSettings:
     qp: Optional[int] = None
     bitrate_kbps: Optional[float] = None
     preset: Optional[str] = None
+    bit_depth: Optional[int] = None  # None: the input's (10-bit kept for hevc/av1); 8: always 8-bit
 
     def __post_init__(self) -> None:
+        if self.bit_depth not in (None, 8, 10):
+            raise UsageError(f"--bit-depth must be 8 or 10, got {self.bit_depth}")
         if self.codec not in codecs.ENCODER_OF:
             raise UsageError(f"unknown codec {self.codec!r}; valid: {', '.join(codecs.ENCODER_OF)}")
         given = [n for n in ("crf", "qp", "bitrate_kbps") if getattr(self, n) is not None]
@@ -141,6 +145,9 @@ class PyAvEncoder:
         self.raw = Path(self.path).suffix.lower() == ".y4m"
         fmt = container_for(self.path, settings.codec)
         self.full_range = info.color_range == "full"
+        self.ten_bit = info.bit_depth == 10 and settings.bit_depth != 8 and (self.raw or settings.codec != "h264")
+        if info.bit_depth == 10 and settings.bit_depth != 8 and not self.ten_bit:
+            log.warning("%s: libx264 here encodes 8-bit only; the 10-bit input is encoded 8-bit", self.path)
         self.bits = 0
         self.frames = 0
         self.first_pts: Optional[int] = None
@@ -150,7 +157,9 @@ class PyAvEncoder:
         if not parent.is_dir():
             raise UsageError(f"output folder does not exist: {parent}")
         try:
-            self.container = av.open(self.path, "w", format=fmt)
+            # y4m: FFmpeg writes 10-bit as an extension ("C420p10") only when asked to.
+            self.container = av.open(self.path, "w", format=fmt,
+                                     options={"strict": "unofficial"} if self.raw and self.ten_bit else None)
         except (av.error.FFmpegError, OSError) as exc:
             raise EncodeError(f"cannot create {self.path}: {exc}") from None
         try:
@@ -168,6 +177,12 @@ class PyAvEncoder:
             self.codec_time_base = Fraction(1) / rate
         else:
             lib, opts, bit_rate = encoder_options(self.settings)
+            sig = info.signal
+            if sig is not None and self.settings.codec in ("hevc", "av1"):  # colour + HDR10 into the bitstream
+                key = "x265-params" if self.settings.codec == "hevc" else "svtav1-params"
+                extra = (bitdepth.x265_params if key == "x265-params" else bitdepth.svtav1_params)(sig)
+                opts = {**opts, key: bitdepth.merge_params(opts.get(key, ""), extra)}
+                opts = {k: v for k, v in opts.items() if v}
             try:
                 stream = self.container.add_stream(lib, rate=rate, options=opts)
             except (self._av.error.FFmpegError, ValueError) as exc:
@@ -176,10 +191,14 @@ class PyAvEncoder:
                 stream.codec_context.bit_rate = bit_rate
             self.codec_time_base = info.time_base
         cc = stream.codec_context
-        stream.width, stream.height, stream.pix_fmt = info.width, info.height, "yuv420p"
+        stream.width, stream.height = info.width, info.height
+        stream.pix_fmt = "yuv420p10le" if self.ten_bit else "yuv420p"
         cc.time_base = self.codec_time_base
         cc.color_range = 2 if self.full_range else 1
-        if info.color_matrix in _MATRIX_TAGS:
+        if info.signal is not None:  # tagged as the input came (unspecified stays unspecified)
+            cc.color_primaries, cc.color_trc = info.signal.primaries, info.signal.transfer
+            cc.colorspace = info.signal.matrix
+        elif info.color_matrix in _MATRIX_TAGS:
             cc.colorspace = _MATRIX_TAGS[info.color_matrix]
         if sar and Fraction(sar) != 1:
             cc.sample_aspect_ratio = Fraction(sar)
@@ -205,8 +224,18 @@ class PyAvEncoder:
     def encode(self, frame: Frame) -> None:
         """Encode one frame (uint8 NV12, limited range) at its source timestamp."""
         nv12 = as_numpy(frame.nv12)
-        nv12 = nv12_limited_to_full(nv12) if self.full_range else nv12
-        av_frame = nv12_to_frame(np.ascontiguousarray(nv12), self.full_range)
+        if self.ten_bit:
+            planes10 = frame.meta.get("yuv10")
+            if planes10 is None:  # an 8-bit frame reached a 10-bit encoder: shift up losslessly
+                planes10 = tuple(p.astype(np.uint16) << 2 for p in bitdepth.nv12_split(nv12))
+            av_frame = bitdepth.frame10_of(bitdepth.edit_planes10(planes10, np.ascontiguousarray(nv12)))
+            av_frame.color_range = 1
+        else:
+            nv12 = nv12_limited_to_full(nv12) if self.full_range else nv12
+            av_frame = nv12_to_frame(np.ascontiguousarray(nv12), self.full_range)
+        if info_sig := self.info.signal:
+            av_frame.color_primaries, av_frame.color_trc = info_sig.primaries, info_sig.transfer
+            av_frame.colorspace = info_sig.matrix
         if self.raw:
             av_frame.pts = self.frames
         else:

@@ -18,7 +18,9 @@ Stable API (the training stage imports it; keep it small):
 - `build_score_cmd(distorted, reference, vmaf_log, xpsnr_log, *, n_threads=1, ffmpeg=None) -> list[str]`:
   pure; builds the FFmpeg argv. Frames are paired by index (both streams are re-timed to
   `N / 30 s`), so container timestamps, VFR and frame-rate mismatches cannot mis-pair frames.
-  Both sides are converted to 8-bit 4:2:0 (`format=yuv420p`) before scoring.
+  Both sides are converted to 4:2:0 at `bit_depth` (8: `format=yuv420p`, 10: `format=yuv420p10le`)
+  before scoring; `score` picks 10 when the reference is 10-bit (`probe_bit_depth`), so 10-bit
+  clips are scored at 10 bits (libvmaf on yuv420p10le, PSNR on the 10-bit scale).
 - `parse_vmaf_log(text) -> (frames, per_frame)` and `parse_xpsnr_log(text) -> per_frame`: pure parsers.
 - `score(distorted, reference, *, n_threads=1, timeout_s=600.0, expect_frames=None) -> Scores`:
   runs the command (the one I/O wrapper), raises `preedit.errors.InputError` on failure or when
@@ -119,6 +121,7 @@ def build_score_cmd(
     n_threads: int = 1,
     skip: Sequence[str] = (),
     ffmpeg: Optional[str] = None,
+    bit_depth: int = 8,
 ) -> List[str]:
     """FFmpeg argv scoring `distorted` against `reference` with libvmaf (3 models, PSNR, MS-SSIM) and XPSNR.
 
@@ -130,10 +133,13 @@ def build_score_cmd(
         n_threads: libvmaf worker threads.
         skip: metric keys to leave out (`vmaf_v1`, `ms_ssim`; see `unsupported_metrics`).
         ffmpeg: FFmpeg executable; defaults to imageio-ffmpeg's.
+        bit_depth: 8 or 10, the precision both sides are scored at.
 
     Returns:
         The argv list (no shell).
     """
+    if bit_depth not in (8, 10):
+        raise UsageError(f"bit_depth must be 8 or 10, got {bit_depth}")
     if n_threads < 1:
         raise UsageError(f"n_threads must be >= 1, got {n_threads}")
     if ffmpeg is None:
@@ -143,7 +149,7 @@ def build_score_cmd(
     models = "|".join(f"version={ver}\\:name={key}" for ver, key in VMAF_MODELS.items() if key not in skip)
     features = "name=psnr" + ("" if "ms_ssim" in skip else "|name=float_ms_ssim")
     # Pair frames by index: equal synthetic timestamps on both inputs (framesync matches by time).
-    prep = "settb=1/30,setpts=N,format=yuv420p"
+    prep = "settb=1/30,setpts=N,format=" + ("yuv420p10le" if bit_depth == 10 else "yuv420p")
     graph = (
         f"[0:v]{prep},split=2[d1][d2];"
         f"[1:v]{prep},split=2[r1][r2];"
@@ -216,6 +222,24 @@ def probe_size(path: PathLike) -> Tuple[int, int]:
         raise InputError(f"cannot probe {path}: {exc}") from None
 
 
+def probe_bit_depth(path: PathLike) -> int:
+    """10 when the first video stream of `path` is more than 8 bits per sample (y4m `C420p10`, PyAV), else 8."""
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+    if head.startswith(b"YUV4MPEG2"):
+        tags = head.split(b"\n", 1)[0].split(b" ")
+        return 10 if any(t.startswith(b"C") and b"p1" in t for t in tags) else 8
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            fmt = c.streams.video[0].codec_context.format
+            bits = max(int(comp.bits) for comp in fmt.components) if fmt is not None else 8
+    except Exception as exc:
+        raise InputError(f"cannot probe {path}: {exc}") from None
+    return 10 if bits > 8 else 8
+
+
 def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values))
 
@@ -228,6 +252,7 @@ def score(
     timeout_s: float = 600.0,
     expect_frames: Optional[int] = None,
     size: Optional[Tuple[int, int]] = None,
+    bit_depth: Optional[int] = None,
 ) -> Scores:
     """Score `distorted` against `reference` (see `build_score_cmd`); the one I/O wrapper.
 
@@ -239,6 +264,7 @@ def score(
         expect_frames: if given, raise `InputError` unless exactly this many frames were scored.
         size: `(width, height)` of the reference; probed with PyAV when None. Metrics libvmaf cannot
             compute at that size (`unsupported_metrics`) are NaN.
+        bit_depth: 8 or 10; None: the reference's (`probe_bit_depth`), so 10-bit clips score at 10 bits.
 
     Returns:
         `Scores` with per-clip means and the frame count scored.
@@ -250,9 +276,11 @@ def score(
             raise InputError(f"no such file: {p}")
     width, height = size if size is not None else probe_size(reference)
     skip = unsupported_metrics(width, height)
+    bit_depth = bit_depth or probe_bit_depth(reference)
     with tempfile.TemporaryDirectory(prefix="preedit_score_") as tmp:
         vlog, xlog = Path(tmp) / "vmaf.json", Path(tmp) / "xpsnr.txt"
-        cmd = build_score_cmd(distorted, reference, vlog, xlog, n_threads=n_threads, skip=skip)
+        cmd = build_score_cmd(distorted, reference, vlog, xlog, n_threads=n_threads, skip=skip,
+                              bit_depth=bit_depth)
         proc = run_command(cmd, timeout_s=timeout_s, error=InputError, what=f"scoring {Path(distorted).name}")
         if not vlog.is_file() or not xlog.is_file():
             # libvmaf reports some faults (e.g. a feature that cannot run at this size) only on stderr.
