@@ -1,7 +1,7 @@
 """`preedit run IN [IN ...] -o OUT`: decode → pre-edit through Triton → encode, with a summary.
 
 ```
- IN (file | udp:// | srt:// | raw .yuv) ──> decode ──> Triton (system shm ring) ──> encode ──> OUT
+ IN (file | udp:// | raw .yuv) ──> decode ──> Triton (system shm ring) ──> encode ──> OUT
                                              (embedded server unless --url)        (.mp4 .mkv .ts .y4m)
 ```
 Examples:
@@ -43,7 +43,7 @@ DEMO_CLIP = "flower.mp4"
 
 
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("inputs", nargs="*", metavar="IN", help="input files or URLs (udp://, srt://, raw .yuv)")
+    parser.add_argument("inputs", nargs="*", metavar="IN", help="input files or URLs (udp://, raw .yuv; no srt://: PyAV's FFmpeg has no SRT protocol)")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                         help="output file (.mp4 .mkv .ts .y4m), one per input, or a folder for several inputs")
     enc = parser.add_argument_group("encoder")

@@ -84,3 +84,12 @@ def test_bitrate_qp_hint_follows_rate_and_resolution_when_bitrate_is_given():
     assert hint(4000, 1920, 1080) == pytest.approx(28.0, abs=0.5)
     assert hint(1000, 1920, 1080) > hint(4000, 1920, 1080) + 8  # a quarter of the rate: ~+10 QP
     assert hint(1000, 640, 360) < hint(1000, 1920, 1080)  # same rate, fewer pixels: finer QP
+
+
+def test_run_does_not_claim_srt_and_fails_in_one_line_when_given_srt(capsys, tmp_path):
+    # PyAV's bundled FFmpeg has no SRT protocol (ProtocolNotFoundError): --help must not offer it.
+    with pytest.raises(SystemExit):
+        cli_main(["run", "--help"])
+    assert "srt://" not in capsys.readouterr().out.replace("no srt://", "")
+    code, errors = _run(capsys, "srt://127.0.0.1:9", "-o", tmp_path / "o.mp4", "--bypass")
+    assert code == 3 and len(errors) == 1 and "Protocol not found" in errors[0]
