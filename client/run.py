@@ -1,7 +1,7 @@
 """`preedit run IN [IN ...] -o OUT`: decode → pre-edit through Triton → encode, with a summary.
 
 ```
- IN (file | udp:// | srt:// | raw .yuv) ──> decode ──> Triton (system shm ring) ──> encode ──> OUT
+ IN (file | udp:// | raw .yuv) ──> decode ──> Triton (system shm ring) ──> encode ──> OUT
                                              (embedded server unless --url)        (.mp4 .mkv .ts .y4m)
 ```
 Examples:
@@ -31,7 +31,7 @@ from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
 from preedit.client.stats import RunStats, format_summary
 from preedit.client.telemetry import serve_metrics
-from preedit.codecs import ENCODER_OF
+from preedit.codecs import ENCODER_OF, PARAMS_OPTION
 from preedit.errors import InputError, ModelError, PreeditError, UsageError
 from preedit.paths import REPO_ROOT, clips_dir, model_repository
 from preedit.serve import ServerConfig, TritonServer, auth_headers
@@ -44,7 +44,7 @@ DEMO_CLIP = "flower.mp4"
 
 
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("inputs", nargs="*", metavar="IN", help="input files or URLs (udp://, srt://, raw .yuv)")
+    parser.add_argument("inputs", nargs="*", metavar="IN", help="input files or URLs (udp://, raw .yuv; no srt://: PyAV's FFmpeg has no SRT protocol)")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                         help="output file (.mp4 .mkv .ts .y4m), one per input, or a folder for several inputs")
     enc = parser.add_argument_group("encoder")
@@ -56,6 +56,13 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     enc.add_argument("--preset", default=None, help="x264/x265 preset name, or SVT-AV1 preset 0..13")
     enc.add_argument("--bit-depth", type=int, default=None, choices=[8, 10],
                      help="output bit depth (default: the input's; 10-bit input → HEVC Main10 / AV1 10-bit)")
+    enc.add_argument("--keyint", type=int, default=None, metavar="FRAMES", help="max GOP length (default: encoder's)")
+    enc.add_argument("--maxrate", type=float, default=None, metavar="KBPS", help="VBV peak rate cap, kbit/s (with --crf or --bitrate)")
+    enc.add_argument("--bufsize", type=float, default=None, metavar="KBITS", help="VBV buffer size, kbit")
+    enc.add_argument("--tune", default=None, help="x264/x265 tune name, or SVT-AV1 tune 0|1|2")
+    for _opt in PARAMS_OPTION.values():
+        enc.add_argument(f"--{_opt}", default=None, metavar="K=V:K=V",
+                         help=f"pass-through {_opt} (checked with the encoder; only with its --codec)")
     srv = parser.add_argument_group("pre-editor")
     srv.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: start one)")
     srv.add_argument("--model", default=None, help=f"served model name (default {DEFAULT_MODEL})")
@@ -152,8 +159,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.deterministic and args.model not in (None, DETERMINISTIC_MODEL):
         raise UsageError(f"--deterministic uses model {DETERMINISTIC_MODEL!r}; drop --model {args.model}")
     model = DETERMINISTIC_MODEL if args.deterministic else (args.model or DEFAULT_MODEL)
+    for fam, opt in PARAMS_OPTION.items():
+        if fam != args.codec and getattr(args, opt.replace("-", "_")):
+            raise UsageError(f"--{opt} is for --codec {fam}, not {args.codec}")
     encoder = EncoderSettings(codec=args.codec, crf=args.crf, qp=args.qp, bitrate_kbps=args.bitrate,
-                              preset=args.preset, bit_depth=getattr(args, "bit_depth", None))
+                              preset=args.preset, keyint=args.keyint, maxrate_kbps=args.maxrate,
+                              bufsize_kbps=args.bufsize, tune=args.tune,
+                              params=getattr(args, PARAMS_OPTION[args.codec].replace("-", "_")),
+                              bit_depth=getattr(args, "bit_depth", None))
     return RunConfig(inputs=inputs, outputs=outputs, encoder=encoder, model=model, url=args.url,
                      bypass=args.bypass, device=args.device, inflight=args.inflight,
                      request_timeout_s=args.request_timeout_s, connect_timeout_s=args.connect_timeout_s,
@@ -255,9 +268,9 @@ def start_server(cfg: RunConfig) -> Tuple[Optional[TritonServer], Optional[str]]
 
 def build_pipelines(cfg: RunConfig, backends: Backends, streams: List[_Stream], url: Optional[str]) -> None:
     """Transport (unless bypass), encoder and pipeline for every opened stream."""
-    qp = model_qp(cfg.encoder)
     for s in streams:
         info = s.decoder.info
+        qp = model_qp(cfg.encoder, info)
         if not cfg.bypass:
             s.transport = scale_out.make_transport(cfg, backends, url, cfg.model, (info.height * 3 // 2, info.width),
                                                    n_slots=cfg.inflight, qp=qp,

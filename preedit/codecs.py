@@ -205,3 +205,111 @@ def ffmpeg_argv(codec: CodecSpec, src: Path, out: Path, value: float, *, preset:
     cmd += params
     cmd += ["-f", ES_MUXER[codec.family][0], str(out)]
     return cmd
+
+
+# ---- encoder controls (`preedit run --keyint/--maxrate/--bufsize/--tune/--<lib>-params`, `preedit ladder`) ----
+# The encoder's own pass-through option for `key=value:key=value` parameter strings.
+PARAMS_OPTION: Dict[str, str] = {"hevc": "x265-params", "av1": "svtav1-params", "h264": "x264-params"}
+# `--tune` values: x264/x265 tune names; SVT-AV1's numeric `tune` (0 VQ, 1 PSNR, 2 SSIM).
+TUNES: Dict[str, Tuple[str, ...]] = {
+    "h264": ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency"),
+    "hevc": ("psnr", "ssim", "grain", "zerolatency", "fastdecode", "animation"),
+    "av1": ("0", "1", "2"),
+}
+
+
+def control_options(family: str, opts: Dict[str, str], *, keyint: Optional[int] = None,
+                    maxrate_kbps: Optional[float] = None, bufsize_kbps: Optional[float] = None,
+                    tune: Optional[str] = None, params: Optional[str] = None,
+                    closed_gop: bool = False) -> Dict[str, str]:
+    """`opts` (from `pyav_options`) plus GOP, VBV, tune and pass-through encoder parameters.
+
+    keyint/maxrate/bufsize use FFmpeg's generic AVCodecContext options (`g`, `maxrate`, `bufsize`),
+    which libx264, libx265 (keyint-max, vbv-maxrate, vbv-bufsize) and libsvtav1 (keyint, mbr: capped
+    CRF) all read. `closed_gop` makes every keyframe an IDR at exactly `keyint` frames with scene-cut
+    keyframes off, so renditions encoded separately cut at the same timestamps. `params` joins the
+    encoder's own `x265-params` / `svtav1-params` / `x264-params` string (after ours, so it wins).
+    """
+    out = dict(opts)
+    extra: List[str] = []
+    if keyint is not None:
+        out["g"] = str(int(keyint))
+    if maxrate_kbps is not None:
+        out["maxrate"] = f"{int(maxrate_kbps * 1000)}"
+    if bufsize_kbps is not None:
+        out["bufsize"] = f"{int(bufsize_kbps * 1000)}"
+    if tune is not None:
+        if family == "av1":
+            extra.append(f"tune={tune}")
+        else:
+            out["tune"] = tune
+    if closed_gop:
+        if keyint is None:
+            raise UsageError("a closed GOP needs a keyint")
+        k = int(keyint)
+        if family == "hevc":
+            extra += [f"keyint={k}", f"min-keyint={k}", "scenecut=0", "no-open-gop=1"]
+        elif family == "h264":
+            extra += [f"keyint={k}", f"min-keyint={k}", "scenecut=0", "open-gop=0"]
+        else:
+            extra += [f"keyint={k}", "irefresh-type=2", "scd=0"]
+    if params:
+        extra.append(params)
+    if extra:
+        key = PARAMS_OPTION[family]
+        out[key] = ":".join(([out[key]] if out.get(key) else []) + extra)
+    return out
+
+
+def check_params(family: str, option: str, params: str) -> None:
+    """Reject an encoder parameter string the encoder itself does not accept (`UsageError` naming `option`).
+
+    The syntax is checked first (`key=value` pairs joined by `:`); then a 64×64 frame is encoded with
+    the string and the encoder's own parser messages ("Unknown option", "Invalid value", "Error
+    parsing option") are read back from FFmpeg's log.
+    """
+    import io
+
+    import av
+    import av.logging
+    import numpy as np
+
+    for item in params.split(":"):
+        k, sep, v = item.partition("=")
+        if not k or not all(c.isalnum() or c in "-_" for c in k) or (sep and not v):
+            raise UsageError(f"{option}: bad entry {item!r} in {params!r} (want key=value:key=value)")
+    before = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture(True) as logs:
+            out = av.open(io.BytesIO(), "w", format="matroska")
+            try:
+                stream = out.add_stream(ENCODER_OF[family], rate=25, options={PARAMS_OPTION[family]: ("log-level=error:" if family == "hevc" else "") + params})
+                stream.width = stream.height = 64
+                stream.pix_fmt = "yuv420p"
+                frame = av.VideoFrame.from_ndarray(np.zeros((96, 64), np.uint8), format="yuv420p")
+                for packet in list(stream.encode(frame)) + list(stream.encode()):
+                    out.mux(packet)
+            except (av.error.FFmpegError, ValueError) as exc:
+                raise UsageError(f"{option}: {ENCODER_OF[family]} rejects {params!r}: {exc}") from None
+            finally:
+                out.close()
+    finally:
+        av.logging.set_level(before)
+    bad = [msg.strip() for level, _name, msg in logs if level <= av.logging.WARNING
+           and any(s in msg for s in ("Unknown option", "Invalid value", "Error parsing", "nvalid"))]
+    if bad:
+        raise UsageError(f"{option}: {ENCODER_OF[family]} rejects {params!r}: {bad[0]}")
+
+
+def bitrate_model_qp(kbps: float, width: int, height: int, fps: float) -> float:
+    """The model's QP hint (x265 scale) for a target bitrate, estimated from bits per pixel.
+
+    x265 `medium` spends about 0.064 bit/pixel at QP 28 on typical 1080p content and roughly halves
+    the rate per +5 QP, so QP ≈ 28 − 5·log2(bpp / 0.064), clamped to 12..51. A rough look-ahead-free
+    estimate: it follows the rate and resolution each output actually gets, instead of a constant.
+    """
+    import math
+
+    bpp = kbps * 1000.0 / max(1.0, width * height * max(fps, 1e-3))
+    return float(min(51.0, max(12.0, 28.0 - 5.0 * math.log2(bpp / 0.064))))

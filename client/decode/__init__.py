@@ -1,7 +1,7 @@
 """Decoders: any input → limited-range NV12 `Frame`s (the `Decoder` protocol).
 
 ```
- CPU  PyAvDecoder         (_pyav.py)   files, udp://, srt://, raw .yuv ─> NumPy NV12 + audio packets
+ CPU  PyAvDecoder         (_pyav.py)   files, udp://, raw .yuv ─> NumPy NV12 + audio packets
  GPU  ClientNvdecDecoder  (_nvdec.py)  local H.264/HEVC/AV1 files      ─> CUDA NV12 + audio (PyAV)
       NvdecDecoder                     the bare NVDEC stage (ring of owned device buffers)
 ```

@@ -1,4 +1,4 @@
-"""CPU decoder: any FFmpeg-readable input (files, udp://, srt://, raw .yuv) → limited-range NV12.
+"""CPU decoder: any FFmpeg-readable input (files, udp://, raw .yuv; PyAV has no SRT) → limited-range NV12.
 
 ```
  input ──PyAV demux──> video packets ──decode──> AVFrame (any pix_fmt, any range, 8/10-bit)

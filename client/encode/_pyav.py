@@ -48,6 +48,14 @@ class EncoderSettings:
     bitrate_kbps: Optional[float] = None
     preset: Optional[str] = None
     bit_depth: Optional[int] = None  # None: the input's (10-bit kept for hevc/av1); 8: always 8-bit
+    # Encoder controls (preedit.codecs.control_options): GOP length in frames, VBV cap and buffer in
+    # kbit/s, tune, the encoder's own pass-through parameter string, closed fixed GOP (ladders).
+    keyint: Optional[int] = None
+    maxrate_kbps: Optional[float] = None
+    bufsize_kbps: Optional[float] = None
+    tune: Optional[str] = None
+    params: Optional[str] = None
+    closed_gop: bool = False
 
     def __post_init__(self) -> None:
         if self.bit_depth not in (None, 8, 10):
@@ -68,6 +76,19 @@ class EncoderSettings:
             valid = list(codecs.SVT_AV1_PRESETS if self.codec == "av1" else codecs.X26X_PRESETS)
             if str(self.preset) not in valid:
                 raise UsageError(f"unknown preset {self.preset!r} for {self.codec}; valid: {', '.join(valid)}")
+        if self.keyint is not None and self.keyint < 1:
+            raise UsageError(f"--keyint must be >= 1 frame, got {self.keyint}")
+        for name, value in (("--maxrate", self.maxrate_kbps), ("--bufsize", self.bufsize_kbps)):
+            if value is not None and value <= 0:
+                raise UsageError(f"{name} must be positive (kbit/s), got {value}")
+        if self.maxrate_kbps is not None and self.qp is not None:
+            raise UsageError("--maxrate caps --crf or --bitrate, not a constant --qp")
+        if self.bufsize_kbps is not None and self.maxrate_kbps is None and self.bitrate_kbps is None:
+            raise UsageError("--bufsize needs --maxrate or --bitrate")
+        if self.tune is not None and str(self.tune) not in codecs.TUNES[self.codec]:
+            raise UsageError(f"--tune {self.tune!r} is not valid for {self.codec}; valid: {', '.join(codecs.TUNES[self.codec])}")
+        if self.params:
+            codecs.check_params(self.codec, "--" + codecs.PARAMS_OPTION[self.codec], self.params)
 
 
 def encoder_options(settings: EncoderSettings) -> Tuple[str, Dict[str, str], Optional[int]]:
@@ -82,20 +103,27 @@ def encoder_options(settings: EncoderSettings) -> Tuple[str, Dict[str, str], Opt
     if settings.qp is None and crf is None and bit_rate is None:
         crf = codecs.DEFAULT_CRF[codec]
     opts = codecs.pyav_options(codec, qp=settings.qp, crf=crf, preset=settings.preset)
+    opts = codecs.control_options(codec, opts, keyint=settings.keyint, maxrate_kbps=settings.maxrate_kbps,
+                                  bufsize_kbps=settings.bufsize_kbps, tune=settings.tune, params=settings.params,
+                                  closed_gop=settings.closed_gop)
     return codecs.ENCODER_OF[codec], opts, bit_rate
 
 
-def model_qp(settings: EncoderSettings) -> Optional[float]:
+def model_qp(settings: EncoderSettings, info: Optional[StreamInfo] = None) -> Optional[float]:
     """The HEVC-style QP hint sent to the model, or None to use the model's default.
 
     `--qp`/`--crf` are on the QP scale for x264/x265 and sent as is; SVT-AV1's 0..63 values are
     mapped to the x265 QP of equal quality (`preedit.qp`, per rate-control mode); a bitrate target
-    gives no hint.
+    with the stream's `info` gives the bits-per-pixel estimate `preedit.codecs.bitrate_model_qp`
+    (None without `info`).
     """
     if settings.qp is not None:
         value = float(settings.qp)
     elif settings.crf is not None:
         value = float(settings.crf)
+    elif settings.bitrate_kbps is not None and info is not None:
+        fps = float(info.average_rate) if info.average_rate else 25.0
+        return codecs.bitrate_model_qp(settings.bitrate_kbps, info.width, info.height, fps)
     else:
         return None
     return codecs.model_qp(settings.codec, value, "qp" if settings.qp is not None else "crf")

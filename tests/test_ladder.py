@@ -1,0 +1,82 @@
+"""`preedit ladder` (HLS) on a synthetic 10 s clip with audio: frames, aligned keyframes, segment
+lengths, RFC 8216 playlist rules, rate against target. `--bypass` (the encode/packaging path; the
+pre-edit step is the shared Triton engine seam)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import av
+import pytest
+
+from preedit.cli import main as cli_main
+from preedit.client.ladder import read_media_playlist
+from synthetic import make_clip
+
+FPS, FRAMES, SEG = 25, 250, 2.0
+RUNGS = [(360, 800), (240, 400), (180, 250)]
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ladder")
+    src = make_clip(root / "src.mp4", width=640, height=360, frames=FRAMES, fps=FPS, audio=True)
+    out = root / "out"
+    args = ["ladder", str(src), "-o", str(out), "--codec", "h264", "--preset", "veryfast", "--bypass",
+            "--segment-s", str(SEG)]
+    for h, k in RUNGS:
+        args += ["--rendition", f"{h}:{k}"]
+    assert cli_main(args) == 0
+    return out
+
+
+def _video(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = [(f.pts * v.time_base, f.key_frame) for f in c.decode(v)]
+    return frames
+
+
+def test_ladder_renditions_decode_to_input_frame_count_with_aligned_keyframes(ladder):
+    keys = {}
+    for h, _ in RUNGS:
+        frames = _video(ladder / f"{h}p" / "index.m3u8")
+        assert len(frames) == FRAMES, h
+        keys[h] = [t for t, k in frames if k]
+    first = keys[RUNGS[0][0]]
+    assert len(first) == math.ceil(FRAMES / (SEG * FPS))
+    assert all(keys[h] == first for h, _ in RUNGS)
+
+
+def test_ladder_segments_last_segment_s_within_one_frame_except_last(ladder):
+    for h, _ in RUNGS:
+        segs = read_media_playlist(ladder / f"{h}p" / "index.m3u8")
+        assert sum(d for d, _ in segs) == pytest.approx(FRAMES / FPS, abs=1 / FPS)
+        assert all(abs(d - SEG) <= 1 / FPS + 1e-6 for d, _ in segs[:-1])
+
+
+def test_ladder_playlists_follow_rfc8216_rules(ladder):
+    master = (ladder / "master.m3u8").read_text().splitlines()
+    assert master[0] == "#EXTM3U" and any(re.fullmatch(r"#EXT-X-VERSION:\d+", x) for x in master)
+    infs = [x for x in master if x.startswith("#EXT-X-STREAM-INF:")]
+    assert len(infs) == len(RUNGS)
+    for line in infs:
+        for attr in ("BANDWIDTH=", "AVERAGE-BANDWIDTH=", "RESOLUTION=", "FRAME-RATE=25.000"):
+            assert attr in line
+        assert re.search(r'CODECS="avc1\.[0-9A-F]{6},mp4a\.40\.2"', line), line
+    for sub in [f"{h}p" for h, _ in RUNGS] + ["audio"]:
+        text = (ladder / sub / "index.m3u8").read_text()
+        target = int(re.search(r"#EXT-X-TARGETDURATION:(\d+)", text).group(1))
+        assert re.search(r"#EXT-X-VERSION:\d+", text) and "#EXT-X-ENDLIST" in text
+        assert all(round(float(d)) <= target for d in re.findall(r"#EXTINF:([\d.]+),", text))
+
+
+def test_ladder_rate_within_10pct_of_target_and_peak_within_bandwidth(ladder):
+    master = (ladder / "master.m3u8").read_text()
+    bws = [int(b) for b in re.findall(r"[^-]BANDWIDTH=(\d+)", master)]
+    for (h, kbps), bw in zip(RUNGS, bws):
+        segs = read_media_playlist(ladder / f"{h}p" / "index.m3u8")
+        avg = sum(b for _, b in segs) * 8 / sum(d for d, _ in segs)
+        assert avg == pytest.approx(kbps * 1000, rel=0.10), (h, avg)
+        assert max(b * 8 / d for d, b in segs) <= bw
