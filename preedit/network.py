@@ -27,6 +27,10 @@ from torch import nn
 from preedit.errors import ModelError
 from preedit.spec import DEFAULT_QP, PAD_MULTIPLE
 
+# "quarter": the shipped single-scale net (all work at 1/4, int8-exportable);
+# "unet": three scales (full, 1/2, 1/4) with QP FiLM at each, `PreEditorUNet`.
+ARCHS = ("quarter", "unet")
+
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -35,16 +39,23 @@ class NetConfig:
     channels: int = 16
     depth: int = 2
     max_delta: float = 16.0
+    arch: str = "quarter"
+    full_channels: int = 4
+    half_channels: int = 8
 
     def __post_init__(self) -> None:
         if self.channels < 1 or self.depth < 0:
             raise ValueError(f"channels must be >= 1 and depth >= 0, got {self}")
         if not 0.0 < self.max_delta <= 255.0:
             raise ValueError(f"max_delta must be in (0, 255], got {self.max_delta}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch {self.arch!r} not valid; valid: {list(ARCHS)}")
+        if self.full_channels < 1 or self.half_channels < 1:
+            raise ValueError(f"full_channels and half_channels must be >= 1, got {self}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetConfig":
-        known = {k: data[k] for k in ("channels", "depth", "max_delta") if k in data}
+        known = {k: data[k] for k in ("channels", "depth", "max_delta", "arch", "full_channels", "half_channels") if k in data}
         return cls(**known)
 
 
@@ -59,6 +70,13 @@ class PreEditorNet(nn.Module):
     size. Down- and up-sampling are strided convolutions straight on the NV12 planes (no pixel
     shuffles, no chroma de-interleave), which keeps the memory passes of the deploy graph few.
     """
+
+    def __new__(cls, config: NetConfig = NetConfig()):
+        # One constructor for every architecture: `PreEditorNet(NetConfig(arch="unet"))` builds the
+        # three-scale subclass, so checkpoints, exports and tests need no second entry point.
+        if cls is PreEditorNet and config.arch == "unet":
+            cls = PreEditorUNet
+        return super().__new__(cls)
 
     def __init__(self, config: NetConfig = NetConfig()) -> None:
         super().__init__()
@@ -105,6 +123,118 @@ class PreEditorNet(nn.Module):
         d_uv = self.up_uv(h)[:, :, : height // 2, :width]
         delta = limit * torch.tanh(torch.cat([d_y, d_uv], dim=2))
         return nv12 + delta.squeeze(1)
+
+
+class _Film(nn.Module):
+    """QP → per-channel (scale, shift) for every stage: a shared 2-layer MLP on the normalised QP
+    (a function of one scalar, so an integer export can tabulate it by QP like the shipped FiLM).
+    The output layer starts at zero: scale 1, shift 0."""
+
+    def __init__(self, widths: Tuple[int, ...], hidden: int = 16) -> None:
+        super().__init__()
+        self.widths = tuple(widths)
+        self.embed = nn.Linear(1, hidden)
+        self.out = nn.Linear(hidden, 2 * sum(widths))
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, qp: torch.Tensor):
+        z = self.out(F.relu(self.embed(_qp_norm(qp))))
+        parts, at = [], 0
+        for w in self.widths:
+            scale, shift = z[:, at : at + w], z[:, at + w : at + 2 * w]
+            parts.append(((1.0 + scale)[..., None, None], shift[..., None, None]))
+            at += 2 * w
+        return parts
+
+
+class PreEditorUNet(PreEditorNet):
+    """Three-scale residual pre-editor (`NetConfig(arch="unet")`), same interface as `PreEditorNet`.
+
+    ```
+     Y (x-128)/64 ─ conv3x3 1→c0 ─ReLU─ e0 (full res) ───────────────────────────┐ (skip)
+                   conv2x2/2 c0→c1 + conv1x2/(1,2) on interleaved UV → c1 at 1/2 │
+                   ─ReLU─FiLM─ conv3x3 ─ReLU─ e1 ───────────────────┐ (skip)     │
+                   conv2x2/2 c1→c2 ─ReLU─FiLM─ (conv3x3─ReLU)×depth │            │
+                   convT2x2/2 c2→c1 + e1 ─ReLU─FiLM─ conv3x3 ─ReLU─ d1            │
+       UV delta ← convT1x2/(1,2) c1→1 (zero-init; interleaved U,V at 1/2)         │
+                   convT2x2/2 c1→c0 + e0 ─ReLU─ conv3x3 c0→1 (zero-init) → Y delta ┘
+     out = in + max_delta·tanh(delta)
+    ```
+    Every output pixel has its own full-resolution weights (no 4-pixel grid), the receptive field
+    is ≈ 10 + 8·depth + 14 px at full resolution, and the zero-initialised output layers make an
+    untrained model an exact identity. One frame in, one frame out (no temporal state).
+    """
+
+    def __init__(self, config: NetConfig = NetConfig(arch="unet")) -> None:
+        nn.Module.__init__(self)
+        self.config = config
+        c0, c1, c2 = config.full_channels, config.half_channels, config.channels
+        self.enc0 = nn.Conv2d(1, c0, 3, padding=1)
+        self.down1_y = nn.Conv2d(c0, c1, 2, stride=2)
+        self.down1_uv = nn.Conv2d(1, c1, (1, 2), stride=(1, 2), bias=False)
+        self.enc1 = nn.Conv2d(c1, c1, 3, padding=1)
+        self.down2 = nn.Conv2d(c1, c2, 2, stride=2)
+        self.body = nn.ModuleList(nn.Conv2d(c2, c2, 3, padding=1) for _ in range(config.depth))
+        self.up2 = nn.ConvTranspose2d(c2, c1, 2, stride=2)
+        self.dec1 = nn.Conv2d(c1, c1, 3, padding=1)
+        self.out_uv = nn.ConvTranspose2d(c1, 1, (1, 2), stride=(1, 2))
+        self.up1 = nn.ConvTranspose2d(c1, c0, 2, stride=2)
+        self.out_y = nn.Conv2d(c0, 1, 3, padding=1)
+        self.film = _Film((c1, c2, c1))
+        for layer in (self.out_uv, self.out_y):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, nv12: torch.Tensor, qp: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Edit float NV12 `[N, H*3/2, W]` (code values); `qp` fp32 `[N, 1]` (default 32)."""
+        n, rows, width = nv12.shape
+        height = rows * 2 // 3
+        if qp is None:
+            qp = torch.full((n, 1), DEFAULT_QP, dtype=nv12.dtype, device=nv12.device)
+        x = (nv12.unsqueeze(1) - 128.0) / 64.0
+        y, uv = x[:, :, :height], x[:, :, height:]
+        pad_h = (-height) % PAD_MULTIPLE
+        pad_w = (-width) % PAD_MULTIPLE
+        y_p = F.pad(y, (0, pad_w, 0, pad_h))  # zero = mid-grey after normalisation
+        uv_p = F.pad(uv, (0, pad_w, 0, pad_h // 2))
+        (m1, b1), (m2, b2), (m3, b3) = self.film(qp.to(nv12.dtype))
+        e0 = F.relu(self.enc0(y_p))
+        e1 = F.relu(self.down1_y(e0) + self.down1_uv(uv_p)) * m1 + b1
+        e1 = F.relu(self.enc1(e1))
+        h = F.relu(self.down2(e1)) * m2 + b2
+        for conv in self.body:
+            h = F.relu(conv(h))
+        d1 = F.relu(self.up2(h) + e1) * m3 + b3
+        d1 = F.relu(self.dec1(d1))
+        d_uv = self.out_uv(d1)[:, :, : height // 2, :width]
+        d0 = F.relu(self.up1(d1) + e0)
+        d_y = self.out_y(d0)[:, :, :height, :width]
+        delta = self.config.max_delta * torch.tanh(torch.cat([d_y, d_uv], dim=2))
+        return nv12 + delta.squeeze(1)
+
+
+def macs_per_frame(net: nn.Module, height: int = 1080, width: int = 1920) -> int:
+    """Multiply-accumulates of one forward on an NV12 frame of `height`×`width` (convolutions and
+    transposed convolutions; counted with forward hooks on a real forward)."""
+    total = [0]
+
+    def hook(mod, inp, out):
+        if isinstance(mod, nn.Conv2d):
+            k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+            total[0] += out.numel() * k
+        elif isinstance(mod, nn.ConvTranspose2d):
+            x = inp[0]
+            total[0] += x.numel() * mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            net(torch.full((1, height * 3 // 2, width), 128.0), torch.full((1, 1), DEFAULT_QP))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
 
 
 def to_uint8(nv12: torch.Tensor) -> torch.Tensor:
