@@ -42,6 +42,8 @@ class NetConfig:
     arch: str = "quarter"
     full_channels: int = 4
     half_channels: int = 8
+    alpha_qps: Tuple[float, ...] = ()
+    alpha_values: Tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.channels < 1 or self.depth < 0:
@@ -52,15 +54,35 @@ class NetConfig:
             raise ValueError(f"arch {self.arch!r} not valid; valid: {list(ARCHS)}")
         if self.full_channels < 1 or self.half_channels < 1:
             raise ValueError(f"full_channels and half_channels must be >= 1, got {self}")
+        object.__setattr__(self, "alpha_qps", tuple(float(q) for q in self.alpha_qps))
+        object.__setattr__(self, "alpha_values", tuple(float(a) for a in self.alpha_values))
+        if len(self.alpha_qps) != len(self.alpha_values) or list(self.alpha_qps) != sorted(self.alpha_qps):
+            raise ValueError(f"alpha_qps must be increasing and match alpha_values, got {self.alpha_qps}, {self.alpha_values}")
+        if self.alpha_qps and self.arch != "unet":
+            raise ValueError("alpha_qps (per-QP edit strength) is only supported by arch 'unet'")
+        if any(not 0.0 <= a <= 4.0 for a in self.alpha_values):
+            raise ValueError(f"alpha_values must be in [0, 4], got {self.alpha_values}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetConfig":
-        known = {k: data[k] for k in ("channels", "depth", "max_delta", "arch", "full_channels", "half_channels") if k in data}
+        known = {k: data[k] for k in ("channels", "depth", "max_delta", "arch", "full_channels", "half_channels", "alpha_qps", "alpha_values") if k in data}
         return cls(**known)
 
 
 def _qp_norm(qp: torch.Tensor) -> torch.Tensor:
     return (qp - DEFAULT_QP) / 16.0
+
+
+def edit_strength(config: NetConfig, qp: torch.Tensor) -> Optional[torch.Tensor]:
+    """α(QP) `[N, 1, 1, 1]`: the per-QP scale of the edit calibrated on the dev set (piecewise
+    linear in QP, held at the ends; built from Clip/Mul/Add so traced graphs keep it), or None."""
+    qs, vs = config.alpha_qps, config.alpha_values
+    if not qs:
+        return None
+    a = torch.full_like(qp, vs[0])
+    for (q0, v0), (q1, v1) in zip(zip(qs, vs), zip(qs[1:], vs[1:])):
+        a = a + (v1 - v0) * torch.clamp((qp - q0) / (q1 - q0), 0.0, 1.0)
+    return a.reshape(-1, 1, 1, 1)
 
 
 class PreEditorNet(nn.Module):
@@ -211,6 +233,9 @@ class PreEditorUNet(PreEditorNet):
         d0 = F.relu(self.up1(d1) + e0)
         d_y = self.out_y(d0)[:, :, :height, :width]
         delta = self.config.max_delta * torch.tanh(torch.cat([d_y, d_uv], dim=2))
+        alpha = edit_strength(self.config, qp.to(nv12.dtype))
+        if alpha is not None:
+            delta = delta * alpha
         return nv12 + delta.squeeze(1)
 
 

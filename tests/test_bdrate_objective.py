@@ -102,12 +102,21 @@ def test_objective_prices_quality_loss_with_kappa_of_each_sequence_qp():
 def test_psnr_guard_is_zero_inside_margin_and_linear_beyond():
     src = _seq(b=1)
     lr = torch.log(torch.tensor([1e5]))
-    g = GuardConfig(psnr_weight=1.0, psnr_margin=0.2, gap_weight=0.0, uv_weight=0.0)
+    g = GuardConfig(psnr_weight=1.0, psnr_margin=0.2, gap_weight=0.0, uv_weight=0.0, mse_floor=1e-4)
     dec = src.clone()
     dec[:, :, :256] += 1.0  # MSE 1 vs the lossless plain: a large PSNR loss
     terms = BDRateObjective(KappaTable.default(), g)(src, dec, src, lr, lr, torch.tensor([32.0]), "hevc")
     assert terms.logs["guard"] == pytest.approx(max(0.0, terms.logs["d_psnr"] - 0.2), rel=1e-5)
     assert terms.logs["d_psnr"] > 0.2
+
+
+def test_psnr_guard_saturates_when_plain_encode_is_near_lossless():
+    src = _seq(b=1)
+    lr = torch.log(torch.tensor([1e5]))
+    dec = src.clone()
+    dec[:, :, :256] += 0.5 * torch.sign(torch.randn(dec[:, :, :256].shape, generator=torch.Generator().manual_seed(0)))  # MSE 0.25
+    terms = BDRateObjective(KappaTable.default(), GuardConfig(gap_weight=0.0))(src, dec, src, lr, lr, torch.tensor([32.0]), "hevc")
+    assert terms.logs["d_psnr"] == pytest.approx(10 * math.log10(1.25), abs=1e-3), "lossless vs MSE 0.25 is < 1 dB with the floor"
 
 
 def test_psnr_per_seq_matches_definition():
@@ -265,3 +274,36 @@ def test_resume_continues_exactly_when_restarted_from_a_checkpoint(tmp_path):
     again.train_step()
     for (k, a), b in zip(straight.net.state_dict().items(), again.net.state_dict().values()):
         assert torch.equal(a, b), f"{k} differs after resume"
+
+
+# -- alpha(QP) ----------------------------------------------------------------------------------
+
+
+def test_edit_strength_scales_the_edit_per_qp_when_table_is_set():
+    from dataclasses import replace
+
+    net = PreEditorNet(UNET)
+    with torch.no_grad():
+        net.out_y.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    scaled = PreEditorNet(replace(UNET, alpha_qps=(22.0, 42.0), alpha_values=(0.0, 2.0)))
+    scaled.load_state_dict(net.state_dict())
+    x = _seq(b=1, t=1, size=64)[:, 0]
+    with torch.no_grad():
+        for qp, a in ((10.0, 0.0), (22.0, 0.0), (32.0, 1.0), (42.0, 2.0), (50.0, 2.0)):
+            q = torch.tensor([[qp]])
+            torch.testing.assert_close(scaled(x, q) - x, a * (net(x, q) - x), atol=1e-4, rtol=1e-5)
+
+
+def test_netconfig_rejects_alpha_on_the_int8_exportable_arch():
+    with pytest.raises(ValueError, match="alpha"):
+        NetConfig(alpha_qps=(22.0,), alpha_values=(1.0,))
+
+
+def test_alpha_checkpoint_round_trips_its_table(tmp_path):
+    from preedit.network import load_checkpoint, save_checkpoint
+    from preedit.training.alpha import with_alpha
+
+    save_checkpoint(PreEditorNet(UNET), tmp_path / "m.pt", step=1)
+    with_alpha(tmp_path / "m.pt", {"qp": [22.0, 42.0], "alpha": [1.25, 0.75], "clips": ["a"], "frames": 8, "height": 360}, tmp_path / "a.pt")
+    net, extra = load_checkpoint(tmp_path / "a.pt")
+    assert net.config.alpha_values == (1.25, 0.75) and extra["alpha_calibration"]["qp"] == [22.0, 42.0]

@@ -34,6 +34,9 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT", help="continue a run (model, optimiser, schedule, step, RNG, rate calibration) from CKPT, or from OUT/last.pt when no CKPT is given; without --config the checkpoint's config is used")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--fit-kappa", default=None, metavar="JSON", help="only fit the kappa(QP) table (plain real encodes of training sequences, evaluation settings) into JSON, then exit")
+    parser.add_argument("--calibrate-alpha", default=None, metavar="CKPT", help="only calibrate the per-QP edit strength alpha(QP) of CKPT on the dev clips (real encoder), write --alpha-out JSON and JSON's .pt twin, then exit")
+    parser.add_argument("--alpha-out", default="runs/alpha/alpha.json", metavar="JSON", help="output of --calibrate-alpha")
+    parser.add_argument("--alphas", type=float, nargs="+", default=None, help="edit strengths tried by --calibrate-alpha (first must be 0)")
     parser.add_argument("--kappa-seqs", type=int, default=24, help="training sequences used by --fit-kappa")
     parser.add_argument("--bank", default=None, help="use a pre-extracted sequence bank (.npz with 'bank') instead of decoding clips")
     parser.add_argument("--write-bank", default=None, metavar="NPZ", help="only decode and cut the training sequences into this .npz (for hosts without PyAV), then exit")
@@ -154,6 +157,12 @@ def main(argv: List[str]) -> int:
         np.savez_compressed(args.write_bank, bank=bank, names=json.dumps(used))
         print(f"bank {tuple(bank.shape)} from {len(used)} sources written to {args.write_bank}")
         return 0
+    if args.calibrate_alpha:
+        from preedit.training.alpha import main_alpha
+
+        from preedit.training.alpha import ALPHAS
+
+        return main_alpha(cfg, args.calibrate_alpha, args.alpha_out, alphas=tuple(args.alphas or ALPHAS))
     if args.fit_kappa:
         from preedit.training.data import build_bank
         from preedit.training.kappa import FIT_QPS, fit_kappa
@@ -191,6 +200,10 @@ def main(argv: List[str]) -> int:
         trainer.resume(src)
         print(f"resumed from {src} at step {trainer.step}")
     write_run_record(trainer, out, argv)
+    from preedit.network import macs_per_frame
+
+    gflop = 2 * macs_per_frame(type(trainer.net)(cfg.net).eval()) / 1e9
+    print(f"network {cfg.net}: {sum(p.numel() for p in trainer.net.parameters())} parameters, {gflop:.2f} GFLOP per 1080p frame")
     print(f"training on {trainer.device}: {len(trainer.bank)} sequences from {len(trainer.sources)} sources, {cfg.steps} steps")
     val_frames = cfg.val_frames
     trainer.fit(on_validate=lambda tr: run_validation(tr, val_frames, args.val_max_size), time_budget_s=60.0 * args.time_budget_min)

@@ -46,10 +46,12 @@ def real_encoder_settings(family: str, qp: float, x265_preset: str = "medium", a
     return "libsvtav1", int(round(av1_quantizer_for_model_qp(qp, "crf"))), av1_preset
 
 
-def psnr_per_seq(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    """PSNR (dB) per sequence of planes `[B, T, H, W]` (MSE pooled over the sequence)."""
+def psnr_per_seq(ref: torch.Tensor, dist: torch.Tensor, mse_floor: float = 1e-4) -> torch.Tensor:
+    """PSNR (dB) per sequence of planes `[B, T, H, W]` (MSE pooled over the sequence), with
+    `mse_floor` added to the MSE (1.0 caps it near 48 dB: differences between near-lossless
+    encodes of flat content say nothing visible and would dominate a dB-difference guard)."""
     mse = ((ref - dist) ** 2).mean(dim=(1, 2, 3))
-    return 10.0 * torch.log10(255.0**2 / (mse + 1e-4))
+    return 10.0 * torch.log10(255.0**2 / (mse + mse_floor))
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class GuardConfig:
         gap_margin: gap growth allowed free (points).
         uv_weight: per dB of chroma PSNR lost beyond `uv_margin`.
         uv_margin: dB of chroma PSNR loss allowed free.
+        mse_floor: added to every MSE of the PSNR guards (1.0: PSNR saturates near 48 dB), so
+            near-lossless flat content cannot dominate the guard (round-3 run bd1 saw 10-11 dB
+            "losses" on flat photographs at 50+ dB before this existed, steps 1-110).
     """
 
     psnr_weight: float = 0.5
@@ -71,6 +76,14 @@ class GuardConfig:
     gap_margin: float = 0.5
     uv_weight: float = 0.3
     uv_margin: float = 0.3
+    mse_floor: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("psnr_weight", "psnr_margin", "gap_weight", "gap_margin", "uv_weight", "uv_margin"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"guards.{name} must be >= 0, got {getattr(self, name)}")
+        if self.mse_floor <= 0:
+            raise ValueError(f"guards.mse_floor must be > 0, got {self.mse_floor}")
 
 
 class ObjectiveTerms(NamedTuple):
@@ -122,14 +135,15 @@ class BDRateObjective(torch.nn.Module):
         with torch.no_grad():
             py, pu, pv = nv12_split(decoded_plain)
             neg0 = self._score(self.vmaf_neg, sy, py)
-            psnr0 = psnr_per_seq(sy, py)
-            uv0 = 0.5 * (psnr_per_seq(su, pu) + psnr_per_seq(sv, pv))
+            f = g.mse_floor
+            psnr0 = psnr_per_seq(sy, py, f)
+            uv0 = 0.5 * (psnr_per_seq(su, pu, f) + psnr_per_seq(sv, pv, f))
         kappa = torch.as_tensor(self.kappa(family, qp.detach().cpu().numpy()), dtype=neg.dtype, device=neg.device)
         d_rate = log_rate - log_rate_plain.detach()
         d_q = neg0 - neg
         local_bd = d_rate + kappa * d_q
-        d_psnr = psnr0 - psnr_per_seq(sy, dy)
-        d_uv = uv0 - 0.5 * (psnr_per_seq(su, du) + psnr_per_seq(sv, dv))
+        d_psnr = psnr0 - psnr_per_seq(sy, dy, f)
+        d_uv = uv0 - 0.5 * (psnr_per_seq(su, du, f) + psnr_per_seq(sv, dv, f))
         guard = g.psnr_weight * F.relu(d_psnr - g.psnr_margin) + g.uv_weight * F.relu(d_uv - g.uv_margin)
         logs = {}
         if self.vmaf_plain is not None:
