@@ -287,8 +287,8 @@ def save_checkpoint(net: PreEditorNet, path: Union[str, Path], **extra) -> None:
     torch.save({"config": asdict(net.config), "state_dict": net.state_dict(), "extra": extra}, path)
 
 
-def load_checkpoint(path: Union[str, Path]) -> Tuple[PreEditorNet, dict]:
-    """Load a checkpoint written by `save_checkpoint` (or a trainer checkpoint with `model`)."""
+def read_checkpoint_file(path: Union[str, Path]) -> dict:
+    """The raw dict of a checkpoint file (deploy or trainer); `ModelError` when missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
@@ -296,6 +296,14 @@ def load_checkpoint(path: Union[str, Path]) -> Tuple[PreEditorNet, dict]:
         data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # corrupt or foreign file
         raise ModelError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"cannot read checkpoint {path}: not a checkpoint dict")
+    return data
+
+
+def load_checkpoint(path: Union[str, Path]) -> Tuple[PreEditorNet, dict]:
+    """Load a checkpoint written by `save_checkpoint` (or a trainer checkpoint with `model`)."""
+    data = read_checkpoint_file(path)
     if "model" in data and "state_dict" not in data:
         data = data["model"]
     net = PreEditorNet(NetConfig.from_dict(data.get("config", {})))

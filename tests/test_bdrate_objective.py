@@ -307,3 +307,15 @@ def test_alpha_checkpoint_round_trips_its_table(tmp_path):
     with_alpha(tmp_path / "m.pt", {"qp": [22.0, 42.0], "alpha": [1.25, 0.75], "clips": ["a"], "frames": 8, "height": 360}, tmp_path / "a.pt")
     net, extra = load_checkpoint(tmp_path / "a.pt")
     assert net.config.alpha_values == (1.25, 0.75) and extra["alpha_calibration"]["qp"] == [22.0, 42.0]
+
+
+def test_resume_cli_rejects_a_deploy_checkpoint_with_one_line(tmp_path):
+    from preedit.errors import UsageError
+    from preedit.network import save_checkpoint
+    from preedit.training.cli import _checkpoint_config
+
+    save_checkpoint(PreEditorNet(UNET), tmp_path / "model.pt", step=1)
+    with pytest.raises(UsageError, match="not a trainer checkpoint"):
+        _checkpoint_config(tmp_path / "model.pt")
+    with pytest.raises(UsageError, match="not found"):
+        _checkpoint_config(tmp_path / "missing.pt")

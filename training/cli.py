@@ -80,17 +80,14 @@ def build_config(args) -> "TrainConfig":
 
 def _checkpoint_config(path: Path) -> dict:
     """The training config stored in a trainer checkpoint (`Trainer.state`)."""
-    import torch
+    from preedit.errors import ModelError, UsageError
+    from preedit.network import read_checkpoint_file
 
-    from preedit.errors import UsageError
-
-    if not path.is_file():
-        raise UsageError(f"cannot resume: checkpoint {path} not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt or foreign file
-        raise UsageError(f"cannot read checkpoint {path}: {exc}") from None
-    if not isinstance(data, dict) or "config" not in data or "optimizer" not in data:
+        data = read_checkpoint_file(path)
+    except ModelError as exc:
+        raise UsageError(f"cannot resume: {exc}") from None
+    if "config" not in data or "optimizer" not in data:
         raise UsageError(f"{path} is not a trainer checkpoint (no optimiser state); use --init for weights only")
     return dict(data["config"])
 
