@@ -22,7 +22,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "default" / "config.yaml"
 
 
 def setup_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML training config (default: the shipped default)")
+    parser.add_argument("--config", default=None, help="YAML training config (default: the shipped default; with --resume CKPT: the checkpoint's own config)")
     parser.add_argument("--out", default=None, help="output folder (overrides out_dir)")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (overrides the config)")
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per step")
@@ -31,7 +31,13 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", action="append", default=[], help="extra training video file or image folder (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set loss.rate_weight=2.0 (repeatable)")
     parser.add_argument("--init", default=None, metavar="CKPT", help="warm start: initial weights from a checkpoint (fresh optimiser and schedule)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT", help="continue a run (model, optimiser, schedule, step, RNG, rate calibration) from CKPT, or from OUT/last.pt when no CKPT is given; without --config the checkpoint's config is used")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--fit-kappa", default=None, metavar="JSON", help="only fit the kappa(QP) table (plain real encodes of training sequences, evaluation settings) into JSON, then exit")
+    parser.add_argument("--calibrate-alpha", default=None, metavar="CKPT", help="only calibrate the per-QP edit strength alpha(QP) of CKPT on the dev clips (real encoder), write --alpha-out JSON and JSON's .pt twin, then exit")
+    parser.add_argument("--alpha-out", default="runs/alpha/alpha.json", metavar="JSON", help="output of --calibrate-alpha")
+    parser.add_argument("--alphas", type=float, nargs="+", default=None, help="edit strengths tried by --calibrate-alpha (first must be 0)")
+    parser.add_argument("--kappa-seqs", type=int, default=24, help="training sequences used by --fit-kappa")
     parser.add_argument("--bank", default=None, help="use a pre-extracted sequence bank (.npz with 'bank') instead of decoding clips")
     parser.add_argument("--write-bank", default=None, metavar="NPZ", help="only decode and cut the training sequences into this .npz (for hosts without PyAV), then exit")
     parser.add_argument("--no-validate", action="store_true", help="skip the final real-encoder validation")
@@ -44,7 +50,12 @@ def build_config(args) -> "TrainConfig":
     from preedit.errors import UsageError
     from preedit.training.config import TrainConfig, load_yaml
 
-    data = load_yaml(args.config)
+    data = load_yaml(args.config) if args.config else {}
+    resume = getattr(args, "resume", None)
+    if args.config is None and resume:
+        data = _checkpoint_config(Path(resume))
+    elif args.config is None:
+        data = load_yaml(str(DEFAULT_CONFIG))
     for key, value in (("out_dir", args.out), ("steps", args.steps), ("batch_size", args.batch_size), ("device", args.device), ("seed", args.seed), ("val_frames", args.val_frames)):
         if value is not None:
             data[key] = value
@@ -65,6 +76,42 @@ def build_config(args) -> "TrainConfig":
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad training config: {exc}") from None
+
+
+def _checkpoint_config(path: Path) -> dict:
+    """The training config stored in a trainer checkpoint (`Trainer.state`)."""
+    from preedit.errors import ModelError, UsageError
+    from preedit.network import read_checkpoint_file
+
+    try:
+        data = read_checkpoint_file(path)
+    except ModelError as exc:
+        raise UsageError(f"cannot resume: {exc}") from None
+    if "config" not in data or "optimizer" not in data:
+        raise UsageError(f"{path} is not a trainer checkpoint (no optimiser state); use --init for weights only")
+    return dict(data["config"])
+
+
+def write_run_record(trainer, out: Path, argv: List[str]) -> None:
+    """config.json + data_list.json beside the checkpoints: what the run depends on."""
+    import collections
+
+    from preedit.training.data import source_group
+
+    cfg = trainer.cfg
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    groups = collections.Counter(source_group(Path(p), cfg.bank.group_patterns) for p in cfg.train_paths() if Path(p).name in set(trainer.sources))
+    record = {
+        "seed": cfg.seed,
+        "bank_shape": list(trainer.bank.shape),
+        "bank_sha": trainer.bank_sha(),
+        "sources": trainer.sources,
+        "groups": dict(groups),
+        "dev_sources": cfg.dev_sources,
+        "heldout": cfg.heldout,
+        "argv": argv,
+    }
+    (out / "data_list.json").write_text(json.dumps(record, indent=1))
 
 
 def run_validation(trainer, frames: int, max_size: int) -> dict:
@@ -96,12 +143,39 @@ def main(argv: List[str]) -> int:
     from preedit.training.trainer import Trainer
 
     cfg = build_config(args)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.write_bank:
         from preedit.training.data import build_bank
 
         bank, used = build_bank(cfg.train_paths(), cfg.bank)
         np.savez_compressed(args.write_bank, bank=bank, names=json.dumps(used))
         print(f"bank {tuple(bank.shape)} from {len(used)} sources written to {args.write_bank}")
+        return 0
+    if args.calibrate_alpha:
+        from preedit.training.alpha import main_alpha
+
+        from preedit.training.alpha import ALPHAS
+
+        return main_alpha(cfg, args.calibrate_alpha, args.alpha_out, alphas=tuple(args.alphas or ALPHAS))
+    if args.fit_kappa:
+        from preedit.training.data import build_bank
+        from preedit.training.kappa import FIT_QPS, fit_kappa
+
+        bank, used = build_bank(cfg.train_paths(), cfg.bank, cache=Path(cfg.out_dir) / "cache")
+        t0 = time.time()
+        table = fit_kappa(bank, FIT_QPS, cfg.codecs, max_seqs=args.kappa_seqs, seed=cfg.seed)
+        table["note"] = (f"kappa = -d ln R / d VMAF-NEG (vmaf-torch, motion off) of the plain encode, median over {min(args.kappa_seqs, len(bank))} "
+                         f"training sequences ({cfg.bank.seq_len} frames, {cfg.bank.window}px) of {len(used)} sources; hevc: libx265 medium CRF = model QP; "
+                         f"av1: SVT-AV1 preset 8 at the CRF of equal quality; {time.time() - t0:.0f} s")
+        table["sources"] = used
+        Path(args.fit_kappa).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.fit_kappa).write_text(json.dumps(table, indent=1) + "\n")
+        for fam in cfg.codecs:
+            print(fam, " ".join(f"QP{q:.0f}:{k:.4f}" for q, k in zip(table[fam]["qp"], table[fam]["kappa"])))
+        print(f"kappa table written to {args.fit_kappa}")
         return 0
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,9 +192,15 @@ def main(argv: List[str]) -> int:
         init_net, _ = load_checkpoint(args.init)
         trainer.net.load_state_dict(init_net.state_dict())
         print(f"initial weights from {args.init}")
-    if args.resume:
-        trainer.resume(out / "last.pt")
-        print(f"resumed at step {trainer.step}")
+    if args.resume is not None:
+        src = Path(args.resume) if args.resume else out / "last.pt"
+        trainer.resume(src)
+        print(f"resumed from {src} at step {trainer.step}")
+    write_run_record(trainer, out, argv)
+    from preedit.network import macs_per_frame
+
+    gflop = 2 * macs_per_frame(type(trainer.net)(cfg.net).eval()) / 1e9
+    print(f"network {cfg.net}: {sum(p.numel() for p in trainer.net.parameters())} parameters, {gflop:.2f} GFLOP per 1080p frame")
     print(f"training on {trainer.device}: {len(trainer.bank)} sequences from {len(trainer.sources)} sources, {cfg.steps} steps")
     val_frames = cfg.val_frames
     trainer.fit(on_validate=lambda tr: run_validation(tr, val_frames, args.val_max_size), time_budget_s=60.0 * args.time_budget_min)

@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 from preedit.network import NetConfig
 from preedit.training.data import BankConfig
 from preedit.training.losses import LossConfig
+from preedit.training.objective import GuardConfig
 from preedit.training.proxy import CODECS, ProxyConfig
 
 LOG = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def _from_dict(cls, data: dict, where: str):
     unknown = sorted(set(data) - names)
     if unknown:
         warnings.warn(f"{where}: unknown keys {unknown} ignored; valid: {sorted(names)}", stacklevel=3)
-    kwargs = {k: (tuple(v) if isinstance(v, list) and k in ("block_sizes",) else v) for k, v in data.items() if k in names}
+    kwargs = {k: (tuple(v) if isinstance(v, list) and k in ("block_sizes", "group_patterns", "photo_height_range") else v) for k, v in data.items() if k in names}
     return cls(**kwargs)
 
 
@@ -63,6 +64,21 @@ class TrainConfig:
         real_codec_rate: on those steps, the rate term takes the real encoder's bit ratio
             (edited / plain) as its value while the proxy keeps the gradient direction
             (R = R_proxy · sg(R_real / R_proxy)), so the rate-vs-quality trade-off follows real bits.
+        dev_sources: training-pool clips kept out of training for model selection (never trained on).
+        photo_sources: folders of still photographs (recursive, `data.list_photos`), installed by
+            `scripts/data_photos.sh`; each gives sequences with a synthetic pan/zoom.
+        objective: "ratio" (the shipped model's ratio of batch sums, `losses.Losses`) or "bdrate"
+            (per-sequence local BD-rate with hinge guards, `objective.BDRateObjective`).
+        kappa_table: JSON of κ(QP) (`preedit train --fit-kappa`; "" = the round-2 table).
+        guards: hinge guards of the "bdrate" objective.
+        real_codec_mode: "qp" (fixed QP, x265 `real_codec_preset`, SVT-AV1 preset 12: the old
+            training forward) or "crf" (the evaluation settings: libx265 medium at CRF = model QP,
+            SVT-AV1 preset `real_av1_preset` at the CRF of equal quality).
+        real_av1_preset: SVT-AV1 preset of the "crf" real forward.
+        frame_type_calibration: on real-encoder steps, update the proxy's intra/inter bits per
+            rate unit from the real per-packet bits (`objective.FrameTypeCalibration`).
+        grain_prob: share of training sequences given synthetic grain (`data.add_grain`).
+        grain_sigma: largest grain σ in code values.
     """
 
     clips_dir: str = ""
@@ -91,6 +107,16 @@ class TrainConfig:
     real_codec_every: int = 0
     real_codec_preset: str = "ultrafast"
     real_codec_rate: bool = False
+    dev_sources: List[str] = field(default_factory=list)
+    photo_sources: List[str] = field(default_factory=list)
+    objective: str = "ratio"
+    kappa_table: str = ""
+    guards: GuardConfig = field(default_factory=GuardConfig)
+    real_codec_mode: str = "qp"
+    real_av1_preset: str = "8"
+    frame_type_calibration: bool = False
+    grain_prob: float = 0.0
+    grain_sigma: float = 3.0
 
     def __post_init__(self) -> None:
         self.codecs = tuple(self.codecs)
@@ -114,9 +140,23 @@ class TrainConfig:
             raise ValueError(f"real_codec_every must be >= 0, got {self.real_codec_every}")
         if self.val_codec not in ("libx265", "libsvtav1"):
             raise ValueError(f"val_codec {self.val_codec!r} not valid; valid: ['libx265', 'libsvtav1']")
-        overlap = set(map(lambda s: Path(s).name, self.train_sources)) & set(map(lambda s: Path(s).name, self.heldout))
+        if self.objective not in ("ratio", "bdrate"):
+            raise ValueError(f"objective {self.objective!r} not valid; valid: ['ratio', 'bdrate']")
+        if self.real_codec_mode not in ("qp", "crf"):
+            raise ValueError(f"real_codec_mode {self.real_codec_mode!r} not valid; valid: ['qp', 'crf']")
+        if not 0.0 <= self.grain_prob <= 1.0 or self.grain_sigma < 0:
+            raise ValueError(f"grain_prob must be in [0, 1] and grain_sigma >= 0, got {self.grain_prob}, {self.grain_sigma}")
+        names = lambda xs: set(Path(s).name for s in xs)  # noqa: E731
+        train = names(self.train_sources) | names(self.extra_sources)
+        overlap = train & names(self.heldout)
         if overlap:
             raise ValueError(f"held-out clips also listed for training: {sorted(overlap)}")
+        overlap = train & names(self.dev_sources)
+        if overlap:
+            raise ValueError(f"dev clips also listed for training: {sorted(overlap)}")
+        overlap = names(self.dev_sources) & names(self.heldout)
+        if overlap:
+            raise ValueError(f"dev clips also held out: {sorted(overlap)}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -127,6 +167,7 @@ class TrainConfig:
             "proxy": (ProxyConfig, data.pop("proxy", {}) or {}),
             "loss": (LossConfig, data.pop("loss", {}) or {}),
             "bank": (BankConfig, data.pop("bank", {}) or {}),
+            "guards": (GuardConfig, data.pop("guards", {}) or {}),
         }
         built = {k: _from_dict(c, d, f"config section {k!r}") for k, (c, d) in sub.items()}
         return _from_dict(cls, {**data, **built}, "training config")
@@ -150,8 +191,15 @@ class TrainConfig:
 
     def train_paths(self) -> List[Path]:
         base = self.resolve_clips_dir()
+        from preedit.training.data import list_photos
+
         paths = [Path(s) if Path(s).is_absolute() else base / s for s in self.train_sources]
-        return paths + [Path(s) for s in self.extra_sources]
+        photos = list_photos([Path(s) for s in self.photo_sources]) if self.photo_sources else []
+        return paths + [Path(s) for s in self.extra_sources] + photos
+
+    def dev_paths(self) -> List[Path]:
+        base = self.resolve_clips_dir()
+        return [Path(s) if Path(s).is_absolute() else base / s for s in self.dev_sources]
 
     def heldout_paths(self) -> List[Path]:
         base = self.resolve_clips_dir()

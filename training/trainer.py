@@ -57,7 +57,7 @@ def load_calibration(cfg: TrainConfig) -> dict:
     return json.loads(path.read_text())
 
 
-def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torch.Tensor, codec: str, preset: str) -> Tuple[torch.Tensor, torch.Tensor]:
+def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torch.Tensor, codec: str, preset: str, mode: str = "qp", av1_preset: str = "8", packets: Optional[list] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """x̂ = proxy + sg(real − proxy): real decoded pixels forward, the proxy's gradient backward.
 
     Args:
@@ -66,7 +66,11 @@ def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torc
         qp: model QP per sequence `[B]`.
         codec: proxy codec family ("hevc" → libx265 at QP, "av1" → libsvtav1 at the AV1 quantizer
             of equal quality, `preedit.qp.av1_quantizer_for_model_qp`).
-        preset: libx265 preset (SVT-AV1 uses preset 12).
+        preset: libx265 preset of mode "qp" (SVT-AV1 uses preset 12 there).
+        mode: "qp" (fixed QP) or "crf" (the evaluation settings, `objective.real_encoder_settings`:
+            libx265 medium CRF = QP, SVT-AV1 preset `av1_preset` at the CRF of equal quality).
+        av1_preset: SVT-AV1 preset of mode "crf".
+        packets: when a list, the real bits per packet of each sequence (decode order) are appended.
 
     Returns:
         `(x̂, bits)`: the reconstruction and the real encoder's bits per sequence `[B]` (float64).
@@ -77,13 +81,20 @@ def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torc
 
     pixels = to_codec_pixels(edited.detach()).to(torch.uint8).cpu().numpy()
     real, bits = [], []
+    from preedit.training.objective import real_encoder_settings
+
     for seq, q in zip(pixels, qp.tolist()):
-        if codec == "hevc":
+        if mode == "crf":
+            enc, value, pre = real_encoder_settings(codec, q, av1_preset=av1_preset)
+            rt = encode_decode(seq, enc, value, preset=pre, mode="crf")
+        elif codec == "hevc":
             rt = encode_decode(seq, "libx265", int(round(q)), preset=preset)
         else:
             rt = encode_decode(seq, "libsvtav1", int(round(av1_quantizer_for_model_qp(q, "qp"))), preset="12")
         real.append(torch.from_numpy(rt.decoded))
         bits.append(rt.total_bits)
+        if packets is not None:
+            packets.append(list(rt.bits))
     real_t = torch.stack(real).to(proxy_recon.device, proxy_recon.dtype)
     return proxy_recon + (real_t - proxy_recon).detach(), torch.tensor(bits, dtype=torch.float64)
 
@@ -103,7 +114,18 @@ class Trainer:
             scales = cal.get(codec, {})
             pc = replace(cfg.proxy, codec=codec, rate_scale_intra=scales.get("intra", cfg.proxy.rate_scale_intra), rate_scale_inter=scales.get("inter", cfg.proxy.rate_scale_inter))
             self.proxies[codec] = CodecProxy(pc)
-        self.losses = Losses(cfg.loss).to(self.device)
+        self.objective = None
+        if cfg.objective == "bdrate":
+            from preedit.training.kappa import KappaTable
+            from preedit.training.objective import BDRateObjective
+
+            self.objective = BDRateObjective(KappaTable.load(cfg.kappa_table), cfg.guards).to(self.device)
+            self.losses = None
+        else:
+            self.losses = Losses(cfg.loss).to(self.device)
+        from preedit.training.objective import FrameTypeCalibration
+
+        self.rate_cal = FrameTypeCalibration({c: {"intra": p.config.rate_scale_intra, "inter": p.config.rate_scale_inter} for c, p in self.proxies.items()})
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
         self.step = 0
@@ -125,7 +147,15 @@ class Trainer:
             "rng": {"gen": self.gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()},
             "config": self.cfg.to_dict(),
             "history": self.history,
+            "rate_cal": self.rate_cal.state(),
+            "sources": self.sources,
+            "bank_sha": self.bank_sha(),
         }
+
+    def bank_sha(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.bank.numpy().tobytes()).hexdigest()[:16]
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +177,10 @@ class Trainer:
         torch.set_rng_state(data["rng"]["torch"])
         random.setstate(data["rng"]["python"])
         self.history = data.get("history", [])
+        if "rate_cal" in data:
+            self.rate_cal.load(data["rate_cal"])
+        if data.get("bank_sha") and data["bank_sha"] != self.bank_sha():
+            LOG.warning("resuming on a different sequence bank (%s, checkpoint %s): data differ from the run's record", self.bank_sha(), data["bank_sha"])
 
     def export(self, path: Path, **extra) -> None:
         """Write the small deploy checkpoint (weights + config + provenance)."""
@@ -160,6 +194,10 @@ class Trainer:
         cfg = self.cfg
         self.net.train()
         batch = sample_batch(self.bank, cfg.batch_size, cfg.crop, self.gen, self.device)
+        if cfg.grain_prob > 0:
+            from preedit.training.data import add_grain
+
+            batch = add_grain(batch, cfg.grain_prob, cfg.grain_sigma, self.gen)
         b, t = batch.shape[:2]
         lo, hi = cfg.qp_range
         qp = (lo + (hi - lo) * torch.rand(b, generator=self.gen)).to(self.device)
@@ -173,6 +211,8 @@ class Trainer:
         with torch.no_grad():
             plain = proxy(batch, qp, block_size=n, motion=motion)
         real = cfg.real_codec_every > 0 and (self.step + 1) % cfg.real_codec_every == 0
+        if self.objective is not None:
+            return self._bdrate_step(batch, edited, dec, plain, qp, codec, n, real)
         rate_value = None
         if real:  # the plain baseline goes through the same real encoder, so the ratios compare like with like
             recon, real_bits = real_codec_forward(edited, dec.recon, qp, codec, cfg.real_codec_preset)
@@ -189,6 +229,37 @@ class Trainer:
         self.step += 1
         return {**terms.logs, "codec": codec, "n": n, "real": real}
 
+    def _bdrate_step(self, batch, edited, dec, plain, qp, codec, n, real) -> dict:
+        cfg = self.cfg
+        cal = self.rate_cal
+        log_r = torch.log(cal.bits(codec, dec.units) + 1.0)
+        with torch.no_grad():
+            log_r0 = torch.log(cal.bits(codec, plain.units) + 1.0)
+        logs = {}
+        if real:  # real decoded pixels and real bits forward, the proxy's gradient backward
+            pk_e, pk_p = [], []
+            recon, bits_e = real_codec_forward(edited, dec.recon, qp, codec, cfg.real_codec_preset, cfg.real_codec_mode, cfg.real_av1_preset, pk_e)
+            recon_p, bits_p = real_codec_forward(batch, plain.recon, qp, codec, cfg.real_codec_preset, cfg.real_codec_mode, cfg.real_av1_preset, pk_p)
+            dec, plain = dec._replace(recon=recon), plain._replace(recon=recon_p)
+            real_lr = torch.log(bits_e.to(log_r.dtype).to(log_r.device) + 1.0)
+            real_lr0 = torch.log(bits_p.to(log_r.dtype).to(log_r.device) + 1.0)
+            logs.update(proxy_dlnr=float((log_r - log_r0).detach().mean()), real_dlnr=float((real_lr - real_lr0).mean()))
+            log_r = log_r + (real_lr - log_r).detach()
+            log_r0 = real_lr0
+            if cfg.frame_type_calibration:
+                cal.update(codec, plain.units, pk_p)
+                cal.update(codec, dec.units, pk_e)
+                a_i, a_p = cal.scales(codec)
+                logs.update(a_intra=a_i, a_inter=a_p)
+        terms = self.objective(batch, dec.recon, plain.recon, log_r, log_r0, qp, codec)
+        self.opt.zero_grad(set_to_none=True)
+        terms.total.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return {**terms.logs, **logs, "grad_norm": float(gnorm), "qp_mean": float(qp.mean()), "codec": codec, "n": n, "real": real}
+
     def fit(self, on_validate=None, time_budget_s: float = 0.0) -> None:
         """Train to `cfg.steps`, checkpointing into `cfg.out_dir` (last.pt) as it goes.
 
@@ -201,12 +272,32 @@ class Trainer:
         out = Path(cfg.out_dir)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True, mininterval=2.0)
         t0, s0 = time.time(), self.step
+        import signal
+
+        def _term(signum, frame):  # SIGTERM ends the run like Ctrl-C: checkpoint, then stop
+            raise KeyboardInterrupt
+
+        old_term = signal.signal(signal.SIGTERM, _term) if threading_main() else None
+        try:
+            self._loop(bar, on_validate, time_budget_s, t0, s0, out)
+        except KeyboardInterrupt:
+            LOG.warning("interrupted at step %d: checkpoint written to %s", self.step, out / "last.pt")
+            self.save(out / "last.pt")
+            raise
+        finally:
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            bar.close()
+        self.seconds_per_step = (time.time() - t0) / max(1, self.step - s0)
+
+    def _loop(self, bar, on_validate, time_budget_s, t0, s0, out) -> None:
+        cfg = self.cfg
         while self.step < cfg.steps:
             logs = self.train_step()
-            if self.step % 10 == 0 or self.step == cfg.steps:
+            if self.objective is not None or self.step % 10 == 0 or self.step == cfg.steps:
                 logs["s_per_step"] = (time.time() - t0) / max(1, self.step - s0)
                 self.history.append({"step": self.step, **{k: v for k, v in logs.items()}})
-            bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in logs.items() if k in ("loss", "rate", "fid", "uv", "vmaf_neg", "codec")})
+            bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in logs.items() if k in ("loss", "rate", "fid", "uv", "vmaf_neg", "codec", "local_bd_pct", "d_psnr")})
             bar.update(1)
             if time_budget_s > 0 and self.step - s0 == 20:
                 per_step = (time.time() - t0) / 20.0
@@ -219,5 +310,9 @@ class Trainer:
                 self.save(out / "last.pt")
             if on_validate and cfg.val_every > 0 and self.step % cfg.val_every == 0 and self.step < cfg.steps:
                 on_validate(self)
-        bar.close()
-        self.seconds_per_step = (time.time() - t0) / max(1, self.step - s0)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
