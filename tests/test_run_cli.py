@@ -166,10 +166,12 @@ def test_run_finalises_output_when_interrupted(tmp_path, media):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "preedit", "run", str(media("flower.mp4")), "-o", str(out),
                              "--bypass", "--realtime", *FAST], stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
-        time.sleep(0.1)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    # Encoded frames in the file (mdat past the header): a condition, not a timer; a --realtime
+    # 6 s clip is then still far from its end.
+    while time.monotonic() < deadline and proc.poll() is None and not (out.exists() and out.stat().st_size > 4000):
+        time.sleep(0.05)
+    assert proc.poll() is None, "run ended before the signal"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "preedit run: interrupted" in err
