@@ -36,7 +36,7 @@ def _nvc():
 def _reference(clip_path: Path):
     """(digests, pts, first_frame) of FFmpeg's software decode, as NV12."""
     try:
-        import av
+        import av  # noqa: F401  (PyAV present: decode in software below)
     except ImportError:
         ref_dir = os.environ.get("PREEDIT_NVDEC_REF")
         path = Path(ref_dir or ".") / f"{clip_path.stem}.npz"
@@ -44,15 +44,9 @@ def _reference(clip_path: Path):
             pytest.fail(f"neither PyAV nor a reference file {path} (set PREEDIT_NVDEC_REF)")
         data = np.load(path)
         return list(data["digests"]), list(data["pts"]), data["first"], str(data["time_base"])
-    digests, pts, first = [], [], None
-    with av.open(str(clip_path)) as c:
-        time_base = str(c.streams.video[0].time_base)
-        for frame in c.decode(c.streams.video[0]):
-            nv12 = frame.to_ndarray(format="nv12")
-            first = nv12 if first is None else first
-            digests.append(hashlib.sha256(nv12.tobytes()).hexdigest())
-            pts.append(frame.pts)
-    return digests, pts, first, time_base
+    from preedit.perf.speed.gpu_probe import software_nv12_digests
+
+    return software_nv12_digests(clip_path)
 
 
 def test_capabilities_on_this_gpu_match_the_architecture_table():

@@ -366,20 +366,27 @@ def count_flops_bytes() -> dict:
     return out
 
 
-def make_reference(clips_dir: Path, out_dir: Path) -> None:
+def software_nv12_digests(clip_path: Path):
+    """(per-frame sha256 of FFmpeg's software decode as NV12, pts, first NV12 frame, time base)."""
     import av
+
+    digests, pts, first = [], [], None
+    with av.open(str(clip_path)) as c:
+        time_base = str(c.streams.video[0].time_base)
+        for frame in c.decode(c.streams.video[0]):
+            nv12 = frame.to_ndarray(format="nv12")
+            first = nv12 if first is None else first
+            digests.append(hashlib.sha256(nv12.tobytes()).hexdigest())
+            pts.append(frame.pts)
+    return digests, pts, first, time_base
+
+
+def make_reference(clips_dir: Path, out_dir: Path) -> None:
     import numpy as np
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in CLIPS:
-        digests, pts, first = [], [], None
-        with av.open(str(clips_dir / name)) as c:
-            time_base = str(c.streams.video[0].time_base)
-            for frame in c.decode(c.streams.video[0]):
-                nv12 = frame.to_ndarray(format="nv12")
-                first = nv12 if first is None else first
-                digests.append(hashlib.sha256(nv12.tobytes()).hexdigest())
-                pts.append(frame.pts)
+        digests, pts, first, time_base = software_nv12_digests(clips_dir / name)
         np.savez_compressed(out_dir / f"{Path(name).stem}.npz", digests=np.array(digests), pts=np.array(pts),
                             first=first, time_base=np.array(time_base))
         log(f"reference {name}: {len(digests)} frames")
