@@ -12,6 +12,8 @@ import urllib.parse
 import urllib.request
 
 import pytest
+
+from preedit.serve import child_env
 import yaml
 
 from preedit.paths import REPO_ROOT
@@ -125,7 +127,8 @@ def test_every_dashboard_query_returns_data_when_prometheus_scrapes_a_running_pi
             client = subprocess.Popen([sys.executable, "-m", "preedit", "run", str(source), "-o",
                                        str(tmp_path / "out.mp4"), "--url", server.grpc_url, "--metrics-port",
                                        str(client_port), "--realtime", "--max-frames", "900", "--codec", "h264",
-                                       "--preset", "ultrafast"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                       "--preset", "ultrafast"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env=child_env(server.grpc_url))
             deadline = time.monotonic() + 60
             ready = False
             while time.monotonic() < deadline and client.poll() is None:

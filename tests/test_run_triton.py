@@ -88,7 +88,7 @@ def server(repo):
         assert not _group_alive(pgid), "a python-backend stub outlived the server"
 
 
-def _group_alive(pgid: int, wait_s: float = 3.0) -> bool:
+def _group_alive(pgid: int, wait_s: float = 15.0) -> bool:
     """Whether any process of the server's process group is left (after `wait_s` for init to reap)."""
     deadline = time.monotonic() + wait_s
     while True:

@@ -14,6 +14,8 @@ Raw `.yuv` files carry their geometry in the name: `name_320x192_12fps.yuv`,
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import re
@@ -78,6 +80,14 @@ def yuv420p_to_nv12(frame, width: int, height: int) -> np.ndarray:
     uv[..., 0] = _plane(frame, 1, height // 2, width // 2)
     uv[..., 1] = _plane(frame, 2, height // 2, width // 2)
     return out
+
+
+def _signal_of(frame):
+    """The input's colour signal; an RGB source is converted with `source_matrix`, so it is tagged so."""
+    sig = bitdepth.signal_of(frame)
+    if frame.format.is_rgb:
+        sig = dataclasses.replace(sig, matrix={"bt709": 1, "bt601": 6}[source_matrix(frame)])
+    return sig
 
 
 def source_matrix(frame) -> str:
@@ -191,7 +201,7 @@ class PyAvDecoder:
             color_range="full" if is_full_range(first) else "limited",
             color_matrix=source_matrix(first),
             pix_fmt=first.format.name, bit_depth=bit_depth, frame_count_hint=hint,
-            codec_name=cc.name or "", rotation=rotation, signal=bitdepth.signal_of(first),
+            codec_name=cc.name or "", rotation=rotation, signal=_signal_of(first),
         )
         self.sample_aspect_ratio = self.stream.sample_aspect_ratio or cc.sample_aspect_ratio
         if self.stream.duration and self.stream.time_base:

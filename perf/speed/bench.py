@@ -31,6 +31,7 @@ import numpy as np
 from preedit.engines import OrtEngine
 from preedit.errors import ModelError, ServerError, UsageError
 from preedit.paths import model_repository
+from preedit.serve import auth_headers, child_env
 from preedit.spec import DEFAULT_QP
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class TritonRunner:
 
         self.frames = frames
         self.inflight = inflight
-        self.transport = TritonTransport(url, model, tuple(frames.shape[1:]), n_slots=inflight)
+        self.transport = TritonTransport(url, model, tuple(frames.shape[1:]), n_slots=inflight,
+                                         headers=auth_headers(url))
         self.transport.submit(frames[0]).result(timeout=120)  # warm-up
 
     def run(self, duration_s: float) -> tuple:
@@ -160,7 +162,8 @@ def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium", max
                "--summary-json", str(summary)]
         if max_frames:
             cmd += ["--max-frames", str(max_frames)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False,
+                              env=child_env(url))
         if proc.returncode != 0 or not summary.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ServerError(f"preedit run failed (exit {proc.returncode}): {tail}")
