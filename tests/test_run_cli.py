@@ -161,22 +161,27 @@ def test_run_looks_for_int8_model_when_deterministic(capsys, tmp_path, media):
     assert code == 6 and "model 'preedit_int8' not in" in errors[0] and "models there: preedit" in errors[0]
 
 
-def test_run_finalises_output_when_interrupted(tmp_path, media):
+def test_run_finalises_output_when_interrupted(tmp_path):
+    from synthetic import make_clip
+
+    # 20 s at --realtime: the output passes the muxer's I/O buffer (the size checked below) long
+    # before the end, so the signal always lands mid-run.
+    src = make_clip(tmp_path / "long.mp4", width=640, height=480, frames=500)
     out = tmp_path / "o.mp4"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "preedit", "run", str(media("flower.mp4")), "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "preedit", "run", str(src), "-o", str(out),
                              "--bypass", "--realtime", *FAST], stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60
     # Encoded frames in the file (mdat past the header): a condition, not a timer; a --realtime
     # 6 s clip is then still far from its end.
-    while time.monotonic() < deadline and proc.poll() is None and not (out.exists() and out.stat().st_size > 4000):
+    while time.monotonic() < deadline and proc.poll() is None and not (out.exists() and out.stat().st_size > 40_000):
         time.sleep(0.05)
     assert proc.poll() is None, "run ended before the signal"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "preedit run: interrupted" in err
     frames, _ = decoded(out)
-    assert 5 < len(frames) < 150
+    assert 0 < len(frames) < 500  # a playable file of what was encoded before the signal
 
 
 def test_run_ends_cleanly_when_live_udp_source_goes_silent(capsys, caplog, tmp_path, media):
