@@ -302,6 +302,7 @@ class TritonServer:
         self._keep_log = False
         self._view: Optional[Path] = None
         self._regions_before: set = set()
+        self._regions_seen: set = set()  # regions our server mapped (noted when a model is ready)
         self.api_key: Optional[str] = None
 
     # -- addresses ---------------------------------------------------------------------------
@@ -436,6 +437,8 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._get(f"/v2/models/{name}/ready") == 200:
+                # Noted now, so stop() can unlink them even if the server dies before it can look.
+                self._regions_seen |= regions_of(self.proc.pid) if self.proc is not None else set()
                 return
             time.sleep(0.2)
         raise ServerError(f"model {name!r} not ready on {self.http_url} after {timeout_s:.0f} s")
@@ -447,7 +450,9 @@ class TritonServer:
         proc = self.proc
         if timeout_s is None:
             timeout_s = self.config.exit_timeout_s + 2.0
-        ours = regions_of(proc.pid) if proc is not None and proc.poll() is None else set()
+        ours = set(self._regions_seen)
+        if proc is not None and proc.poll() is None:
+            ours |= regions_of(proc.pid)
         if proc is not None and proc.poll() is None:
             if _is_stopped(proc.pid):
                 log.warning("tritonserver is frozen (stopped); killing it")
