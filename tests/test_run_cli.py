@@ -170,7 +170,9 @@ def test_run_finalises_output_when_interrupted(tmp_path):
     out = tmp_path / "o.mp4"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "preedit", "run", str(src), "-o", str(out),
-                             "--bypass", "--realtime", *FAST], stderr=subprocess.PIPE, text=True, env=env)
+                             "--bypass", "--realtime", *FAST], stderr=subprocess.PIPE, text=True, env=env,
+                            # a shell's background job inherits SIGINT ignored; Ctrl-C is what is tested
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     # Encoded frames in the file (mdat past the header): a condition, not a timer; a --realtime
     # 6 s clip is then still far from its end.
