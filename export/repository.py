@@ -30,8 +30,16 @@ from preedit.export.onnx_export import OPSET, export_checked, sha256_hex, write_
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "python_onnx_model.py"
 
 
-def cpu_model_config(name: str, *, max_batch_size: int = 8, instance_count: int = 1,
-                     max_queue_delay_us: int = 2000, intra_op_threads: int = 0,
+# CPU serving shape (issue 14): two instances, each with its share of the cores (intra_op_threads 0 =
+# auto in the template), and no batching delay. On CPU a batch costs as much per frame as single
+# frames, so waiting to batch only adds latency, and one instance leaves the cores idle while it
+# is between requests (gRPC, copies, stub hand-off); two overlap that with compute.
+CPU_INSTANCES = 2
+CPU_QUEUE_DELAY_US = 0
+
+
+def cpu_model_config(name: str, *, max_batch_size: int = 8, instance_count: int = CPU_INSTANCES,
+                     max_queue_delay_us: int = CPU_QUEUE_DELAY_US, intra_op_threads: int = 0,
                      onnx_file: str = "model.onnx", extra_parameters: Optional[Mapping[str, str]] = None) -> dict:
     """config.pbtxt dict of the CPU variant: python backend running ONNX Runtime."""
     parameters = {

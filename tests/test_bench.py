@@ -6,13 +6,17 @@ import json
 
 import pytest
 
-from preedit.perf.speed.bench import BenchRow, bench_table, bench_verdicts, build_x264_settings
+from preedit.perf.speed.bench import (BenchRow, bench_ratios, bench_table, bench_verdicts, build_x264_settings,
+                                      serial_ideal_fps)
 
 
-def _rows(inproc_fps: float, triton_fps: float, x264_fps: float):
-    return [BenchRow("inprocess", "in-process", int(inproc_fps * 10), 10.0),
+def _rows(inproc_fps: float, triton_fps: float, x264_fps: float, pipeline_fps: float = 0.0):
+    rows = [BenchRow("inprocess", "in-process", int(inproc_fps * 10), 10.0),
             BenchRow("triton", "Triton", int(triton_fps * 10), 10.0),
             BenchRow("x264", "libx264 medium", int(x264_fps * 10), 10.0)]
+    if pipeline_fps:
+        rows.append(BenchRow("pipeline", "pipeline", int(pipeline_fps * 10), 10.0))
+    return rows
 
 
 def test_bench_table_states_ratio_to_x264_when_x264_measured():
@@ -24,11 +28,31 @@ def test_bench_table_states_ratio_to_x264_when_x264_measured():
 
 
 def test_bench_verdicts_flag_goals_when_missed_or_met():
-    met = bench_verdicts(_rows(40, 38, 10))
-    assert "4.00x (goal >= 4x: met)" in met[0] and "5.0% of in-process fps (goal <= 10%: met)" in met[1]
-    missed = bench_verdicts(_rows(30, 20, 10))
-    assert "NOT met" in missed[0] and "33.3%" in missed[1] and "NOT met" in missed[1]
+    met = bench_verdicts(_rows(40, 38, 10, pipeline_fps=7.8))
+    assert "4.00x (goal >= 4x: met)" in met[0] and "95.0% of in-process fps (goal >= 88%: met)" in met[1]
+    assert "97.5% of the serial ideal 8.0 fps" in met[2] and met[2].endswith("goal >= 95%: met)")
+    missed = bench_verdicts(_rows(30, 20, 10, pipeline_fps=6.0))
+    assert "NOT met" in missed[0] and "66.7%" in missed[1] and "NOT met" in missed[1]
+    assert "80.0% of the serial ideal 7.5 fps" in missed[2] and "NOT met" in missed[2]
     assert build_x264_settings() == {"preset": "medium", "crf": "23"}
+
+
+def test_benchmarks_block_is_replaced_in_place_when_rerun(tmp_path):
+    from preedit.perf.speed.report import replace_marked_block
+
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# B\n\nbefore\n")
+    replace_marked_block(md, "preedit bench 1080p", "first")
+    replace_marked_block(md, "preedit bench 720p", "other")
+    replace_marked_block(md, "preedit bench 1080p", "second")
+    text = md.read_text()
+    assert "first" not in text and text.count("second") == 1 and "other" in text and text.startswith("# B\n\nbefore")
+
+
+def test_serial_ideal_is_the_harmonic_combination_of_the_two_stages():
+    assert serial_ideal_fps(55.7, 17.3) == pytest.approx(13.2, abs=0.05)  # the figures
+    assert serial_ideal_fps(0.0, 17.3) == 0.0
+    assert bench_ratios(_rows(40, 38, 10)) == {"triton_kept": pytest.approx(0.95)}  # no pipeline row
 
 
 def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, clip):
@@ -38,7 +62,7 @@ def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, cli
     assert bench.main(["--clip", str(clip("flower.mp4")), "--resolution", "320x180", "--frames", "6",
                        "--duration-s", "0.6", "--rounds", "2", "--only", "inprocess", "--only", "x264",
                        "--json", str(out)]) == 0
-    rows = {r["name"]: r for r in json.loads(out.read_text())}
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"inprocess", "x264"}
     assert rows["inprocess"]["fps"] > 0 and rows["inprocess"]["frames"] >= 2
     assert rows["x264"]["frames"] == 12 and rows["x264"]["fps"] > 0  # 6 frames per round, 2 rounds
@@ -51,10 +75,12 @@ def test_bench_measures_triton_and_pipeline_rows_when_server_embedded(tmp_path, 
     out = tmp_path / "bench.json"
     results = tmp_path / "perf.md"
     assert bench.main(["--clip", str(clip("bottle-detection.mp4")), "--resolution", "320x180", "--frames", "4",
-                       "--duration-s", "1", "--rounds", "1", "--only", "triton", "--only", "pipeline",
-                       "--pipeline-max-frames", "12", "--x264-preset", "ultrafast", "--json", str(out),
-                       "--results-md", str(results)]) == 0
-    rows = {r["name"]: r for r in json.loads(out.read_text())}
+                       "--duration-s", "1", "--rounds", "2", "--pipeline-max-frames", "12",
+                       "--x264-preset", "ultrafast", "--json", str(out), "--results-md", str(results)]) == 0
+    data = json.loads(out.read_text())
+    rows = {r["name"]: r for r in data["rows"]}
     assert rows["triton"]["fps"] > 0 and rows["triton"]["frames"] > 0
-    assert rows["pipeline"]["frames"] == 12 and rows["pipeline"]["fps"] > 0
-    assert "preedit bench --clip" in results.read_text()
+    assert rows["pipeline"]["frames"] == 24 and rows["pipeline"]["fps"] > 0  # 12 frames in each of 2 rounds
+    assert set(data["ratios"]) == {"triton_kept", "serial_ideal_fps", "pipeline_vs_ideal"}
+    text = results.read_text()
+    assert "preedit bench --clip" in text and "Triton kept share" in text and "of the serial ideal" in text

@@ -5,10 +5,15 @@ NumPy and onnxruntime (no preedit import), so the repository serves from any Pyt
 
 ```
  requests (NV12_IN uint8 [n, H*3/2, W], optional QP fp32 [n, 1])
-   ──group by frame size──> one ORT run per size (dynamic batching across streams)
+   ──group by frame size──> one ORT run per size (dynamic batching across streams),
+                            output bound to a buffer reused across calls (no per-frame allocation)
    ──split──> responses (NV12_OUT uint8 [n, H*3/2, W])
 ```
-Parameters (config.pbtxt): `onnx_file`, `default_qp`, `intra_op_threads` (0 = ORT default).
+Parameters (config.pbtxt): `onnx_file`, `default_qp`, `intra_op_threads` (0 = auto: the cores this
+process may use, divided among the model's CPU instances, so instances do not oversubscribe them;
+the environment variable `PREEDIT_ORT_THREADS` overrides auto), `allow_spinning` ("0" default: ORT's
+idle threads sleep instead of spinning, which on a host shared with the encoder and Triton's own
+threads costs less than it saves).
 """
 
 import json
@@ -27,6 +32,23 @@ import onnxruntime as ort  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 
+def _intra_op_threads(value, config):
+    """ORT intra-op threads: the configured value, or (0) PREEDIT_ORT_THREADS, or the usable cores
+    shared among this model's CPU instances (at least 1)."""
+    threads = int(value)
+    if threads > 0:
+        return threads
+    env = os.environ.get("PREEDIT_ORT_THREADS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1
+    return max(1, cores // instances)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -34,14 +56,32 @@ class TritonPythonModel:
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         onnx_path = os.path.join(version_dir, params.get("onnx_file", "model.onnx"))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        options.intra_op_num_threads = _intra_op_threads(params.get("intra_op_threads", "0"), config)
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "0"))
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         self.default_qp = np.float32(params.get("default_qp", "32"))
         self.in_name = params.get("input_frames", "NV12_IN")
         self.qp_name = params.get("input_qp", "QP")
         self.out_name = params.get("output_frames", "NV12_OUT")
         self.has_qp = any(i.name == self.qp_name for i in self.session.get_inputs())
+        self.threads = options.intra_op_num_threads
+        self._out = {}  # (n, H*3/2, W) -> output buffer reused by every call of that shape
+
+    def _infer(self, feeds, shape):
+        """One ORT run with its output written into a reused buffer. The responses built from it
+        are copied into Triton's shared memory when execute() returns, before the next call."""
+        out = self._out.get(shape)
+        if out is None:
+            if len(self._out) >= 8:
+                self._out.clear()
+            out = self._out[shape] = np.empty(shape, dtype=np.uint8)
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        binding.bind_output(self.out_name, "cpu", 0, np.uint8, list(shape), out.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return out
 
     def _qp(self, request, n):
         tensor = pb_utils.get_input_tensor_by_name(request, self.qp_name)
@@ -66,7 +106,7 @@ class TritonPythonModel:
                 feeds = {self.in_name: np.ascontiguousarray(frames, dtype=np.uint8)}
                 if self.has_qp:
                     feeds[self.qp_name] = np.concatenate([m[2] for m in members])
-                out = self.session.run([self.out_name], feeds)[0]
+                out = self._infer(feeds, frames.shape)
                 start = 0
                 for i, part, _ in members:
                     n = part.shape[0]

@@ -127,6 +127,22 @@ def results_section(title: str, command: str, body: str, facts: Optional[Mapping
     return "\n".join(lines) + "\n\n" + body.rstrip() + "\n\n"
 
 
+def replace_marked_block(path: Path, marker: str, body: str) -> Path:
+    """Put `body` between `<!-- marker -->` and `<!-- /marker -->` in a Markdown file (e.g. a table
+    that a benchmark rewrites in BENCHMARKS.md), appending the block at the end when absent."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    i, j = text.find(start), text.find(end)
+    if i >= 0 and j > i:
+        text = text[:i] + block + text[j + len(end):]
+    else:
+        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
+    path.write_text(text)
+    return path
+
+
 def append_results(section: str, path: Optional[Path] = None) -> Path:
     """Append a section to the results log (created with a heading when missing)."""
     path = Path(path) if path is not None else RESULTS_MD
