@@ -1,3 +1,4 @@
+import time
 import urllib.request
 
 import numpy as np
@@ -35,6 +36,12 @@ def test_embedded_server_serves_identity_model_and_metrics(tmp_path):
         inp.set_data_from_numpy(frames)
         out = client.infer("preedit", [inp]).as_numpy("NV12_OUT")
         assert np.array_equal(out, frames)
-        metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-        assert 'nv_inference_count{model="preedit",version="1"} 2' in metrics
+        # Triton counts a request after it has answered it: wait for the counter, do not race it.
+        want = 'nv_inference_count{model="preedit",version="1"} 2'
+        deadline = time.monotonic() + 30
+        metrics = ""
+        while want not in metrics and time.monotonic() < deadline:
+            metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+            time.sleep(0.1)
+        assert want in metrics
     assert server.proc.poll() is not None  # stopped cleanly
