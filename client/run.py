@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +283,23 @@ def build_pipelines(cfg: RunConfig, backends: Backends, streams: List[_Stream], 
         if cfg.segment is not None:
             scale_out.prepare_encoder(s.encoder)
         s.pipeline = Pipeline(s.decoder, s.transport, s.encoder, cfg.pipeline, RunStats())
+    if streams:
+        log.info("threads: %s", threads_report(cfg, streams[0].transport))
+
+
+def threads_report(cfg: RunConfig, transport) -> str:
+    """What shares the cores (issue 14): decoder and encoder threads as their libraries pick them
+    (FFmpeg frame threads, x264/x265/SVT-AV1 auto), and how the server runs the model."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    served = "none (bypass)"
+    if transport is not None:
+        shape = getattr(transport, "served_shape", None)
+        served = shape() if callable(shape) else type(transport).__name__
+    return (f"{cores} core(s): decoder FFmpeg auto threads, encoder {cfg.encoder.codec} library auto threads, "
+            f"server model {cfg.model}: {served}")
 
 
 def _run_one(stream: _Stream) -> None:

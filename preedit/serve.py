@@ -147,20 +147,32 @@ def _mapped_python_regions() -> set:
     return held
 
 
-def regions_of(pid: int) -> set:
-    """Paths of the python-backend shm regions `pid` and its descendants (the stubs) map."""
-    found, todo, seen = set(), [pid], set()
+def process_tree(pid: int) -> List[int]:
+    """`pid` and its live descendants (for a server: tritonserver and its python-backend stubs)."""
+    tree, todo = [], [pid]
     while todo:
         p = todo.pop()
-        if p in seen:
+        if p in tree:
             continue
-        seen.add(p)
+        try:
+            children = []
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    children += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        tree.append(p)
+        todo += children
+    return tree
+
+
+def regions_of(pid: int) -> set:
+    """Paths of the python-backend shm regions `pid` and its descendants (the stubs) map."""
+    found = set()
+    for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/maps") as f:
                 found.update(line.split()[-1] for line in f if "triton_python_backend_shm_region_" in line)
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
         except OSError:
             continue
     return found

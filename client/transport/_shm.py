@@ -184,6 +184,21 @@ class TritonTransport:
             return False
         return True
 
+    def served_shape(self) -> str:
+        """How the server runs the model: CPU/GPU instances and ORT intra-op threads each, from its
+        model config (keyed on a locked server: our key is in the headers); best effort."""
+        try:
+            config = self.client.get_model_config(self.model, as_json=True, headers=self.headers, client_timeout=5.0)
+        except Exception:  # noqa: BLE001 - a report line must not fail the run
+            return "unknown (model config not readable)"
+        config = config.get("config", config)
+        groups = config.get("instance_group", [])
+        count = sum(int(g.get("count", 1)) for g in groups) or 1
+        kind = (groups[0].get("kind", "") if groups else "").replace("KIND_", "") or "?"
+        threads = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "")
+        each = {"": "", "0": ", ORT threads auto (the server's cores / instances)"}.get(threads, f", ORT threads {threads}")
+        return f"{count} {kind} instance(s){each}"
+
     # -- requests ----------------------------------------------------------------------------
     def submit(self, nv12: np.ndarray, timeout_s: Optional[float] = None) -> Optional[Future]:
         """Queue one frame; None if no slot frees up within `timeout_s` (None: wait forever).

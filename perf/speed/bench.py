@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,7 +39,7 @@ import numpy as np
 from preedit.engines import OrtEngine
 from preedit.errors import ModelError, ServerError, UsageError
 from preedit.paths import model_repository
-from preedit.serve import auth_headers, child_env
+from preedit.serve import auth_headers, child_env, process_tree
 from preedit.spec import DEFAULT_QP
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,62 @@ def served_shape(model_dir: Path) -> str:
     value = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0")
     count = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1
     return f"{count} instance(s), intra-op threads {'auto' if value == '0' else value} each"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used, all its threads (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's reaped children (the pipeline row's `preedit run`)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuProfile:
+    """CPU seconds per role while a row runs: this process (`client`), the server (`tritonserver`),
+    its python-backend stubs (`stubs`) and reaped child processes (`children`)."""
+
+    def __init__(self, server_pid: Optional[int] = None) -> None:
+        self.server_pid = server_pid
+
+    def sample(self) -> Dict[str, float]:
+        sample = {"client": cpu_seconds(os.getpid()), "children": children_cpu_seconds()}
+        if self.server_pid is not None:
+            tree = process_tree(self.server_pid)
+            if tree:
+                sample["tritonserver"] = cpu_seconds(tree[0])
+                sample["stubs"] = sum(_cpu_or_zero(p) for p in tree[1:])
+        return sample
+
+    @staticmethod
+    def delta(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]:
+        return {k: after[k] - before.get(k, 0.0) for k in after}
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return 0.0
+
+
+def profile_table(cpu: Dict[str, Dict[str, float]], frames: Dict[str, float]) -> str:
+    """CPU milliseconds per frame of each row by process (pure): where the cores went."""
+    from preedit.perf.speed.report import simple_table
+
+    roles = ("client", "tritonserver", "stubs", "children")
+    body = []
+    for name, by_role in cpu.items():
+        n = frames.get(name, 0)
+        if not n:
+            continue
+        cells = [f"{1e3 * by_role[r] / n:.1f}" if by_role.get(r) else "-" for r in roles]
+        body.append([name] + cells + [f"{1e3 * sum(by_role.values()) / n:.1f}"])
+    return simple_table(["row", "this process", "tritonserver", "python stubs", "`preedit run`", "total"], body)
 
 
 class InProcessRunner:
@@ -309,11 +367,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     intra = args.intra_op_threads
     pipeline_frames = args.pipeline_max_frames or args.frames
     totals: Dict[str, List[float]] = {}  # name -> [frames, wall_s]
+    cpu: Dict[str, Dict[str, float]] = {}  # name -> role -> CPU seconds (the profile)
+    profile = CpuProfile()
 
-    def _add(name: str, n: float, wall: float) -> None:
+    def _add(name: str, n: float, wall: float, used: Optional[Dict[str, float]] = None) -> None:
         acc = totals.setdefault(name, [0.0, 0.0])
         acc[0] += n
         acc[1] += wall
+        by_role = cpu.setdefault(name, {})
+        for role, seconds in (used or {}).items():
+            by_role[role] = by_role.get(role, 0.0) + seconds
+
+    def _timed(name: str, fn) -> tuple:
+        before = profile.sample()
+        result = fn()
+        _add(name, result[0], result[1], CpuProfile.delta(before, profile.sample()))
+        return result
 
     server = None
     url = args.url
@@ -332,6 +401,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             server.start()
             server.wait_model_ready(args.model)
             url = server.grpc_url
+            profile = CpuProfile(server.proc.pid)
         if "inprocess" in selected:
             runners["inprocess"] = InProcessRunner(onnx_path, frames, intra)
         if "triton" in selected:
@@ -341,14 +411,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         for rnd in range(args.rounds):
             for name in ("inprocess", "triton"):
                 if name in runners:
-                    _add(name, *runners[name].run(args.duration_s / args.rounds))
+                    _timed(name, lambda: runners[name].run(args.duration_s / args.rounds))
             if "x264" in selected:
-                n, wall, nbytes = encode_x264(frames, preset=args.x264_preset)
-                _add("x264", n, wall)
-                x264_bytes += nbytes
+                x264_bytes += _timed("x264", lambda: encode_x264(frames, preset=args.x264_preset))[2]
             if "pipeline" in selected:
-                row = bench_pipeline(url, args.model, run_clip, preset=args.x264_preset, max_frames=pipeline_frames)
-                _add("pipeline", row.frames, row.wall_s)
+                row = _timed("pipeline", lambda: _row_result(bench_pipeline(
+                    url, args.model, run_clip, preset=args.x264_preset, max_frames=pipeline_frames)))[2]
                 pipeline_note = row.note
             log.info("round %d/%d: %s", rnd + 1, args.rounds,
                      ", ".join(f"{k} {v[0] / v[1]:.1f} fps" for k, v in totals.items() if v[1] > 0))
@@ -375,6 +443,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     title = f"preedit bench: {label} ({width}x{height}), {args.frames} real frames of {clip.name}, model {args.model} ({source})"
     table = bench_table(rows)
     verdicts = bench_verdicts(rows)
+    cpu_table = profile_table(cpu, {name: acc[0] for name, acc in totals.items()})
+    table += ("\n\nCPU milliseconds per frame by process (user + system, all threads; the Triton "
+              "row's overhead over in-process is the cost of serving):\n\n" + cpu_table)
     print(title)
     print(table)
     print("\n".join(verdicts))
@@ -393,6 +464,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   table + "\n" + "\n".join(f"- {v}" for v in verdicts))
         replace_marked_block(args.benchmarks_md, f"preedit bench {label}", section)
     return 0
+
+
+def _row_result(row: BenchRow) -> tuple:
+    return row.frames, row.wall_s, row
 
 
 def _clip_size(clip: Path) -> tuple:
