@@ -13,6 +13,7 @@ import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
 from preedit.errors import PreeditError
+from preedit.sched import forbid_realtime
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -99,6 +100,7 @@ def run_subcommand(name: str, argv: List[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    forbid_realtime()  # before any thread: SVT-AV1 as root would run ~40 threads at SCHED_FIFO 99
     parser = _build_parser()
     # Split global options from the subcommand's own arguments.
     idx = next((i for i, a in enumerate(argv) if a in SUBCOMMANDS), None)

@@ -10,6 +10,12 @@ import pytest
 import torch
 
 from preedit.paths import clips_dir
+from preedit.sched import forbid_realtime
+
+# Tests run as root here: SVT-AV1 would put the suite's encoder threads on SCHED_FIFO 99 (and
+# starve the Triton servers the same tests start). Before any thread exists, as the CLI does; the
+# bounding set is kept so test_sched.py can show that a child without the guard does go real-time.
+forbid_realtime(children=False)
 
 CLIPS = clips_dir()
 

@@ -26,6 +26,7 @@ from preedit import codecs
 from preedit.client import bitdepth
 from preedit.client.interfaces import Frame, StreamInfo, as_numpy
 from preedit.color import nv12_limited_to_full
+from preedit.sched import forbid_realtime
 from preedit.errors import EncodeError, UsageError
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class PyAvEncoder:
 
     def __init__(self, path: str, info: StreamInfo, settings: EncoderSettings,
                  audio_streams: Sequence = (), sample_aspect_ratio: Optional[Fraction] = None) -> None:
+        forbid_realtime()  # SVT-AV1 opened as root would put this thread and its workers on SCHED_FIFO 99
         self._av = av
         self.path = str(path)
         self.info = info
@@ -251,6 +253,7 @@ class PyAvEncoder:
 
     def encode(self, frame: Frame) -> None:
         """Encode one frame (uint8 NV12, limited range) at its source timestamp."""
+        forbid_realtime()  # the codec opens in the thread of the first encode (no-op once done here)
         nv12 = as_numpy(frame.nv12)
         if self.ten_bit:
             planes10 = frame.meta.get("yuv10")

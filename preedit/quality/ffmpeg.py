@@ -12,6 +12,7 @@ import subprocess
 from typing import Optional, Sequence, Type
 
 from preedit.errors import EncodeError, PreeditError
+from preedit.sched import child_preexec
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,8 +49,9 @@ def run_command(
     Returns:
         The completed process (stdout/stderr as text).
     """
-    try:
-        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout_s, check=False)
+    try:  # child_preexec: an `ffmpeg -c:v libsvtav1` as root would run ~50 threads at SCHED_FIFO 99
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout_s, check=False,
+                              preexec_fn=child_preexec())
     except subprocess.TimeoutExpired as exc:
         raise error(f"{what} timed out after {timeout_s:.0f} s") from exc
     except FileNotFoundError as exc:
