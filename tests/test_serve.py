@@ -45,3 +45,31 @@ def test_embedded_server_serves_identity_model_and_metrics(tmp_path):
             time.sleep(0.1)
         assert want in metrics
     assert server.proc.poll() is not None  # stopped cleanly
+
+
+@pytest.mark.needs_triton
+def test_served_model_answers_the_in_process_bytes_when_calls_reuse_its_output_buffer():
+    # The python backend binds ORT's output to a buffer it reuses across calls (issue 14): each
+    # answer must still be its own frames, byte for byte what ONNX Runtime gives in-process.
+    import tritonclient.grpc as grpcclient
+
+    from preedit.engines import OrtEngine
+    from preedit.paths import model_repository
+
+    rng = np.random.default_rng(1)
+    smooth = lambda h, w: np.clip(rng.normal(128, 40, (h, w)), 0, 255).astype(np.uint8)  # noqa: E731
+    batches = [np.stack([smooth(270, 320), smooth(270, 320)]), smooth(270, 320)[None], smooth(180, 160)[None],
+               smooth(270, 320)[None]]
+    engine = OrtEngine(model_repository() / "preedit" / "1" / "model.onnx", threads=1)
+    cfg = ServerConfig(http_port=0, grpc_port=0, metrics_port=0, models=("preedit",))
+    with TritonServer(cfg) as server:
+        server.wait_model_ready("preedit")
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        for frames in batches:
+            inp = grpcclient.InferInput("NV12_IN", list(frames.shape), "UINT8")
+            inp.set_data_from_numpy(frames)
+            qp = grpcclient.InferInput("QP", [frames.shape[0], 1], "FP32")
+            qp.set_data_from_numpy(np.full((frames.shape[0], 1), 30.0, np.float32))
+            out = client.infer("preedit", [inp, qp]).as_numpy("NV12_OUT")
+            assert np.array_equal(out, engine.run(frames, 30.0)), frames.shape
+            assert not np.array_equal(out, frames)  # the shipped model edits: not an identity pass
