@@ -8,6 +8,8 @@ Examples:
     preedit run in.mp4 -o out.mp4 --codec hevc --crf 28
     preedit run in.mp4 -o ref.mp4 --bypass                # same path, no pre-editing (A/B)
     preedit run udp://127.0.0.1:5000 -o live.ts --url 127.0.0.1:8001 --latency-budget-ms 40
+    preedit run in.mp4 -o udp://127.0.0.1:6000 --realtime --latency-budget-ms 40   # MPEG-TS over UDP
+    preedit run in.mp4 -o www/live.m3u8 --realtime --hls-time 2 --hls-list-size 6  # live HLS window
     preedit run a.mp4 b.mp4 -o outdir/                    # several streams share one server
     preedit run --demo
 """
@@ -46,7 +48,8 @@ DEMO_CLIP = "flower.mp4"
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="*", metavar="IN", help="input files or URLs (udp://, raw .yuv; no srt://: PyAV's FFmpeg has no SRT protocol)")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
-                        help="output file (.mp4 .mkv .ts .y4m), one per input, or a folder for several inputs")
+                        help="output file (.mp4 .mkv .ts .y4m), live HLS playlist (DIR/live.m3u8: sliding window), "
+                             "network stream (udp://HOST:PORT, MPEG-TS), one per input, or a folder for several inputs")
     enc = parser.add_argument_group("encoder")
     enc.add_argument("--codec", default="hevc", choices=list(ENCODER_OF),
                      help="libx265, libsvtav1 or libx264 (default hevc)")
@@ -85,6 +88,10 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     live.add_argument("--read-timeout-s", type=float, default=10.0,
                       help="URL input: give up opening after this long; silence this long ends the stream")
     live.add_argument("--realtime", action="store_true", help="read file input at its frame rate (like ffmpeg -re)")
+    live.add_argument("--hls-time", type=float, default=2.0, metavar="S",
+                      help="live HLS output (.m3u8): segment length in seconds (and GOP, unless --keyint)")
+    live.add_argument("--hls-list-size", type=int, default=6, metavar="N",
+                      help="live HLS output: segments in the sliding-window playlist (older ones are deleted)")
     out = parser.add_argument_group("reporting")
     out.add_argument("--metrics-port", type=int, default=None,
                      help="serve Prometheus metrics on 127.0.0.1:PORT (0 picks a free port)")
@@ -166,7 +173,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                               preset=args.preset, keyint=args.keyint, maxrate_kbps=args.maxrate,
                               bufsize_kbps=args.bufsize, tune=args.tune,
                               params=getattr(args, PARAMS_OPTION[args.codec].replace("-", "_")),
-                              bit_depth=getattr(args, "bit_depth", None))
+                              bit_depth=getattr(args, "bit_depth", None),
+                              hls_time_s=args.hls_time, hls_list_size=args.hls_list_size)
     return RunConfig(inputs=inputs, outputs=outputs, encoder=encoder, model=model, url=args.url,
                      bypass=args.bypass, device=args.device, inflight=args.inflight,
                      request_timeout_s=args.request_timeout_s, connect_timeout_s=args.connect_timeout_s,
