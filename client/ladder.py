@@ -36,6 +36,8 @@ from preedit import codecs
 from preedit.client.encode import EncoderSettings
 from preedit.client.encode._pyav import encoder_options, model_qp, nv12_to_frame
 from preedit.client.interfaces import StreamInfo
+from preedit.client.progress import progress_bar
+from preedit.client.run import HelpFormatter
 from preedit.errors import InputError, UsageError
 
 DEFAULT_LADDER: Tuple[Tuple[int, int], ...] = ((1080, 4500), (720, 2500), (480, 1200), (360, 700))
@@ -85,19 +87,20 @@ def _even(x: float) -> int:
 
 
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument("input", metavar="IN")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    parser.formatter_class = HelpFormatter
+    parser.add_argument("input", metavar="IN", help="input file (one decode feeds every rendition)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                        help="folder for master.m3u8 / manifest.mpd, <HEIGHT>p/ and audio/")
     parser.add_argument("--rendition", action="append", type=parse_rendition, default=None, metavar="HEIGHT:KBPS",
                         help="one rung (repeat); default 1080:4500 720:2500 480:1200 360:700 capped at the source")
     parser.add_argument("--format", choices=["hls", "dash", "both"], default="hls",
                         help="packaging: HLS master.m3u8, DASH manifest.mpd, or both over the same fMP4 segments")
     parser.add_argument("--segment-s", type=float, default=2.0, help="segment length, seconds")
-    parser.add_argument("--codec", choices=list(codecs.ENCODER_OF), default="hevc")
-    parser.add_argument("--preset", default=None)
+    parser.add_argument("--codec", choices=list(codecs.ENCODER_OF), default="hevc", help="video codec")
+    parser.add_argument("--preset", default=None, help="encoder preset (default: the codec's)")
     parser.add_argument("--bypass", action="store_true", help="same ladder without pre-editing (A/B)")
     parser.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: start one)")
-    parser.add_argument("--model", default="preedit")
+    parser.add_argument("--model", default="preedit", help="served model name")
     return parser
 
 
@@ -131,6 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             url = server.grpc_url
         engine = TritonEngine(url, model_name=args.model)
     outdir.mkdir(parents=True, exist_ok=True)
+    bar = progress_bar(vin.frames or None, Path(args.input).name)  # source frames (all renditions), TTY only
     sw, sh = vin.codec_context.width, vin.codec_context.height
     rends = [Rendition(h, k, width=_even(sw * h / sh)) for h, k in rungs]
 
@@ -173,6 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         for p in r.stream.encode(scaled):
                             r.out.mux(p)
                         r.frames += 1
+                    bar.update(1)
                 elif astream is not None:
                     frame.pts = None
                     for p in astream.encode(frame):
@@ -184,6 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for p in astream.encode():
                 aout.mux(p)
     finally:
+        bar.close()
         for r in rends:
             if r.out is not None:
                 r.out.close()

@@ -31,6 +31,7 @@ from preedit.client.checks import check_run, partial_output_note
 from preedit.client.encode import EncoderSettings, container_for, model_qp
 from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
+from preedit.client.progress import progress_bar
 from preedit.client.stats import RunStats, format_summary
 from preedit.client.telemetry import serve_metrics
 from preedit.codecs import ENCODER_OF, PARAMS_OPTION
@@ -45,7 +46,19 @@ DETERMINISTIC_MODEL = "preedit_int8"
 DEMO_CLIP = "flower.mp4"
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """`--help` keeps the examples' layout and shows each option's default (`run`, `ladder`), unless
+    the help already names it or there is none (None, off, empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.formatter_class = HelpFormatter
     parser.add_argument("inputs", nargs="*", metavar="IN", help="input files or URLs (udp://, raw .yuv; no srt://: PyAV's FFmpeg has no SRT protocol)")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                         help="output file (.mp4 .mkv .ts .y4m), live HLS playlist (DIR/live.m3u8: sliding window), "
@@ -292,6 +305,19 @@ def build_pipelines(cfg: RunConfig, backends: Backends, streams: List[_Stream], 
         s.pipeline = Pipeline(s.decoder, s.transport, s.encoder, cfg.pipeline, RunStats())
 
 
+def attach_progress(streams: List[_Stream], max_frames: Optional[int], is_tty: Optional[bool] = None) -> list:
+    """One frame bar per stream (drawn only when stderr is a terminal), fed by the encoder thread."""
+    bars = []
+    for n, s in enumerate(streams):
+        total = s.decoder.info.frame_count_hint
+        if total is not None and max_frames is not None:
+            total = min(total, max_frames)
+        bar = progress_bar(total, Path(s.src).name or s.src, is_tty=is_tty, position=n if len(streams) > 1 else None)
+        s.pipeline.stats.on_frame = lambda _n, bar=bar: bar.update(1)
+        bars.append(bar)
+    return bars
+
+
 def _run_one(stream: _Stream) -> None:
     try:
         stream.pipeline.run()
@@ -353,6 +379,7 @@ def run(cfg: RunConfig) -> int:
     streams = plan_streams(cfg)
     backends = select_backends(cfg.device, output_codec=cfg.encoder.codec)
     server = metrics_server = None
+    bars: list = []
     try:
         if cfg.metrics_port is not None:
             metrics_server, port = serve_metrics(cfg.metrics_port)
@@ -360,12 +387,17 @@ def run(cfg: RunConfig) -> int:
         open_decoders(cfg, backends, streams)
         server, url = start_server(cfg)
         build_pipelines(cfg, backends, streams, url)
+        bars = attach_progress(streams, cfg.max_frames)
         run_streams(streams)
+        for bar in bars:
+            bar.close()
         report(cfg, backends, streams)
         _raise_first_error(streams)
         _finish_segments(cfg, streams)
         return 0
     finally:
+        for bar in bars:
+            bar.close()
         for s in streams:
             s.close()
         if server is not None:
@@ -377,7 +409,7 @@ def run(cfg: RunConfig) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = setup_args(argparse.ArgumentParser(prog="preedit run", description=__doc__.split("\n")[0],
-                                                formatter_class=argparse.RawDescriptionHelpFormatter))
+                                                formatter_class=HelpFormatter))
     args = parser.parse_args(argv)
     if args.workers is not None:
         from preedit.client.workers import run_workers

@@ -19,7 +19,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # name -> (module, one-line help). Each module defines `setup_args(parser)` and `main(argv)`.
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "run": ("preedit.client.run", "pre-edit and encode videos through Triton"),
-    "ladder": ("preedit.client.ladder", "HLS bitrate ladder from one decode (closed GOPs, VBV, master.m3u8)"),
+    "ladder": ("preedit.client.ladder", "HLS / DASH bitrate ladder from one decode (closed GOPs, VBV, master.m3u8, manifest.mpd)"),
     "join": ("preedit.client.join", "concatenate `run --segment` outputs by stream copy, with the title's audio"),
     "serve": ("preedit.serve", "start the embedded Triton server on the model repository"),
     "export": ("preedit.export.cli", "export a checkpoint into the Triton model repository"),
