@@ -128,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         url = args.url
         if url is None:
-            server = TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0,
+            server = TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0, metrics_port=0,
                                                models=(args.model,))).start()
             server.wait_model_ready(args.model)
             url = server.grpc_url
