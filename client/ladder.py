@@ -21,6 +21,8 @@ what it cut.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -39,6 +41,8 @@ from preedit.client.interfaces import StreamInfo
 from preedit.client.progress import progress_bar
 from preedit.client.run import HelpFormatter
 from preedit.errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LADDER: Tuple[Tuple[int, int], ...] = ((1080, 4500), (720, 2500), (480, 1200), (360, 700))
 
@@ -146,6 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "hls_fmp4_init_filename": "init.mp4", "hls_segment_filename": str(d / "seg_%05d.m4s"),
             "hls_flags": "independent_segments"})
 
+    aout = astream = None
+    finished = False
     try:
         for r in rends:
             r.settings = EncoderSettings(codec=args.codec, bitrate_kbps=r.kbps, preset=args.preset, keyint=gop,
@@ -157,7 +163,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             r.stream.codec_context.bit_rate = bit_rate
             r.stream.codec_context.time_base = vin.time_base
             r.qp = model_qp(r.settings, StreamInfo(r.width, r.height, vin.time_base, rate))
-        aout = astream = None
         if ain is not None:
             aout = hls_out("audio")
             astream = aout.add_stream("aac", rate=ain.codec_context.sample_rate)
@@ -188,21 +193,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if astream is not None:
             for p in astream.encode():
                 aout.mux(p)
+        finished = True
     finally:
         bar.close()
-        for r in rends:
-            if r.out is not None:
-                r.out.close()
-        if aout is not None:
-            aout.close()
+        for r, out, stream in [(r, r.out, r.stream) for r in rends] + [(None, aout, astream)]:
+            if out is None:
+                continue
+            if not finished and stream is not None:  # stopped early: flush what the encoder holds
+                with contextlib.suppress(Exception):
+                    for p in stream.encode():
+                        out.mux(p)
+            out.close()  # the hls muxer writes the media playlist with EXT-X-ENDLIST
         src.close()
         if server is not None:
             server.stop()
-    if args.format in ("dash", "both"):
-        write_mpd(outdir, rends, args.codec, rate, audio=ain is not None)
-    if args.format in ("hls", "both"):
-        write_master(outdir, rends, args.codec, float(rate), audio=ain is not None)
+        if not finished and rends and all(r.frames for r in rends):
+            try:  # what was encoded stays a playable ladder
+                _package(args.format, outdir, rends, args.codec, rate, audio=ain is not None)
+                log.warning("ladder stopped after %d frames; %s packages what was encoded", rends[-1].frames, outdir)
+            except Exception as exc:  # noqa: BLE001 - the original error is the one to report
+                log.warning("ladder stopped; could not package the partial ladder: %s", exc)
+    _package(args.format, outdir, rends, args.codec, rate, audio=ain is not None)
     return 0
+
+
+def _package(fmt: str, outdir: Path, rends: List[Rendition], family: str, rate: Fraction, audio: bool) -> None:
+    if fmt in ("dash", "both"):
+        write_mpd(outdir, rends, family, rate, audio=audio)
+    if fmt in ("hls", "both"):
+        write_master(outdir, rends, family, float(rate), audio=audio)
 
 
 def read_media_playlist(path: Path) -> List[Tuple[float, int]]:
