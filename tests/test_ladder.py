@@ -17,6 +17,7 @@ import pytest
 from preedit.cli import main as cli_main
 from preedit.client.ladder import read_media_playlist
 from preedit.quality.ffmpeg import ffmpeg_exe
+from procs import sigterm_when
 from synthetic import make_clip
 
 FPS, FRAMES, SEG = 25, 250, 2.0
@@ -131,28 +132,12 @@ def test_dash_manifest_plays_in_ffmpeg(ladder):
 
 
 def test_ladder_stopped_by_sigterm_still_leaves_a_playable_ladder(tmp_path):
-    import os
-    import signal
-    import sys
-    import time
-
     src = make_clip(tmp_path / "long.mp4", width=160, height=96, frames=600, fps=FPS, audio=True)  # 24 s, 12 segments
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "preedit", "ladder", str(src), "-o", str(out), "--bypass",
-                             "--codec", "h264", "--preset", "veryfast", "--rendition", "96:200",
-                             "--rendition", "48:100", "--format", "both"],
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        deadline = time.monotonic() + 120  # two segments cut: a condition, not a timer
-        while proc.poll() is None and time.monotonic() < deadline and not (out / "48p" / "seg_00001.m4s").exists():
-            time.sleep(0.02)
-        assert proc.poll() is None, "the ladder ended before the signal"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143 and "Traceback" not in err, err
+    code, err = sigterm_when(["ladder", str(src), "-o", str(out), "--bypass", "--codec", "h264", "--preset", "veryfast",
+                              "--rendition", "96:200", "--rendition", "48:100", "--format", "both"],
+                             ready=lambda: (out / "48p" / "seg_00001.m4s").exists())  # two segments cut
+    assert code == 143 and "Traceback" not in err, err
     assert "#EXT-X-STREAM-INF" in (out / "master.m3u8").read_text()
     assert (out / "manifest.mpd").is_file()
     for sub in ("96p", "48p", "audio"):

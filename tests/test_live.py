@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import pytest
 from preedit.cli import main as cli_main
 from preedit.client.encode import container_for
 from preedit.errors import UsageError
+from procs import sigterm_when
 from synthetic import make_clip
 from test_run_triton import repo  # noqa: F401 - fixture (identity model through the real Triton)
 
@@ -118,21 +117,10 @@ def test_run_live_hls_window_slides_deletes_old_segments_and_ends_with_endlist(t
 def test_run_live_hls_interrupted_still_ends_with_endlist(tmp_path):
     src = make_clip(tmp_path / "src.mp4", width=160, height=96, frames=250, fps=25)
     playlist = tmp_path / "live.m3u8"
-    proc = subprocess.Popen([sys.executable, "-m", "preedit", "run", str(src), "-o", str(playlist), "--bypass",
-                             "--realtime", "--hls-time", "1", "--hls-list-size", "3", *FAST],
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        deadline = time.monotonic() + 120  # until the window has slid once (a condition, not a timer)
-        while proc.poll() is None and time.monotonic() < deadline and not (
-                playlist.exists() and "#EXT-X-MEDIA-SEQUENCE:1" in playlist.read_text()):
-            time.sleep(0.05)
-        assert proc.poll() is None, "run ended before the signal"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143 and "Traceback" not in err, err
+    code, err = sigterm_when(["run", str(src), "-o", str(playlist), "--bypass", "--realtime", "--hls-time", "1",
+                              "--hls-list-size", "3", *FAST],  # signalled once the window has slid
+                             ready=lambda: playlist.exists() and "#EXT-X-MEDIA-SEQUENCE:1" in playlist.read_text())
+    assert code == 143 and "Traceback" not in err, err
     text, seq, segs = _playlist(playlist)
     assert seq >= 1 and 1 <= len(segs) <= 3 and text.rstrip().endswith("#EXT-X-ENDLIST"), text
     with av.open(str(playlist)) as c:
