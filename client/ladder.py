@@ -179,6 +179,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             edited = nv12_to_frame(engine.run(nv12[None], r.qp)[0], False)
                             scaled = edited
                         scaled.pts, scaled.time_base = frame.pts, frame.time_base
+                        # The decoder's picture type would force the source's I/P/B pattern on the
+                        # encoder (libx264/libx265 honour it): GOPs misaligned, and x265's lookahead
+                        # crashes with VBV. Every rendition picks its own types within the closed GOP.
+                        scaled.pict_type = av.video.frame.PictureType.NONE
                         for p in r.stream.encode(scaled):
                             r.out.mux(p)
                         r.frames += 1

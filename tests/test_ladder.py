@@ -27,7 +27,8 @@ RUNGS = [(360, 800), (240, 400), (180, 250)]
 @pytest.fixture(scope="module")
 def ladder(tmp_path_factory):
     root = tmp_path_factory.mktemp("ladder")
-    src = make_clip(root / "src.mp4", width=640, height=360, frames=FRAMES, fps=FPS, audio=True)
+    # The source's own key frames (every 12 frames) must not leak into the renditions' closed GOPs.
+    src = make_clip(root / "src.mp4", width=640, height=360, frames=FRAMES, fps=FPS, audio=True, gop=12)
     out = root / "out"
     args = ["ladder", str(src), "-o", str(out), "--codec", "h264", "--preset", "veryfast", "--bypass",
             "--segment-s", str(SEG), "--format", "both"]
