@@ -167,6 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             aout = hls_out("audio")
             astream = aout.add_stream("aac", rate=ain.codec_context.sample_rate)
             astream.bit_rate = 128_000
+        sync = _AvSync(rends[0], aout, astream)
         streams = [vin] + ([ain] if ain is not None else [])
         for packet in src.demux(*streams):
             for frame in packet.decode():
@@ -183,20 +184,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         # encoder (libx264/libx265 honour it): GOPs misaligned, and x265's lookahead
                         # crashes with VBV. Every rendition picks its own types within the closed GOP.
                         scaled.pict_type = av.video.frame.PictureType.NONE
-                        for p in r.stream.encode(scaled):
-                            r.out.mux(p)
+                        sync.video(r, r.stream.encode(scaled))
                         r.frames += 1
                     bar.update(1)
                 elif astream is not None:
-                    frame.pts = None
-                    for p in astream.encode(frame):
-                        aout.mux(p)
+                    sync.audio(frame)
         for r in rends:
-            for p in r.stream.encode():
-                r.out.mux(p)
-        if astream is not None:
-            for p in astream.encode():
-                aout.mux(p)
+            sync.video(r, r.stream.encode())
+        sync.audio(None)
         finished = True
     finally:
         bar.close()
@@ -219,6 +214,54 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 log.warning("ladder stopped; could not package the partial ladder: %s", exc)
     _package(args.format, outdir, rends, args.codec, rate, audio=ain is not None)
     return 0
+
+
+class _AvSync:
+    """Keeps the audio rendition in sync with the video renditions.
+
+    The fMP4 muxer moves a stream whose first decode time is negative (B-frame reordering: the
+    first packet's dts is -delay) to start at 0, which delays the video by the encoder's reorder
+    depth (2 frames for x265 medium). The audio, in its own playlist, is given the same shift: its
+    frames keep the source timestamps plus that shift, and wait until the first video packet says
+    what the shift is (about one look-ahead of audio)."""
+
+    def __init__(self, lead: Rendition, aout, astream) -> None:
+        self.lead, self.aout, self.astream = lead, aout, astream
+        self.shift: Optional[Fraction] = None  # seconds
+        self.pending: list = []
+
+    def video(self, r: Rendition, packets) -> None:
+        for p in packets:
+            if self.shift is None and r is self.lead:
+                self.shift = max(Fraction(0), -Fraction(p.dts * p.time_base)) if p.dts is not None else Fraction(0)
+                pending, self.pending = self.pending, []
+                for f in pending:
+                    self.audio(f)
+            r.out.mux(p)
+
+    def audio(self, frame) -> None:
+        """Encode one decoded audio frame (None: flush)."""
+        if self.astream is None:
+            return
+        if frame is not None and self.shift is None:
+            self.pending.append(frame)
+            return
+        if frame is None:
+            for f in self.pending:  # no video packet ever came: no shift
+                self._encode(f, Fraction(0))
+            self.pending = []
+            for p in self.astream.encode(None):
+                self.aout.mux(p)
+            return
+        self._encode(frame, self.shift)
+
+    def _encode(self, frame, shift: Fraction) -> None:
+        rate = self.astream.codec_context.sample_rate
+        if frame.pts is not None and frame.time_base is not None:
+            frame.pts = int(round((frame.pts * frame.time_base + shift) * rate))
+            frame.time_base = Fraction(1, rate)
+        for p in self.astream.encode(frame):
+            self.aout.mux(p)
 
 
 def _package(fmt: str, outdir: Path, rends: List[Rendition], family: str, rate: Fraction, audio: bool) -> None:
@@ -375,8 +418,9 @@ def _segment_template(parent: ET.Element, folder: Path) -> float:
     """SegmentTemplate + SegmentTimeline for `folder`'s segments; returns the duration in seconds."""
     timescale, timeline = segment_timeline(folder)
     tmpl = ET.SubElement(parent, "SegmentTemplate", timescale=str(timescale), startNumber="0",
-                         initialization=f"{folder.name}/init.mp4", media=f"{folder.name}/seg_$Number%05d$.m4s",
-                         presentationTimeOffset=str(timeline[0][0]) if timeline else "0")
+                         initialization=f"{folder.name}/init.mp4", media=f"{folder.name}/seg_$Number%05d$.m4s")
+    # No presentationTimeOffset: every adaptation set keeps the media timeline the HLS playlists use
+    # (audio and video in sync by their own timestamps; the audio may start a little after 0).
     tl = ET.SubElement(tmpl, "SegmentTimeline")
     for n, (t, d) in enumerate(timeline):
         attrs = {"t": str(t), "d": str(d)} if n == 0 else {"d": str(d)}

@@ -145,3 +145,19 @@ def test_ladder_stopped_by_sigterm_still_leaves_a_playable_ladder(tmp_path):
         assert (out / sub / "index.m3u8").read_text().rstrip().endswith("#EXT-X-ENDLIST")
     with av.open(str(out / "96p" / "index.m3u8")) as c:
         assert 0 < sum(1 for _ in c.decode(video=0)) < 600
+
+
+def _first_pts(path, kind):
+    with av.open(str(path)) as c:
+        s = getattr(c.streams, kind)[0]
+        return float(next(c.decode(s)).pts * s.time_base)
+
+
+def test_ladder_audio_stays_in_sync_with_the_video_renditions(ladder):
+    # The fMP4 muxer delays the video by the encoder's reorder depth; the audio gets the same delay.
+    src = ladder.parent / "src.mp4"
+    source_offset = _first_pts(src, "video") - _first_pts(src, "audio")
+    audio = _first_pts(ladder / "audio" / "index.m3u8", "audio")
+    for h, _ in RUNGS:
+        offset = _first_pts(ladder / f"{h}p" / "index.m3u8", "video") - audio
+        assert abs(offset - source_offset) <= 1024 / 48000 + 1e-3, (h, offset, source_offset)  # one AAC frame
