@@ -1,7 +1,7 @@
 """Ladder acceptance + BD-style report on one real clip: `preedit bench ladder` (issue 19; slow, not a test).
 
 ```
- sintel-snowfight.mp4 (10 s, no audio) + flower.mp4's audio looped ──ffmpeg -c:v copy──> src.mp4
+ sintel-snowfight.mp4 (10 s, no audio) + friday-filmgrain.mp4's audio looped ──ffmpeg -c:v copy──> src.mp4
    ├─ preedit ladder --format both            (pre-edited, one embedded Triton)  ─┐ checks: FFmpeg + PyAV play
    └─ preedit ladder --format both --bypass   (same ladder, no pre-editing)      ─┤ master.m3u8 and manifest.mpd,
                                                                                    │ frames = input, key frames
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-CLIP, AUDIO_FROM = "sintel-snowfight.mp4", "flower.mp4"
+CLIP, AUDIO_FROM = "sintel-snowfight.mp4", "friday-filmgrain.mp4"  # flower.mp4's track is silent
 RUNGS = ("360:700", "270:400", "180:200")
 REPORT = ("vmaf_neg", "vmaf_v1", "psnr_y", "xpsnr_y", "vmaf")
 
