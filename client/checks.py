@@ -71,6 +71,11 @@ def check_outputs(srcs: Sequence[str], dsts: Sequence[str]) -> None:
             inputs[fid] = src
     seen: Dict[object, str] = {}
     for dst in dsts:
+        if "://" in dst:  # a network output (udp://): no file to collide with, but not twice
+            if dst in seen:
+                raise UsageError(f"the same output given twice: {dst} (one output per input)")
+            seen[dst] = dst
+            continue
         p = Path(dst)
         keys: List[object] = [p.resolve()]
         fid = _file_id(p)
@@ -115,6 +120,8 @@ def playable_frames(path: str) -> int:
 
 def partial_output_note(path: str) -> str:
     """What an error message says about the output: finalised with N frames, or that none was written."""
+    if "://" in str(path):
+        return f"the stream sent to {path} ends where the run stopped"
     n = playable_frames(path)
     if n:
         return f"partial output finalised: {path} ({n} frames)"

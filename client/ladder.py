@@ -1,22 +1,31 @@
-"""`preedit ladder`: an HLS bitrate ladder from one decode (issue 19; a first cut, HLS only).
+"""`preedit ladder`: an HLS or DASH bitrate ladder from one decode (issue 19).
 
 ```
  IN ──decode once──┬─ scale (FFmpeg swscale, lanczos) ─ pre-edit (one Triton) ─ encode ─ hls muxer ─ OUTDIR/<H>p/
                    ├─ ...one branch per rendition (closed GOP of segment-s × fps frames, scene-cut off,
-                   │   target bitrate with VBV: maxrate = 1.1 × rate, bufsize = 2 × rate)
+                   │   target bitrate with VBV: maxrate = rate, bufsize = 1 s of rate)
                    └─ audio ─ AAC ─ hls muxer ─ OUTDIR/audio/
- OUTDIR/master.m3u8: one EXT-X-STREAM-INF per rendition (BANDWIDTH = measured peak segment rate,
- AVERAGE-BANDWIDTH, RESOLUTION, CODECS, FRAME-RATE), audio as an EXT-X-MEDIA rendition.
+ --format hls   OUTDIR/master.m3u8: one EXT-X-STREAM-INF per rendition (BANDWIDTH = measured peak segment
+                rate, AVERAGE-BANDWIDTH, RESOLUTION, CODECS, FRAME-RATE), audio as an EXT-X-MEDIA rendition.
+ --format dash  (or both) OUTDIR/manifest.mpd (static, isoff-live profile) over the same fMP4 init + segments: one
+                video AdaptationSet with a Representation per rendition (bandwidth = measured peak,
+                SegmentTemplate + SegmentTimeline from each segment's tfdt), audio its own AdaptationSet.
 ```
+One segmenting path: FFmpeg's hls muxer (fMP4) cuts every rendition; the manifest is written from
+what it cut.
 
     preedit ladder in.mp4 -o out/ --rendition 720:3000 --rendition 360:800 --codec h264 --bypass
+    preedit ladder in.mp4 -o out/ --format both          # master.m3u8 + manifest.mpd, one set of segments
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +38,15 @@ from preedit import codecs
 from preedit.client.encode import EncoderSettings
 from preedit.client.encode._pyav import encoder_options, model_qp, nv12_to_frame
 from preedit.client.interfaces import StreamInfo
+from preedit.client.progress import progress_bar
+from preedit.client.run import HelpFormatter
 from preedit.errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
+
+# VBV of every rendition, × its target: x265's ABR overshot a 10 s clip by 14-17 % with maxrate 1.1× /
+# bufsize 2× (sintel-snowfight, all rungs); a 1 s buffer capped at the target keeps it within +3..7 %.
+VBV_MAXRATE, VBV_BUFSIZE = 1.0, 1.0
 
 DEFAULT_LADDER: Tuple[Tuple[int, int], ...] = ((1080, 4500), (720, 2500), (480, 1200), (360, 700))
 
@@ -78,18 +95,20 @@ def _even(x: float) -> int:
 
 
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument("input", metavar="IN")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    parser.formatter_class = HelpFormatter
+    parser.add_argument("input", metavar="IN", help="input file (one decode feeds every rendition)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                        help="folder for master.m3u8 / manifest.mpd, <HEIGHT>p/ and audio/")
     parser.add_argument("--rendition", action="append", type=parse_rendition, default=None, metavar="HEIGHT:KBPS",
                         help="one rung (repeat); default 1080:4500 720:2500 480:1200 360:700 capped at the source")
-    parser.add_argument("--format", choices=["hls"], default="hls", help="packaging (DASH: not built yet)")
+    parser.add_argument("--format", choices=["hls", "dash", "both"], default="hls",
+                        help="packaging: HLS master.m3u8, DASH manifest.mpd, or both over the same fMP4 segments")
     parser.add_argument("--segment-s", type=float, default=2.0, help="segment length, seconds")
-    parser.add_argument("--codec", choices=list(codecs.ENCODER_OF), default="hevc")
-    parser.add_argument("--preset", default=None)
+    parser.add_argument("--codec", choices=list(codecs.ENCODER_OF), default="hevc", help="video codec")
+    parser.add_argument("--preset", default=None, help="encoder preset (default: the codec's)")
     parser.add_argument("--bypass", action="store_true", help="same ladder without pre-editing (A/B)")
     parser.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: start one)")
-    parser.add_argument("--model", default="preedit")
+    parser.add_argument("--model", default="preedit", help="served model name")
     return parser
 
 
@@ -117,12 +136,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         url = args.url
         if url is None:
-            server = TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0,
+            server = TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0, metrics_port=0,
                                                models=(args.model,))).start()
             server.wait_model_ready(args.model)
             url = server.grpc_url
         engine = TritonEngine(url, model_name=args.model)
     outdir.mkdir(parents=True, exist_ok=True)
+    bar = progress_bar(vin.frames or None, Path(args.input).name)  # source frames (all renditions), TTY only
     sw, sh = vin.codec_context.width, vin.codec_context.height
     rends = [Rendition(h, k, width=_even(sw * h / sh)) for h, k in rungs]
 
@@ -134,10 +154,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "hls_fmp4_init_filename": "init.mp4", "hls_segment_filename": str(d / "seg_%05d.m4s"),
             "hls_flags": "independent_segments"})
 
+    aout = astream = None
+    finished = False
     try:
         for r in rends:
             r.settings = EncoderSettings(codec=args.codec, bitrate_kbps=r.kbps, preset=args.preset, keyint=gop,
-                                         maxrate_kbps=1.1 * r.kbps, bufsize_kbps=2.0 * r.kbps, closed_gop=True)
+                                         maxrate_kbps=VBV_MAXRATE * r.kbps, bufsize_kbps=VBV_BUFSIZE * r.kbps,
+                                         closed_gop=True)
             lib, opts, bit_rate = encoder_options(r.settings)
             r.out = hls_out(f"{r.height}p")
             r.stream = r.out.add_stream(lib, rate=rate, options=opts)
@@ -145,11 +168,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             r.stream.codec_context.bit_rate = bit_rate
             r.stream.codec_context.time_base = vin.time_base
             r.qp = model_qp(r.settings, StreamInfo(r.width, r.height, vin.time_base, rate))
-        aout = astream = None
         if ain is not None:
             aout = hls_out("audio")
             astream = aout.add_stream("aac", rate=ain.codec_context.sample_rate)
             astream.bit_rate = 128_000
+        sync = _AvSync(rends[0], aout, astream)
         streams = [vin] + ([ain] if ain is not None else [])
         for packet in src.demux(*streams):
             for frame in packet.decode():
@@ -162,30 +185,95 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             edited = nv12_to_frame(engine.run(nv12[None], r.qp)[0], False)
                             scaled = edited
                         scaled.pts, scaled.time_base = frame.pts, frame.time_base
-                        for p in r.stream.encode(scaled):
-                            r.out.mux(p)
+                        # The decoder's picture type would force the source's I/P/B pattern on the
+                        # encoder (libx264/libx265 honour it): GOPs misaligned, and x265's lookahead
+                        # crashes with VBV. Every rendition picks its own types within the closed GOP.
+                        scaled.pict_type = av.video.frame.PictureType.NONE
+                        sync.video(r, r.stream.encode(scaled))
                         r.frames += 1
+                    bar.update(1)
                 elif astream is not None:
-                    frame.pts = None
-                    for p in astream.encode(frame):
-                        aout.mux(p)
+                    sync.audio(frame)
         for r in rends:
-            for p in r.stream.encode():
-                r.out.mux(p)
-        if astream is not None:
-            for p in astream.encode():
-                aout.mux(p)
+            sync.video(r, r.stream.encode())
+        sync.audio(None)
+        finished = True
     finally:
-        for r in rends:
-            if r.out is not None:
-                r.out.close()
-        if aout is not None:
-            aout.close()
+        bar.close()
+        for r, out, stream in [(r, r.out, r.stream) for r in rends] + [(None, aout, astream)]:
+            if out is None:
+                continue
+            if not finished and stream is not None:  # stopped early: flush what the encoder holds
+                with contextlib.suppress(Exception):
+                    for p in stream.encode():
+                        out.mux(p)
+            out.close()  # the hls muxer writes the media playlist with EXT-X-ENDLIST
         src.close()
         if server is not None:
             server.stop()
-    write_master(outdir, rends, args.codec, float(rate), audio=ain is not None)
+        if not finished and rends and all(r.frames for r in rends):
+            try:  # what was encoded stays a playable ladder
+                _package(args.format, outdir, rends, args.codec, rate, audio=ain is not None)
+                log.warning("ladder stopped after %d frames; %s packages what was encoded", rends[-1].frames, outdir)
+            except Exception as exc:  # noqa: BLE001 - the original error is the one to report
+                log.warning("ladder stopped; could not package the partial ladder: %s", exc)
+    _package(args.format, outdir, rends, args.codec, rate, audio=ain is not None)
     return 0
+
+
+class _AvSync:
+    """Keeps the audio rendition in sync with the video renditions.
+
+    The fMP4 muxer moves a stream whose first decode time is negative (B-frame reordering: the
+    first packet's dts is -delay) to start at 0, which delays the video by the encoder's reorder
+    depth (2 frames for x265 medium). The audio, in its own playlist, is given the same shift: its
+    frames keep the source timestamps plus that shift, and wait until the first video packet says
+    what the shift is (about one look-ahead of audio)."""
+
+    def __init__(self, lead: Rendition, aout, astream) -> None:
+        self.lead, self.aout, self.astream = lead, aout, astream
+        self.shift: Optional[Fraction] = None  # seconds
+        self.pending: list = []
+
+    def video(self, r: Rendition, packets) -> None:
+        for p in packets:
+            if self.shift is None and r is self.lead:
+                self.shift = max(Fraction(0), -Fraction(p.dts * p.time_base)) if p.dts is not None else Fraction(0)
+                pending, self.pending = self.pending, []
+                for f in pending:
+                    self.audio(f)
+            r.out.mux(p)
+
+    def audio(self, frame) -> None:
+        """Encode one decoded audio frame (None: flush)."""
+        if self.astream is None:
+            return
+        if frame is not None and self.shift is None:
+            self.pending.append(frame)
+            return
+        if frame is None:
+            for f in self.pending:  # no video packet ever came: no shift
+                self._encode(f, Fraction(0))
+            self.pending = []
+            for p in self.astream.encode(None):
+                self.aout.mux(p)
+            return
+        self._encode(frame, self.shift)
+
+    def _encode(self, frame, shift: Fraction) -> None:
+        rate = self.astream.codec_context.sample_rate
+        if frame.pts is not None and frame.time_base is not None:
+            frame.pts = int(round((frame.pts * frame.time_base + shift) * rate))
+            frame.time_base = Fraction(1, rate)
+        for p in self.astream.encode(frame):
+            self.aout.mux(p)
+
+
+def _package(fmt: str, outdir: Path, rends: List[Rendition], family: str, rate: Fraction, audio: bool) -> None:
+    if fmt in ("dash", "both"):
+        write_mpd(outdir, rends, family, rate, audio=audio)
+    if fmt in ("hls", "both"):
+        write_master(outdir, rends, family, float(rate), audio=audio)
 
 
 def read_media_playlist(path: Path) -> List[Tuple[float, int]]:
@@ -200,6 +288,21 @@ def read_media_playlist(path: Path) -> List[Tuple[float, int]]:
     return out
 
 
+def _rates(segs: List[Tuple[float, int]]) -> Tuple[int, int]:
+    """(peak, average) bit/s of a media playlist's segments (peak: the largest segment's own rate)."""
+    peak = max(b * 8 / d for d, b in segs if d > 0)
+    avg = sum(b for _, b in segs) * 8 / sum(d for d, _ in segs)
+    return int(math.ceil(peak)), int(math.ceil(avg))
+
+
+def _measure(outdir: Path, r: Rendition, family: str) -> Tuple[int, int, str]:
+    """(peak bit/s, average bit/s, RFC 6381 codec) of one encoded rendition."""
+    r.segments = read_media_playlist(outdir / f"{r.height}p" / "index.m3u8")
+    init = (outdir / f"{r.height}p" / "init.mp4").read_bytes()
+    ext = _box_payload(init, b"avcC" if family == "h264" else b"hvcC")
+    return (*_rates(r.segments), codecs_string(family, ext))
+
+
 def write_master(outdir: Path, rends: List[Rendition], family: str, fps: float, audio: bool) -> Path:
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
     if audio:
@@ -208,16 +311,11 @@ def write_master(outdir: Path, rends: List[Rendition], family: str, fps: float, 
     abits = 0
     if audio:
         a = read_media_playlist(outdir / "audio" / "index.m3u8")
-        abits = int(max(b * 8 / d for d, b in a if d > 0)) if a else 0
+        abits = _rates(a)[0] if a else 0
     for r in rends:
-        segs = read_media_playlist(outdir / f"{r.height}p" / "index.m3u8")
-        r.segments = segs
-        peak = max(b * 8 / d for d, b in segs if d > 0)
-        avg = sum(b for _, b in segs) * 8 / sum(d for d, _ in segs)
-        init = (outdir / f"{r.height}p" / "init.mp4").read_bytes()
-        ext = _box_payload(init, b"avcC" if family == "h264" else b"hvcC")
-        cs = codecs_string(family, ext) + (",mp4a.40.2" if audio else "")
-        attrs = (f"BANDWIDTH={int(math.ceil(peak)) + abits},AVERAGE-BANDWIDTH={int(math.ceil(avg)) + abits},"
+        peak, avg, cs = _measure(outdir, r, family)
+        cs += ",mp4a.40.2" if audio else ""
+        attrs = (f"BANDWIDTH={peak + abits},AVERAGE-BANDWIDTH={avg + abits},"
                  f"RESOLUTION={r.width}x{r.height},CODECS=\"{cs}\",FRAME-RATE={fps:.3f}")
         if audio:
             attrs += ',AUDIO="aud"'
@@ -233,3 +331,130 @@ def _box_payload(data: bytes, box: bytes) -> Optional[bytes]:
         return None
     size = int.from_bytes(data[i - 4:i], "big")
     return data[i + 4:i - 4 + size]
+
+
+def _boxes(data: bytes, start: int = 0, end: Optional[int] = None):
+    """(type, payload start, box end) of each ISO-BMFF box in data[start:end]."""
+    end = len(data) if end is None else end
+    while start + 8 <= end:
+        size, kind, head = int.from_bytes(data[start:start + 4], "big"), data[start + 4:start + 8], 8
+        if size == 1:
+            size, head = int.from_bytes(data[start + 8:start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        if size < head:
+            return
+        yield kind, start + head, start + size
+        start += size
+
+
+def _box(data: bytes, *path: bytes) -> Optional[Tuple[int, int]]:
+    """(payload start, end) of the first box along `path` (e.g. moov, trak, mdia, mdhd)."""
+    lo, hi = 0, len(data)
+    for name in path:
+        for kind, a, b in _boxes(data, lo, hi):
+            if kind == name:
+                lo, hi = a, b
+                break
+        else:
+            return None
+    return lo, hi
+
+
+def _full_box_u(data: bytes, at: int, v0: int, v1: int, width0: int = 4) -> int:
+    """A field of a version 0/1 full box: offset `v0` (width 4) or `v1` (width 8) after the version."""
+    version = data[at]
+    off, width = (v1, 8) if version == 1 else (v0, width0)
+    return int.from_bytes(data[at + off:at + off + width], "big")
+
+
+def segment_timeline(folder: Path) -> Tuple[int, List[Tuple[int, int]]]:
+    """(timescale, [(start, duration) per segment]) of an fMP4 rendition, in its track's timescale.
+
+    Starts are each segment's `tfdt`; a duration is the next start minus this one, and the last
+    segment's is the sum of its `trun` sample durations (or the `tfhd` default)."""
+    init = (folder / "init.mp4").read_bytes()
+    mdhd = _box(init, b"moov", b"trak", b"mdia", b"mdhd")
+    timescale = _full_box_u(init, mdhd[0], 12, 20)
+    trex = _box(init, b"moov", b"mvex", b"trex")
+    default_dur = int.from_bytes(init[trex[0] + 12:trex[0] + 16], "big") if trex else 0
+    segs = sorted(folder.glob("seg_*.m4s"))
+    starts, last_len = [], 0
+    for n, seg in enumerate(segs):
+        data = seg.read_bytes()
+        tfdt = _box(data, b"moof", b"traf", b"tfdt")
+        starts.append(_full_box_u(data, tfdt[0], 4, 4))
+        if n == len(segs) - 1:
+            last_len = _fragment_duration(data, default_dur)
+    durs = [b - a for a, b in zip(starts, starts[1:])] + [last_len]
+    return timescale, list(zip(starts, durs))
+
+
+def _fragment_duration(data: bytes, default_dur: int) -> int:
+    total = 0
+    for kind, a, b in _boxes(data):
+        if kind != b"moof":
+            continue
+        traf = _box(data[a:b], b"traf")
+        base = a + traf[0]
+        for k, x, y in _boxes(data, base, a + traf[1]):
+            if k == b"tfhd":
+                flags = int.from_bytes(data[x + 1:x + 4], "big")
+                off = x + 8 + (8 if flags & 1 else 0) + (4 if flags & 2 else 0)
+                if flags & 8:
+                    default_dur = int.from_bytes(data[off:off + 4], "big")
+            elif k == b"trun":
+                flags = int.from_bytes(data[x + 1:x + 4], "big")
+                count = int.from_bytes(data[x + 4:x + 8], "big")
+                off = x + 8 + (4 if flags & 1 else 0) + (4 if flags & 4 else 0)
+                step = 4 * sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
+                if flags & 0x100:
+                    total += sum(int.from_bytes(data[off + i * step:off + i * step + 4], "big") for i in range(count))
+                else:
+                    total += default_dur * count
+    return total
+
+
+def _iso_duration(seconds: float) -> str:
+    return f"PT{seconds:.3f}S"
+
+
+def _segment_template(parent: ET.Element, folder: Path) -> float:
+    """SegmentTemplate + SegmentTimeline for `folder`'s segments; returns the duration in seconds."""
+    timescale, timeline = segment_timeline(folder)
+    tmpl = ET.SubElement(parent, "SegmentTemplate", timescale=str(timescale), startNumber="0",
+                         initialization=f"{folder.name}/init.mp4", media=f"{folder.name}/seg_$Number%05d$.m4s")
+    # No presentationTimeOffset: every adaptation set keeps the media timeline the HLS playlists use
+    # (audio and video in sync by their own timestamps; the audio may start a little after 0).
+    tl = ET.SubElement(tmpl, "SegmentTimeline")
+    for n, (t, d) in enumerate(timeline):
+        attrs = {"t": str(t), "d": str(d)} if n == 0 else {"d": str(d)}
+        ET.SubElement(tl, "S", attrs)
+    return sum(d for _, d in timeline) / timescale
+
+
+def write_mpd(outdir: Path, rends: List[Rendition], family: str, rate: Fraction, audio: bool) -> Path:
+    """OUTDIR/manifest.mpd (static, ISO-BMFF live profile) over the renditions' fMP4 segments."""
+    ns = "urn:mpeg:dash:schema:mpd:2011"
+    mpd = ET.Element("MPD", xmlns=ns, type="static", profiles="urn:mpeg:dash:profile:isoff-live:2011",
+                     minBufferTime="PT2S")
+    period = ET.SubElement(mpd, "Period", id="0", start="PT0S")
+    vset = ET.SubElement(period, "AdaptationSet", id="0", contentType="video", mimeType="video/mp4",
+                         segmentAlignment="true", startWithSAP="1", frameRate=f"{rate.numerator}/{rate.denominator}")
+    duration = 0.0
+    for r in rends:
+        peak, _avg, cs = _measure(outdir, r, family)
+        rep = ET.SubElement(vset, "Representation", id=f"{r.height}p", bandwidth=str(peak), width=str(r.width),
+                            height=str(r.height), codecs=cs, sar="1:1")
+        duration = max(duration, _segment_template(rep, outdir / f"{r.height}p"))
+    if audio:
+        aset = ET.SubElement(period, "AdaptationSet", id="1", contentType="audio", mimeType="audio/mp4",
+                             segmentAlignment="true", startWithSAP="1", lang="und")
+        peak = _rates(read_media_playlist(outdir / "audio" / "index.m3u8"))[0]
+        rep = ET.SubElement(aset, "Representation", id="audio", bandwidth=str(peak), codecs="mp4a.40.2")
+        _segment_template(rep, outdir / "audio")
+    mpd.set("mediaPresentationDuration", _iso_duration(duration))
+    ET.indent(mpd)
+    path = outdir / "manifest.mpd"
+    path.write_bytes(ET.tostring(mpd, xml_declaration=True, encoding="utf-8") + b"\n")
+    return path

@@ -8,6 +8,8 @@ Examples:
     preedit run in.mp4 -o out.mp4 --codec hevc --crf 28
     preedit run in.mp4 -o ref.mp4 --bypass                # same path, no pre-editing (A/B)
     preedit run udp://127.0.0.1:5000 -o live.ts --url 127.0.0.1:8001 --latency-budget-ms 40
+    preedit run in.mp4 -o udp://127.0.0.1:6000 --realtime --latency-budget-ms 40   # MPEG-TS over UDP
+    preedit run in.mp4 -o www/live.m3u8 --realtime --hls-time 2 --hls-list-size 6  # live HLS window
     preedit run a.mp4 b.mp4 -o outdir/                    # several streams share one server
     preedit run --demo
 """
@@ -30,6 +32,7 @@ from preedit.client.checks import check_run, partial_output_note
 from preedit.client.encode import EncoderSettings, container_for, model_qp
 from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
+from preedit.client.progress import progress_bar
 from preedit.client.stats import RunStats, format_summary
 from preedit.client.telemetry import serve_metrics
 from preedit.codecs import ENCODER_OF, PARAMS_OPTION
@@ -44,10 +47,23 @@ DETERMINISTIC_MODEL = "preedit_int8"
 DEMO_CLIP = "flower.mp4"
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """`--help` keeps the examples' layout and shows each option's default (`run`, `ladder`), unless
+    the help already names it or there is none (None, off, empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.formatter_class = HelpFormatter
     parser.add_argument("inputs", nargs="*", metavar="IN", help="input files or URLs (udp://, raw .yuv; no srt://: PyAV's FFmpeg has no SRT protocol)")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
-                        help="output file (.mp4 .mkv .ts .y4m), one per input, or a folder for several inputs")
+                        help="output file (.mp4 .mkv .ts .y4m), live HLS playlist (DIR/live.m3u8: sliding window), "
+                             "network stream (udp://HOST:PORT, MPEG-TS), one per input, or a folder for several inputs")
     enc = parser.add_argument_group("encoder")
     enc.add_argument("--codec", default="hevc", choices=list(ENCODER_OF),
                      help="libx265, libsvtav1 or libx264 (default hevc)")
@@ -86,6 +102,10 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     live.add_argument("--read-timeout-s", type=float, default=10.0,
                       help="URL input: give up opening after this long; silence this long ends the stream")
     live.add_argument("--realtime", action="store_true", help="read file input at its frame rate (like ffmpeg -re)")
+    live.add_argument("--hls-time", type=float, default=2.0, metavar="S",
+                      help="live HLS output (.m3u8): segment length in seconds (and GOP, unless --keyint)")
+    live.add_argument("--hls-list-size", type=int, default=6, metavar="N",
+                      help="live HLS output: segments in the sliding-window playlist (older ones are deleted)")
     out = parser.add_argument_group("reporting")
     out.add_argument("--metrics-port", type=int, default=None,
                      help="serve Prometheus metrics on 127.0.0.1:PORT (0 picks a free port)")
@@ -167,7 +187,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                               preset=args.preset, keyint=args.keyint, maxrate_kbps=args.maxrate,
                               bufsize_kbps=args.bufsize, tune=args.tune,
                               params=getattr(args, PARAMS_OPTION[args.codec].replace("-", "_")),
-                              bit_depth=getattr(args, "bit_depth", None))
+                              bit_depth=getattr(args, "bit_depth", None),
+                              hls_time_s=args.hls_time, hls_list_size=args.hls_list_size)
     return RunConfig(inputs=inputs, outputs=outputs, encoder=encoder, model=model, url=args.url,
                      bypass=args.bypass, device=args.device, inflight=args.inflight,
                      request_timeout_s=args.request_timeout_s, connect_timeout_s=args.connect_timeout_s,
@@ -302,6 +323,19 @@ def threads_report(cfg: RunConfig, transport) -> str:
             f"server model {cfg.model}: {served}")
 
 
+def attach_progress(streams: List[_Stream], max_frames: Optional[int], is_tty: Optional[bool] = None) -> list:
+    """One frame bar per stream (drawn only when stderr is a terminal), fed by the encoder thread."""
+    bars = []
+    for n, s in enumerate(streams):
+        total = s.decoder.info.frame_count_hint
+        if total is not None and max_frames is not None:
+            total = min(total, max_frames)
+        bar = progress_bar(total, Path(s.src).name or s.src, is_tty=is_tty, position=n if len(streams) > 1 else None)
+        s.pipeline.stats.on_frame = lambda _n, bar=bar: bar.update(1)
+        bars.append(bar)
+    return bars
+
+
 def _run_one(stream: _Stream) -> None:
     try:
         stream.pipeline.run()
@@ -363,6 +397,7 @@ def run(cfg: RunConfig) -> int:
     streams = plan_streams(cfg)
     backends = select_backends(cfg.device, output_codec=cfg.encoder.codec)
     server = metrics_server = None
+    bars: list = []
     try:
         if cfg.metrics_port is not None:
             metrics_server, port = serve_metrics(cfg.metrics_port)
@@ -370,12 +405,17 @@ def run(cfg: RunConfig) -> int:
         open_decoders(cfg, backends, streams)
         server, url = start_server(cfg)
         build_pipelines(cfg, backends, streams, url)
+        bars = attach_progress(streams, cfg.max_frames)
         run_streams(streams)
+        for bar in bars:
+            bar.close()
         report(cfg, backends, streams)
         _raise_first_error(streams)
         _finish_segments(cfg, streams)
         return 0
     finally:
+        for bar in bars:
+            bar.close()
         for s in streams:
             s.close()
         if server is not None:
@@ -387,7 +427,7 @@ def run(cfg: RunConfig) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = setup_args(argparse.ArgumentParser(prog="preedit run", description=__doc__.split("\n")[0],
-                                                formatter_class=argparse.RawDescriptionHelpFormatter))
+                                                formatter_class=HelpFormatter))
     args = parser.parse_args(argv)
     if args.workers is not None:
         from preedit.client.workers import run_workers

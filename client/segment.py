@@ -289,6 +289,8 @@ def check_run_args(args, inputs: Sequence[str], outputs: Sequence[str]) -> None:
         raise UsageError("--segment takes one input file and one output")
     if args.realtime or args.latency_budget_ms is not None:
         raise UsageError("--segment is for file (catalogue) work; drop --realtime / --latency-budget-ms")
+    if "://" in outputs[0] or outputs[0].lower().endswith(".m3u8"):
+        raise UsageError("--segment writes a file for `preedit join`, not a live output")
     # Pods of one Job write into one folder; the first creates it (races are harmless).
     Path(outputs[0]).resolve().parent.mkdir(parents=True, exist_ok=True)
     if args.device != "cpu":

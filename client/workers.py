@@ -70,6 +70,8 @@ def _check(args) -> None:
         raise UsageError("--workers is for whole files: drop --demo/--realtime/--latency-budget-ms/--max-frames")
     if args.metrics_port is not None:
         raise UsageError("--workers: each worker is its own process; use the server's metrics (--triton-metrics-port)")
+    if "://" in args.output[0] or args.output[0].lower().endswith(".m3u8"):
+        raise UsageError("--workers writes one file (joined at the end), not a live output; drop --workers")
     src, dst = Path(args.inputs[0]), Path(args.output[0])
     if not src.is_file():
         from preedit.errors import InputError

@@ -20,7 +20,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # name -> (module, one-line help). Each module defines `setup_args(parser)` and `main(argv)`.
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "run": ("preedit.client.run", "pre-edit and encode videos through Triton"),
-    "ladder": ("preedit.client.ladder", "HLS bitrate ladder from one decode (closed GOPs, VBV, master.m3u8)"),
+    "ladder": ("preedit.client.ladder", "HLS / DASH bitrate ladder from one decode (closed GOPs, VBV, master.m3u8, manifest.mpd)"),
     "join": ("preedit.client.join", "concatenate `run --segment` outputs by stream copy, with the title's audio"),
     "serve": ("preedit.serve", "start the embedded Triton server on the model repository"),
     "export": ("preedit.export.cli", "export a checkpoint into the Triton model repository"),
@@ -30,7 +30,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "eval": ("preedit.perf.rd.cli", "rate-distortion evaluation and BD-rate report"),
     "eval-10bit": ("preedit.perf.rd.tenbit", "BD-rate of pre-edited vs plain 10-bit encodes of a 10-bit clip, scored at 10 bits"),
     "perf": ("preedit.perf.speed.cli", "perf_analyzer sweeps against the served model"),
-    "bench": ("", "benchmarks: pipeline (in-process vs Triton fps; the default) | multistream | model-analysis | scale-out"),
+    "bench": ("", "benchmarks: pipeline (in-process vs Triton fps; the default) | multistream | model-analysis | scale-out | ladder"),
     "int8": ("", "deterministic int8 model: measure (backend pairs) | search (schemes) | device | quality"),
     "dashboards": ("preedit.perf.speed.dashboards", "write the Prometheus scrape config and Grafana dashboard"),
     "doctor": ("preedit.perf.speed.gpu_probe", "report what this machine has (GPU, codecs, Triton); --bench measures the GPU stages"),
@@ -40,7 +40,8 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
 # Subcommand groups: `preedit <group> <name> ...` -> module (first name is the default).
 GROUPS: Dict[str, Dict[str, str]] = {
     "bench": {"pipeline": "preedit.perf.speed.bench", "multistream": "preedit.perf.speed.multistream",
-              "model-analysis": "preedit.perf.speed.model_analysis", "scale-out": "preedit.perf.speed.scale_out"},
+              "model-analysis": "preedit.perf.speed.model_analysis", "scale-out": "preedit.perf.speed.scale_out",
+              "ladder": "preedit.perf.rd.ladder"},
     "int8": {"measure": "preedit.export.int8.check", "search": "preedit.export.int8.search",
              "device": "preedit.export.int8.device", "quality": "preedit.perf.rd.int8_quality"},
 }

@@ -6,6 +6,9 @@
    v
  yuv420p AVFrame (pts kept) ──encoder──> packets ──mux──> OUT (.mp4 .mkv .ts)   + audio remuxed
                             └─────────── rawvideo ──────> OUT.y4m (uncompressed, range tagged)
+                            └─ live: udp://HOST:PORT (MPEG-TS datagrams, sent as packets leave the encoder)
+                                     OUT.m3u8 (HLS sliding window: fMP4 segments, old ones deleted,
+                                               EXT-X-ENDLIST written when the run ends, however it ends)
 ```
 `encoder_options` (pure) turns `EncoderSettings` into the FFmpeg encoder name and options;
 `PyAvEncoder` does the I/O and always writes the trailer in `finish()`, also after errors.
@@ -14,10 +17,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
@@ -31,7 +36,10 @@ from preedit.errors import EncodeError, UsageError
 
 log = logging.getLogger(__name__)
 
-CONTAINERS: Dict[str, str] = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".y4m": "yuv4mpegpipe"}
+CONTAINERS: Dict[str, str] = {".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts", ".y4m": "yuv4mpegpipe",
+                              ".m3u8": "hls"}
+LIVE_SCHEMES: Dict[str, str] = {"udp": "mpegts"}  # network outputs (PyAV's FFmpeg has no SRT protocol)
+UDP_TS_PACKET = 1316  # 7 × 188-byte TS packets per datagram
 UNSUPPORTED = {("av1", ".ts"): "FFmpeg's MPEG-TS muxer cannot carry AV1; use .mp4 or .mkv"}
 _MATRIX_TAGS = {"bt709": 1, "bt601": 6}
 
@@ -57,6 +65,10 @@ class EncoderSettings:
     tune: Optional[str] = None
     params: Optional[str] = None
     closed_gop: bool = False
+    # Live HLS output (`-o DIR/live.m3u8`): segment length (also the GOP when `keyint` is not given)
+    # and how many segments the sliding-window playlist lists (older segment files are deleted).
+    hls_time_s: float = 2.0
+    hls_list_size: int = 6
 
     def __post_init__(self) -> None:
         if self.bit_depth not in (None, 8, 10):
@@ -88,6 +100,10 @@ class EncoderSettings:
             raise UsageError("--bufsize needs --maxrate or --bitrate")
         if self.tune is not None and str(self.tune) not in codecs.TUNES[self.codec]:
             raise UsageError(f"--tune {self.tune!r} is not valid for {self.codec}; valid: {', '.join(codecs.TUNES[self.codec])}")
+        if not (self.hls_time_s > 0 and math.isfinite(self.hls_time_s)):
+            raise UsageError(f"--hls-time must be a positive number of seconds, got {self.hls_time_s}")
+        if self.hls_list_size < 1:
+            raise UsageError(f"--hls-list-size must be >= 1, got {self.hls_list_size}")
         if self.params:
             codecs.check_params(self.codec, "--" + codecs.PARAMS_OPTION[self.codec], self.params)
 
@@ -130,14 +146,42 @@ def model_qp(settings: EncoderSettings, info: Optional[StreamInfo] = None) -> Op
     return codecs.model_qp(settings.codec, value, "qp" if settings.qp is not None else "crf")
 
 
+def is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
 def container_for(path: str, codec: str) -> str:
-    """FFmpeg muxer for an output path (by extension), checked against the codec."""
+    """FFmpeg muxer for an output path (by extension) or network URL (by scheme), checked against the codec."""
+    if is_url(path):
+        scheme = urlsplit(str(path)).scheme.lower()
+        if scheme not in LIVE_SCHEMES:
+            raise UsageError(f"cannot send to {scheme}://: valid network outputs: udp://HOST:PORT (MPEG-TS); "
+                             "SRT is not available in PyAV's FFmpeg")
+        if not urlsplit(str(path)).port:
+            raise UsageError(f"{path}: a network output needs a port (udp://HOST:PORT)")
+        if codec == "av1":
+            raise UsageError(f"cannot send av1 to {path}: {UNSUPPORTED[('av1', '.ts')]}")
+        return LIVE_SCHEMES[scheme]
     ext = Path(path).suffix.lower()
     if ext not in CONTAINERS:
         raise UsageError(f"unknown output extension {ext or '(none)'!r} for {path}; valid: {', '.join(CONTAINERS)}")
     if (codec, ext) in UNSUPPORTED:
         raise UsageError(f"cannot write {codec} to {ext}: {UNSUPPORTED[(codec, ext)]}")
     return CONTAINERS[ext]
+
+
+def open_target(path: str, fmt: str, settings: EncoderSettings) -> Tuple[str, Optional[Dict[str, str]]]:
+    """(URL or file name to open, muxer options) for an output: UDP datagrams of whole TS packets; the
+    live HLS window (fMP4 segments `<stem>_NNNNN.m4s` beside the playlist, the oldest deleted)."""
+    if fmt == "mpegts" and is_url(path):
+        return (path if "pkt_size=" in path else f"{path}{'&' if '?' in path else '?'}pkt_size={UDP_TS_PACKET}"), None
+    if fmt == "hls":
+        p = Path(path)
+        return str(p), {"hls_time": f"{settings.hls_time_s:g}", "hls_list_size": str(settings.hls_list_size),
+                        "hls_flags": "delete_segments+independent_segments",
+                        "hls_segment_type": "fmp4", "hls_fmp4_init_filename": f"{p.stem}_init.mp4",
+                        "hls_segment_filename": str(p.parent / f"{p.stem}_%05d.m4s")}
+    return path, None
 
 
 def nv12_to_frame(nv12: np.ndarray, full_range: bool):
@@ -184,12 +228,16 @@ class PyAvEncoder:
         self.last_end_pts: Optional[int] = None
         self._closed = False
         parent = Path(self.path).resolve().parent
-        if not parent.is_dir():
+        if not is_url(self.path) and not parent.is_dir():
             raise UsageError(f"output folder does not exist: {parent}")
+        if fmt == "hls" and settings.keyint is None:  # one GOP per segment: the muxer cuts at key frames
+            fps = float(info.average_rate) if info.average_rate else 25.0
+            self.settings = replace(settings, keyint=max(1, int(round(settings.hls_time_s * fps))))
+        target, options = open_target(self.path, fmt, self.settings)
+        if self.raw and self.ten_bit:  # y4m: FFmpeg writes 10-bit as an extension ("C420p10") only when asked to
+            options = {"strict": "unofficial"}
         try:
-            # y4m: FFmpeg writes 10-bit as an extension ("C420p10") only when asked to.
-            self.container = av.open(self.path, "w", format=fmt,
-                                     options={"strict": "unofficial"} if self.raw and self.ten_bit else None)
+            self.container = av.open(target, "w", format=fmt, options=options)
         except (av.error.FFmpegError, OSError) as exc:
             raise EncodeError(f"cannot create {self.path}: {exc}") from None
         try:
