@@ -175,3 +175,137 @@ def test_score_rates_10bit_clips_at_10_bits(tmp_path):
     assert ten.frames == 3
     assert abs(ten.metrics["psnr_y"] - 10 * np.log10(1023 ** 2 / 4)) < 0.3  # MSE 4 on the 10-bit scale
     assert abs(ten.metrics["psnr_y"] - eight.metrics["psnr_y"]) > 1.0  # 8-bit scoring would blur it
+
+
+# -- preedit eval at 10 bits ----------------------------------------------------------------------
+def test_y4m_keeps_10bit_planes_and_refuses_other_depths(tmp_path):
+    from preedit.errors import InputError
+    from preedit.quality.y4m import parse_header, read_y4m, write_y4m
+
+    rng = np.random.default_rng(4)
+    frames = [(rng.integers(0, 1024, (4, 6)).astype(np.uint16), rng.integers(0, 1024, (2, 3)).astype(np.uint16),
+               rng.integers(0, 1024, (2, 3)).astype(np.uint16)) for _ in range(2)]
+    header = parse_header(b"YUV4MPEG2 W6 H4 F25:1 Ip A1:1 C420p10")
+    assert header.bit_depth == 10 and header.frame_bytes() == 6 * 4 * 3
+    path = write_y4m(tmp_path / "a.y4m", header, frames)
+    back_header, back = read_y4m(path)
+    assert back_header.bit_depth == 10 and back[0][0].dtype == np.uint16
+    assert all(np.array_equal(a, b) for fa, fb in zip(frames, back) for a, b in zip(fa, fb))
+    assert parse_header(b"YUV4MPEG2 W6 H4 C420jpeg").bit_depth == 8
+    with pytest.raises(InputError, match="10-bit 4:2:0"):
+        parse_header(b"YUV4MPEG2 W6 H4 C420p12")
+
+
+def test_reference_and_encode_commands_keep_10_bits_when_asked():
+    from preedit import codecs
+    from preedit.perf.rd import sources
+
+    src = Path("sparks_480x270_yuv420p10le.yuv")
+    assert sources.source_bit_depth(src) == 10 and sources.source_bit_depth(Path("a_320x192_12fps.yuv")) == 8
+    ten = sources.build_reference_cmd(src, Path("r.y4m"), frames=5, max_height=0, ffmpeg="ffmpeg", bit_depth=10)
+    eight = sources.build_reference_cmd(src, Path("r.y4m"), frames=5, max_height=0, ffmpeg="ffmpeg")
+    assert "format=yuv420p10le" in ten[ten.index("-vf") + 1]
+    assert "format=yuv420p," in eight[eight.index("-vf") + 1] and "sws_dither=none" in eight[eight.index("-vf") + 1]
+    for name, fmt in (("libx265", "yuv420p10le"), ("libsvtav1", "yuv420p10le"), ("hevc_nvenc", "p010le")):
+        cmd = codecs.ffmpeg_argv(codecs.get_codec(name), Path("i.y4m"), Path("o"), 30, ffmpeg="ffmpeg", bit_depth=10)
+        assert cmd[cmd.index("-pix_fmt") + 1] == fmt
+    assert "yuv420p" in codecs.ffmpeg_argv(codecs.get_codec("libx265"), Path("i"), Path("o"), 30, ffmpeg="ffmpeg")
+
+
+SPARKS = "sparks_480x270_yuv420p10le.yuv"
+
+
+@pytest.fixture(scope="module")
+def eval10(tmp_path_factory):
+    """`preedit eval` (library entry) on the real 10-bit clip: identity pre-editor, x265, 2 CRFs, 5 frames."""
+    from preedit.engines import TorchEngine
+    from preedit.network import identity_model
+    from preedit.perf.rd import eval as ev
+
+    src = clips_dir() / SPARKS
+    if not src.is_file():
+        pytest.skip(f"real clip not present: {src}")
+    root = tmp_path_factory.mktemp("eval10")
+    cfg = ev.EvalConfig(clips=[src], out_dir=root / "out", codecs=("libx265",),
+                        variants=("source", "preedit", "8bit"), ladders={"libx265": (27, 37)},
+                        presets={"libx265": "ultrafast"}, frames=5, jobs=2, cache_dir=root / "cache",
+                        plots=False, crops=False)
+    return cfg, ev.run_eval(cfg, TorchEngine(identity_model()), progress=False)
+
+
+def _raw10(path: Path, frames: int) -> np.ndarray:
+    return np.fromfile(path, "<u2")[: frames * 480 * 270 * 3 // 2]
+
+
+def test_eval_reference_of_a_10bit_clip_is_the_source_at_10_bits(eval10):
+    from preedit.quality.y4m import read_y4m
+
+    _, result = eval10
+    clip = result.clips[0]
+    assert clip.bit_depth == 10 and clip.frames == 5
+    header, planes = read_y4m(clip.reference)
+    assert header.bit_depth == 10
+    flat = np.concatenate([p.ravel() for f in planes for p in f])
+    assert np.array_equal(flat, _raw10(clips_dir() / SPARKS, 5))  # every sample, all 10 bits
+
+
+def test_eval_identity_preedit_equals_the_source_at_10_bits_and_encodes_main10(eval10):
+    cfg, result = eval10
+    clip = result.clips[0]
+    edited = sorted((cfg.cache_dir / "preedited").glob(f"{clip.name}-*.y4m"))
+    assert len(edited) == 2  # one per model QP
+    for path in edited:  # the pre-edited 10-bit frames are the source's, byte for byte
+        assert path.read_bytes() == Path(clip.reference).read_bytes()
+    by = {(p["variant"], p["value"]): p for p in result.points}
+    for crf in (27.0, 37.0):
+        src, pre, eight = by[("source", crf)], by[("preedit", crf)], by[("8bit", crf)]
+        assert src["pix_fmt"] == pre["pix_fmt"] == "yuv420p10le" and eight["pix_fmt"] == "yuv420p"
+        assert Path(pre["bitstream"]).read_bytes() == Path(src["bitstream"]).read_bytes()
+        assert src["score_bits"] == eight["score_bits"] == 10
+
+
+def test_eval_scores_10bit_clips_at_10_bits(eval10):
+    from preedit.quality.metrics import score
+
+    _, result = eval10
+    clip = result.clips[0]
+    point = next(p for p in result.points if p["variant"] == "source" and p["value"] == 27.0)
+    ten = score(point["bitstream"], clip.reference, bit_depth=10)
+    eight = score(point["bitstream"], clip.reference, bit_depth=8)
+    assert point["psnr_y"] == pytest.approx(ten.metrics["psnr_y"], abs=1e-9)
+    assert point["vmaf_neg"] == pytest.approx(ten.metrics["vmaf_neg"], abs=1e-9)
+    assert abs(ten.metrics["psnr_y"] - eight.metrics["psnr_y"]) > 0.01  # an 8-bit scoring reads differently
+
+
+def test_eval_8bit_variant_is_the_source_rounded_like_run_bit_depth_8(eval10, tmp_path):
+    """The `8bit` variant's frames are `bitdepth.to8` of the 10-bit reference (no dither)."""
+    from preedit.perf.rd.variants import get_variant
+    from preedit.quality.ffmpeg import ffmpeg_exe
+    from preedit.quality.y4m import read_y4m
+
+    _, result = eval10
+    ref = result.clips[0].reference
+    out = tmp_path / "v8.y4m"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", ref, "-vf", get_variant("8bit").vf, "-f", "yuv4mpegpipe",
+                    str(out)], check=True)
+    header, frames = read_y4m(out)
+    assert header.bit_depth == 8
+    for got, want in zip(frames, read_y4m(ref)[1], strict=True):
+        for g, w in zip(got, want):
+            assert np.array_equal(g, bitdepth.to8(w))
+
+
+@pytest.mark.needs_triton
+def test_run_identity_model_equals_bypass_at_10_bits_on_the_real_clip(identity_repo, tmp_path):
+    src = clips_dir() / SPARKS
+    if not src.is_file():
+        pytest.skip(f"real clip not present: {src}")
+    outs = {}
+    for name, flags in (("bypass", ["--bypass"]), ("identity", ["--model-repository", str(identity_repo)])):
+        outs[name] = tmp_path / f"{name}.y4m"
+        assert cli_main(["run", str(src), "-o", str(outs[name]), *flags]) == 0
+    assert outs["identity"].read_bytes() == outs["bypass"].read_bytes()
+    frames = _decode(outs["identity"])
+    assert len(frames) == 5 and frames[0].format.name == "yuv420p10le"
+    flat = np.concatenate([p.ravel() for f in frames for p in bitdepth.planes10_of(f, 480, 270)])
+    assert np.array_equal(flat, _raw10(src, 5))
