@@ -5,6 +5,7 @@ and of the real 10-bit clip (sparks, raw yuv420p10le)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 from pathlib import Path
 
@@ -309,3 +310,115 @@ def test_run_identity_model_equals_bypass_at_10_bits_on_the_real_clip(identity_r
     assert len(frames) == 5 and frames[0].format.name == "yuv420p10le"
     flat = np.concatenate([p.ravel() for f in frames for p in bitdepth.planes10_of(f, 480, 270)])
     assert np.array_equal(flat, _raw10(src, 5))
+
+
+# -- preedit ladder: 10-bit and HDR in every rendition ---------------------------------------------
+LADDER = ["--segment-s", "0.64", "--rendition", "144:300", "--rendition", "72:150", "--preset", "ultrafast"]
+
+
+@pytest.fixture(scope="module")
+def ladder_clips(tmp_path_factory):
+    """HDR10 and HLG HEVC clips, 256x144, 32 frames (two 16-frame segments per rendition)."""
+    root = tmp_path_factory.mktemp("ladder10")
+    out = {}
+    for name, params in (("hdr10", HDR10), ("hlg", HLG)):
+        out[name] = root / f"{name}.mp4"
+        subprocess.run([_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=256x144:rate=25",
+                        "-frames:v", "32", "-pix_fmt", "yuv420p10le", "-c:v", "libx265", "-preset", "ultrafast",
+                        "-x265-params", f"log-level=error:{params}", str(out[name])], check=True)
+    return out
+
+
+def _ladder(src: Path, out: Path, *flags: str) -> dict:
+    assert cli_main(["ladder", str(src), "-o", str(out), "--codec", "hevc", *LADDER, *flags]) == 0
+    master = (out / "master.m3u8").read_text()
+    rows = re.findall(r'RESOLUTION=\d+x(\d+),CODECS="([^"]+)",FRAME-RATE=[\d.]+,VIDEO-RANGE=(\w+)', master)
+    return {h: (c, r) for h, c, r in rows}  # height -> (CODECS, VIDEO-RANGE)
+
+
+def _rendition_frames(out: Path, height: int):
+    with av.open(str(out / f"{height}p" / "index.m3u8")) as c:
+        return list(c.decode(c.streams.video[0]))
+
+
+def test_ladder_keeps_10_bits_and_hdr10_in_every_rendition(ladder_clips, tmp_path):
+    src = ladder_clips["hdr10"]
+    master = _ladder(src, tmp_path / "out", "--bypass")
+    want = bitdepth.signal_of(_decode(src)[0])
+    assert want.master_display == MASTER and want.max_cll == (1000, 400) and want.transfer == 16
+    times = [float(f.pts * f.time_base) for f in _decode(src)]
+    assert set(master) == {"144", "72"}
+    for height in (144, 72):
+        frames = _rendition_frames(tmp_path / "out", height)
+        assert len(frames) == 32 and {f.format.name for f in frames} == {"yuv420p10le"} and frames[0].height == height
+        got = [float(f.pts * f.time_base) for f in frames]  # (the HLS muxer starts every ladder at +2 frames,
+        assert [t - got[0] for t in got] == pytest.approx([t - times[0] for t in times])  # 8-bit too: not ours)
+        assert bitdepth.signal_of(frames[0]) == want  # primaries, transfer, matrix, range, mastering display, CLL
+        codecs_value, video_range = master[str(height)]
+        assert re.fullmatch(r"hvc1\.2\.4\.L\d+(\.[0-9A-F]{1,2})*", codecs_value) and video_range == "PQ"
+        assert b"hvc1" in (tmp_path / "out" / f"{height}p" / "init.mp4").read_bytes()  # the sample entry CODECS names
+
+
+def test_ladder_bit_depth_8_gives_8bit_renditions_still_tagged_hlg(ladder_clips, tmp_path):
+    src = ladder_clips["hlg"]
+    master = _ladder(src, tmp_path / "out", "--bypass", "--bit-depth", "8")
+    for height in (144, 72):
+        frames = _rendition_frames(tmp_path / "out", height)
+        assert len(frames) == 32 and frames[0].format.name == "yuv420p"
+        sig = bitdepth.signal_of(frames[0])
+        assert (sig.primaries, sig.transfer, sig.matrix, sig.color_range) == (9, 18, 9, 1)
+        assert re.fullmatch(r"hvc1\.1\.6\.L\d+(\.[0-9A-F]{1,2})*", master[str(height)][0])
+        assert master[str(height)][1] == "HLG"
+
+
+@pytest.mark.needs_triton
+def test_ladder_identity_model_equals_bypass_at_10_bits(ladder_clips, identity_repo, tmp_path):
+    from preedit.serve import ServerConfig, TritonServer
+
+    src = ladder_clips["hdr10"]
+    _ladder(src, tmp_path / "bypass", "--bypass")
+    server = TritonServer(ServerConfig(model_repository=identity_repo, http_port=0, grpc_port=0,
+                                       models=("preedit",))).start()
+    try:
+        server.wait_model_ready("preedit")
+        _ladder(src, tmp_path / "edited", "--url", server.grpc_url)
+    finally:
+        server.stop()
+    for height in (144, 72):
+        a, b = _rendition_frames(tmp_path / "bypass", height), _rendition_frames(tmp_path / "edited", height)
+        assert len(a) == len(b) == 32 and b[0].format.name == "yuv420p10le"
+        for fa, fb in zip(a, b):
+            for pa, pb in zip(bitdepth.planes10_of(fa, fa.width, fa.height), bitdepth.planes10_of(fb, fb.width, fb.height)):
+                assert np.array_equal(pa, pb)
+
+
+def test_hls_codecs_strings_read_main10_and_av1_10bit_headers(tmp_path):
+    """CODECS from the encoders' own headers: x265 Main10 hvcC, SVT-AV1 10-bit av1C (+ HDR10 colour fields)."""
+    from preedit.client.ladder import _box_payload, codecs_string
+
+    sig = bitdepth.ColorSignal(primaries=9, transfer=16, matrix=9, color_range=1, master_display=MASTER,
+                               max_cll=(1000, 400))
+    got = {}
+    for lib, fam, box in (("libx265", "hevc", b"hvcC"), ("libsvtav1", "av1", b"av1C")):
+        path = tmp_path / f"{fam}.mp4"
+        fmt = bitdepth.output_format(fam, 10, sig)
+        with av.open(str(path), "w") as out:
+            st = out.add_stream(lib, rate=25, options=fmt.encoder_options(
+                {"preset": "ultrafast", "x265-params": "log-level=error"} if fam == "hevc" else {"preset": "12"}))
+            st.width, st.height, st.pix_fmt = 64, 64, fmt.pix_fmt
+            planes = (np.full((64, 64), 400, np.uint16), np.full((32, 32), 512, np.uint16), np.full((32, 32), 512, np.uint16))
+            for i in range(2):
+                frame = bitdepth.frame10_of(planes)
+                frame.pts = i
+                for p in st.encode(frame):
+                    out.mux(p)
+            for p in st.encode():
+                out.mux(p)
+        got[fam] = codecs_string(fam, _box_payload(path.read_bytes(), box), sig)
+    assert re.fullmatch(r"hvc1\.2\.4\.L\d+(\.[0-9A-F]{1,2})*", got["hevc"]), got
+    assert re.fullmatch(r"av01\.0\.\d\dM\.10\.0\.110\.09\.16\.09\.0", got["av1"]), got
+    sdr = bitdepth.ColorSignal(primaries=1, transfer=1, matrix=1, color_range=1)
+    av1c_8bit = bytes([0x81, 0x08, 0x0C, 0x00])  # profile 0, level 8, main tier, 8-bit, 4:2:0
+    assert codecs_string("av1", av1c_8bit, sdr) == "av01.0.08M.08"  # BT.709 SDR: the short form
+    hvcc_high = bytes([1, 0x21, 0x40, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 123])  # Main, High tier, level 4.1
+    assert codecs_string("hevc", hvcc_high) == "hvc1.1.2.H123.90"
