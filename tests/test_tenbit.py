@@ -469,3 +469,28 @@ def test_nvenc_refuses_10bit_and_hdr_output_so_the_run_falls_back_to_the_cpu_enc
                          meta={"yuv10": planes}))
     assert enc.finish()["frames"] == 2
     assert _decode(tmp_path / "d.mp4")[0].format.name == "yuv420p10le"
+
+
+# -- Triton contract: the deterministic model stays bit-exact on the 8-bit view of 10-bit input ------
+def test_int8_model_is_bit_exact_across_backends_on_the_8bit_view_of_the_10bit_clip():
+    from preedit.engines import OrtEngine
+    from preedit.export.int8.compare import run_frames
+    from preedit.export.int8.reference import reference_forward
+    from preedit.export.int8.write import load_int_model
+    from preedit.paths import model_repository
+
+    src = clips_dir() / SPARKS
+    if not src.is_file():
+        pytest.skip(f"real clip not present: {src}")
+    model_dir = model_repository() / "preedit_int8"
+    raw = _raw10(src, 2).reshape(2, -1)
+    views = []
+    for f in raw:  # what the served model receives for a 10-bit frame (contract.json notes)
+        y, u, v = f[: 480 * 270].reshape(270, 480), f[480 * 270: 480 * 270 * 5 // 4], f[480 * 270 * 5 // 4:]
+        views.append(bitdepth.nv12_view((y, u.reshape(135, 240), v.reshape(135, 240))))
+    model = load_int_model(model_dir)
+    served = run_frames(OrtEngine((model_dir / "1" / "model.onnx").read_bytes(), threads=1), views, [27.0, 37.0])
+    integer = run_frames(lambda x, q: reference_forward(model, x, q), views, [27.0, 37.0])
+    for a, b, view in zip(served, integer, views):
+        assert a.dtype == np.uint8 and np.array_equal(a, b)  # ONNX Runtime == the integer reference, bit for bit
+        assert not np.array_equal(a, view)  # the model edits this content (not a vacuous comparison)
