@@ -21,9 +21,10 @@ Pure functions of arrays, except `planes10_of` / `frame10_of` / `edit_frame10` (
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -98,6 +99,30 @@ def bare_frame(frame):
         out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
     out.color_range = frame.color_range
     return out
+
+
+class _Decoded:
+    """A packet decoded while peeking, replayed as one (`.stream`, `.decode()`)."""
+
+    def __init__(self, stream, frames) -> None:
+        self.stream, self._frames = stream, frames
+
+    def decode(self):
+        return self._frames
+
+
+def peek_first_frame(packets: Iterator, video) -> Tuple[Optional[object], Iterator]:
+    """Decode `packets` (a PyAV demux iterator) until stream `video` gives its first frame; returns
+    that frame (None if none) and an iterator over every packet, the ones read so far replayed
+    (already decoded), so a caller can choose its output format from the first frame and still
+    encode every frame."""
+    seen = []
+    for packet in packets:
+        frames = list(packet.decode())
+        seen.append(_Decoded(packet.stream, frames))
+        if packet.stream is video and frames:
+            return frames[0], itertools.chain(seen, packets)
+    return None, iter(seen)
 
 
 def keeps_10_bits(frame) -> bool:

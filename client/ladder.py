@@ -6,10 +6,8 @@
                    │   target bitrate with VBV: maxrate = 1.1 × rate, bufsize = 2 × rate)
                    └─ audio ─ AAC ─ hls muxer ─ OUTDIR/audio/
  OUTDIR/master.m3u8: one EXT-X-STREAM-INF per rendition (BANDWIDTH = measured peak segment rate,
- AVERAGE-BANDWIDTH, RESOLUTION, CODECS, FRAME-RATE, VIDEO-RANGE), audio as an EXT-X-MEDIA rendition.
+ AVERAGE-BANDWIDTH, RESOLUTION, CODECS, FRAME-RATE), audio as an EXT-X-MEDIA rendition.
 ```
-A 10-bit source gives 10-bit renditions (HEVC Main10, AV1 10-bit; `--bit-depth 8` for 8-bit), each
-carrying the source's colour tags and HDR10 metadata (`preedit.client.bitdepth.output_format`).
 
     preedit ladder in.mp4 -o out/ --rendition 720:3000 --rendition 360:800 --codec h264 --bypass
 """
@@ -17,7 +15,6 @@ carrying the source's colour tags and HDR10 metadata (`preedit.client.bitdepth.o
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -88,6 +85,7 @@ class Rendition:
     stream: Optional[object] = None
     frames: int = 0
     segments: List[Tuple[float, int]] = field(default_factory=list)  # (EXTINF seconds, bytes)
+    signal: Optional[bitdepth.ColorSignal] = None  # the source's colour tags / HDR10 metadata it carries
 
 
 def _even(x: float) -> int:
@@ -104,9 +102,9 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--segment-s", type=float, default=2.0, help="segment length, seconds")
     parser.add_argument("--codec", choices=list(codecs.ENCODER_OF), default="hevc")
     parser.add_argument("--preset", default=None)
+    parser.add_argument("--bypass", action="store_true", help="same ladder without pre-editing (A/B)")
     parser.add_argument("--bit-depth", type=int, choices=[8, 10], default=None,
                         help="renditions' bit depth (default: the source's; 10-bit kept for hevc/av1)")
-    parser.add_argument("--bypass", action="store_true", help="same ladder without pre-editing (A/B)")
     parser.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: start one)")
     parser.add_argument("--model", default="preedit")
     return parser
@@ -129,8 +127,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     gop = max(1, int(round(args.segment_s * float(rate))))
     rungs = args.rendition or default_ladder(vin.codec_context.height)
     streams = [vin] + ([ain] if ain is not None else [])
-    packets = src.demux(*streams)
-    first, peeked = _peek_first_frame(packets, vin)
+    # Every rendition: 10-bit for a 10-bit source (Main10 / AV1 10-bit; --bit-depth 8 for 8-bit), with the
+    # source's colour tags and HDR10 metadata, read from its first frame (the packets read are replayed).
+    first, packets = bitdepth.peek_first_frame(src.demux(*streams), vin)
     fmt = bitdepth.output_format(args.codec, 10 if first is not None and bitdepth.keeps_10_bits(first) else 8,
                                  bitdepth.signal_of(first) if first is not None else None, args.bit_depth)
     engine, server = None, None
@@ -167,6 +166,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             r.stream = r.out.add_stream(lib, rate=rate, options=fmt.encoder_options(opts))
             r.stream.width, r.stream.height, r.stream.pix_fmt = r.width, r.height, fmt.pix_fmt
             fmt.tag(r.stream.codec_context)
+            r.signal = fmt.signal  # CODECS (AV1 colour fields) and VIDEO-RANGE in the master playlist
             if args.codec == "hevc":  # the `hvc1` sample entry (parameter sets in hvcC) CODECS names; HLS wants it
                 r.stream.codec_context.codec_tag = "hvc1"
             r.stream.codec_context.bit_rate = bit_rate
@@ -177,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             aout = hls_out("audio")
             astream = aout.add_stream("aac", rate=ain.codec_context.sample_rate)
             astream.bit_rate = 128_000
-        for packet in itertools.chain(peeked, packets):
+        for packet in packets:
             for frame in packet.decode():
                 if packet.stream is vin:
                     for r in rends:
@@ -215,30 +215,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         src.close()
         if server is not None:
             server.stop()
-    write_master(outdir, rends, args.codec, float(rate), audio=ain is not None, signal=fmt.signal)
+    write_master(outdir, rends, args.codec, float(rate), audio=ain is not None)
     return 0
-
-
-class _Decoded:
-    """A packet decoded while peeking, replayed by the main loop (`.stream`, `.decode()` as a packet's)."""
-
-    def __init__(self, stream, frames) -> None:
-        self.stream, self._frames = stream, frames
-
-    def decode(self):
-        return self._frames
-
-
-def _peek_first_frame(packets, video):
-    """Decode `packets` until `video` gives its first frame (its bit depth, colour and HDR10 side
-    data decide the renditions' format); returns it and the packets read so far, for replay."""
-    seen = []
-    for packet in packets:
-        frames = list(packet.decode())
-        seen.append(_Decoded(packet.stream, frames))
-        if packet.stream is video and frames:
-            return frames[0], seen
-    return None, seen
 
 
 def read_media_playlist(path: Path) -> List[Tuple[float, int]]:
@@ -258,8 +236,7 @@ def video_range(signal: Optional[bitdepth.ColorSignal]) -> str:
     return {16: "PQ", 18: "HLG"}.get(signal.transfer if signal is not None else 0, "SDR")
 
 
-def write_master(outdir: Path, rends: List[Rendition], family: str, fps: float, audio: bool,
-                 signal: Optional[bitdepth.ColorSignal] = None) -> Path:
+def write_master(outdir: Path, rends: List[Rendition], family: str, fps: float, audio: bool) -> Path:
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
     if audio:
         lines.append('#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="audio",DEFAULT=YES,AUTOSELECT=YES,'
@@ -275,10 +252,10 @@ def write_master(outdir: Path, rends: List[Rendition], family: str, fps: float, 
         avg = sum(b for _, b in segs) * 8 / sum(d for d, _ in segs)
         init = (outdir / f"{r.height}p" / "init.mp4").read_bytes()
         ext = _box_payload(init, {"h264": b"avcC", "hevc": b"hvcC", "av1": b"av1C"}[family])
-        cs = codecs_string(family, ext, signal) + (",mp4a.40.2" if audio else "")
+        cs = codecs_string(family, ext, r.signal) + (",mp4a.40.2" if audio else "")
         attrs = (f"BANDWIDTH={int(math.ceil(peak)) + abits},AVERAGE-BANDWIDTH={int(math.ceil(avg)) + abits},"
                  f"RESOLUTION={r.width}x{r.height},CODECS=\"{cs}\",FRAME-RATE={fps:.3f},"
-                 f"VIDEO-RANGE={video_range(signal)}")
+                 f"VIDEO-RANGE={video_range(r.signal)}")
         if audio:
             attrs += ',AUDIO="aud"'
         lines += [f"#EXT-X-STREAM-INF:{attrs}", f"{r.height}p/index.m3u8"]
