@@ -227,9 +227,8 @@ def probe_bit_depth(path: PathLike) -> int:
     with open(path, "rb") as fh:
         head = fh.read(256)
     if head.startswith(b"YUV4MPEG2"):
-        from preedit.quality.y4m import parse_header
-
-        return parse_header(head.split(b"\n", 1)[0]).bit_depth
+        tags = head.split(b"\n", 1)[0].split(b" ")
+        return 10 if any(t.startswith(b"C") and b"p1" in t for t in tags) else 8
     import av
 
     try:
