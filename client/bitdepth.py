@@ -13,14 +13,18 @@ client can recompute in8 at encode time instead of carrying it.
 `ColorSignal` holds the colour tags (primaries, transfer, matrix, range; FFmpeg enum values) and
 HDR10 static metadata (mastering display colour volume, content light level) read from the first
 decoded frame; `x265_params` / `svtav1_params` write them into the output bitstream.
-Pure functions of arrays, except `planes10_of` / `frame10_of` (PyAV frames in and out).
+`output_format(codec, source_bits, signal, asked)` is how one output is encoded (bit depth, pixel
+format, encoder options and colour tags): `preedit run`'s encoder and every `preedit ladder`
+rendition take it from there.
+Pure functions of arrays, except `planes10_of` / `frame10_of` / `edit_frame10` (PyAV frames in and out).
 """
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -73,6 +77,60 @@ def frame10_of(planes10: Planes):
         dst = np.frombuffer(plane, np.uint16).reshape(plane.height, plane.line_size // 2)
         dst[:, : data.shape[1]] = data
     return frame
+
+
+def edit_frame10(frame, run: Callable[[np.ndarray], np.ndarray]):
+    """Pre-edit a yuv420p10le AVFrame: `run` maps the 8-bit NV12 view to the model's edit of it,
+    applied at 10 bits (`edit_planes10`); returns a new yuv420p10le frame (limited range)."""
+    planes10 = planes10_of(frame, frame.width, frame.height)
+    out = frame10_of(edit_planes10(planes10, run(nv12_view(planes10))))
+    out.color_range = 1
+    return out
+
+
+def bare_frame(frame):
+    """A copy of a yuv420p / yuv420p10le frame's pixels and range without the input's side data
+    (libx265 with a fixed keyint crashes on frames carrying the source's unregistered SEI)."""
+    import av
+
+    if frame.format.name == "yuv420p10le":
+        out = frame10_of(planes10_of(frame, frame.width, frame.height))
+    else:
+        out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
+    out.color_range = frame.color_range
+    return out
+
+
+class _Decoded:
+    """A packet decoded while peeking, replayed as one (`.stream`, `.decode()`)."""
+
+    def __init__(self, stream, frames) -> None:
+        self.stream, self._frames = stream, frames
+
+    def decode(self):
+        return self._frames
+
+
+def peek_first_frame(packets: Iterator, video) -> Tuple[Optional[object], Iterator]:
+    """Decode `packets` (a PyAV demux iterator) until stream `video` gives its first frame; returns
+    that frame (None if none) and an iterator over every packet, the ones read so far replayed
+    (already decoded), so a caller can choose its output format from the first frame and still
+    encode every frame."""
+    seen = []
+    for packet in packets:
+        frames = list(packet.decode())
+        seen.append(_Decoded(packet.stream, frames))
+        if packet.stream is video and frames:
+            return frames[0], itertools.chain(seen, packets)
+    return None, iter(seen)
+
+
+def keeps_10_bits(frame) -> bool:
+    """True when the 10-bit path takes a decoded frame: 10-bit limited-range YUV or P010 (else 8-bit)."""
+    fmt = frame.format
+    bits = max((int(c.bits) for c in fmt.components), default=8)
+    full = fmt.name.startswith("yuvj") or int(frame.color_range or 0) == 2
+    return bits == 10 and not full and fmt.name.startswith(("yuv4", "p010"))
 
 
 # -- colour signalling and HDR10 static metadata -----------------------------------------------
@@ -188,3 +246,43 @@ def svtav1_params(sig: ColorSignal) -> str:
 def merge_params(existing: str, extra: str) -> str:
     """Join two `key=value:key=value` parameter strings (`extra` appended)."""
     return ":".join(p for p in (existing, extra) if p)
+
+
+# -- how one output is encoded: bit depth and the signal it carries ---------------------------------
+@dataclass(frozen=True)
+class OutputFormat:
+    """Bit depth and colour signalling of one encoded output (a `run` output, a ladder rendition).
+
+    `codec`: `hevc`, `av1`, `h264`, or `rawvideo` (y4m); `bits`: 8 or 10; `signal`: the input's
+    `ColorSignal`, carried as it came (None: nothing to carry).
+    """
+
+    codec: str
+    bits: int = 8
+    signal: Optional[ColorSignal] = None
+
+    @property
+    def pix_fmt(self) -> str:
+        return "yuv420p10le" if self.bits == 10 else "yuv420p"
+
+    def encoder_options(self, opts: Dict[str, str]) -> Dict[str, str]:
+        """`opts` with the colour description and HDR10 metadata joined into `x265-params` / `svtav1-params`."""
+        if self.signal is None or self.codec not in ("hevc", "av1"):
+            return dict(opts)
+        key, build = ("x265-params", x265_params) if self.codec == "hevc" else ("svtav1-params", svtav1_params)
+        out = {**opts, key: merge_params(opts.get(key, ""), build(self.signal))}
+        return {k: v for k, v in out.items() if v}
+
+    def tag(self, target) -> None:
+        """Colour tags of the signal on a codec context or frame (unspecified stays unspecified)."""
+        if self.signal is not None:
+            target.color_primaries, target.color_trc = self.signal.primaries, self.signal.transfer
+            target.colorspace = self.signal.matrix
+
+
+def output_format(codec: str, source_bits: int, signal: Optional[ColorSignal] = None,
+                  asked: Optional[int] = None) -> OutputFormat:
+    """10 bits when the source is 10-bit and `codec` encodes 10-bit here (hevc, av1, y4m `rawvideo`;
+    libx264 in PyAV's FFmpeg is 8-bit only), unless 8 is `asked` (`--bit-depth 8`); else 8."""
+    ten = source_bits == 10 and asked != 8 and codec != "h264"
+    return OutputFormat(codec, 10 if ten else 8, signal)

@@ -35,6 +35,7 @@ import av
 import numpy as np
 
 from preedit import codecs
+from preedit.client import bitdepth
 from preedit.client.encode import EncoderSettings
 from preedit.client.encode._pyav import encoder_options, model_qp, nv12_to_frame
 from preedit.client.interfaces import StreamInfo
@@ -64,8 +65,12 @@ def default_ladder(source_height: int) -> List[Tuple[int, int]]:
     return rungs or [(source_height - source_height % 2, DEFAULT_LADDER[-1][1])]
 
 
-def codecs_string(family: str, extradata: Optional[bytes]) -> str:
-    """RFC 6381 CODECS value from the encoder's global header (avcC / hvcC); AV1 a main-profile default."""
+def codecs_string(family: str, extradata: Optional[bytes], signal: Optional[bitdepth.ColorSignal] = None) -> str:
+    """RFC 6381 CODECS value from the encoder's global header (avcC / hvcC / av1C).
+
+    AV1 (av1-isobmff §5): `av01.P.LLT.DD`, plus the colour fields `.M.CCC.cp.tc.mc.F` when `signal`
+    is not BT.709 SDR (the default those fields stand for), e.g. HDR10 `av01.0.04M.10.0.110.09.16.09.0`.
+    """
     x = extradata or b""
     if family == "h264" and len(x) >= 4 and x[0] == 1:
         return f"avc1.{x[1]:02X}{x[2]:02X}{x[3]:02X}"
@@ -73,9 +78,18 @@ def codecs_string(family: str, extradata: Optional[bytes]) -> str:
         space, tier, profile = x[1] >> 6, (x[1] >> 5) & 1, x[1] & 31
         compat = int.from_bytes(x[2:6], "big")
         compat = int(f"{compat:032b}"[::-1], 2)
-        return f"hvc1.{'ABC'[space - 1] if space else ''}{profile}.{compat:X}.{'HL'[tier]}{x[12]}.B0"
-    if family == "av1":
-        return "av01.0.08M.08"
+        constraints = x[6:12].rstrip(b"\0")  # ISO/IEC 14496-15 E.3: hex bytes, trailing zero bytes left out
+        return (f"hvc1.{'ABC'[space - 1] if space else ''}{profile}.{compat:X}.{'LH'[tier]}{x[12]}"
+                + "".join(f".{b:X}" for b in constraints))
+    if family == "av1" and len(x) >= 4 and x[0] == 0x81:
+        profile, level, tier = x[1] >> 5, x[1] & 31, x[2] >> 7
+        depth = 12 if x[2] & 0x20 else 10 if x[2] & 0x40 else 8
+        out = f"av01.{profile}.{level:02d}{'MH'[tier]}.{depth:02d}"
+        if signal is not None and (signal.primaries, signal.transfer, signal.matrix, signal.color_range) != (1, 1, 1, 1):
+            mono, sx, sy, pos = (x[2] >> 4) & 1, (x[2] >> 3) & 1, (x[2] >> 2) & 1, x[2] & 3
+            out += (f".{mono}.{sx}{sy}{pos if sx and sy else 0}.{signal.primaries:02d}.{signal.transfer:02d}"
+                    f".{signal.matrix:02d}.{1 if signal.color_range == 2 else 0}")
+        return out
     raise InputError(f"cannot read the {family} codec configuration for CODECS")
 
 
@@ -88,6 +102,7 @@ class Rendition:
     stream: Optional[object] = None
     frames: int = 0
     segments: List[Tuple[float, int]] = field(default_factory=list)  # (EXTINF seconds, bytes)
+    signal: Optional[bitdepth.ColorSignal] = None  # the source's colour tags / HDR10 metadata it carries
 
 
 def _even(x: float) -> int:
@@ -107,6 +122,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--codec", choices=list(codecs.ENCODER_OF), default="hevc", help="video codec")
     parser.add_argument("--preset", default=None, help="encoder preset (default: the codec's)")
     parser.add_argument("--bypass", action="store_true", help="same ladder without pre-editing (A/B)")
+    parser.add_argument("--bit-depth", type=int, choices=[8, 10], default=None,
+                        help="renditions' bit depth (default: the source's; 10-bit kept for hevc/av1)")
     parser.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: start one)")
     parser.add_argument("--model", default="preedit", help="served model name")
     return parser
@@ -128,6 +145,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rate = vin.average_rate or Fraction(25)
     gop = max(1, int(round(args.segment_s * float(rate))))
     rungs = args.rendition or default_ladder(vin.codec_context.height)
+    streams = [vin] + ([ain] if ain is not None else [])
+    # Every rendition: 10-bit for a 10-bit source (Main10 / AV1 10-bit; --bit-depth 8 for 8-bit), with the
+    # source's colour tags and HDR10 metadata, read from its first frame (the packets read are replayed).
+    first, packets = bitdepth.peek_first_frame(src.demux(*streams), vin)
+    fmt = bitdepth.output_format(args.codec, 10 if first is not None and bitdepth.keeps_10_bits(first) else 8,
+                                 bitdepth.signal_of(first) if first is not None else None, args.bit_depth)
     engine, server = None, None
     if not args.bypass:
         from preedit.engines import TritonEngine
@@ -163,8 +186,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                          closed_gop=True)
             lib, opts, bit_rate = encoder_options(r.settings)
             r.out = hls_out(f"{r.height}p")
-            r.stream = r.out.add_stream(lib, rate=rate, options=opts)
-            r.stream.width, r.stream.height, r.stream.pix_fmt = r.width, r.height, "yuv420p"
+            r.stream = r.out.add_stream(lib, rate=rate, options=fmt.encoder_options(opts))
+            r.stream.width, r.stream.height, r.stream.pix_fmt = r.width, r.height, fmt.pix_fmt
+            fmt.tag(r.stream.codec_context)
+            r.signal = fmt.signal  # CODECS (AV1 colour fields) and VIDEO-RANGE in the master playlist
+            if args.codec == "hevc":  # the `hvc1` sample entry (parameter sets in hvcC) CODECS names; HLS wants it
+                r.stream.codec_context.codec_tag = "hvc1"
             r.stream.codec_context.bit_rate = bit_rate
             r.stream.codec_context.time_base = vin.time_base
             r.qp = model_qp(r.settings, StreamInfo(r.width, r.height, vin.time_base, rate))
@@ -173,17 +200,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             astream = aout.add_stream("aac", rate=ain.codec_context.sample_rate)
             astream.bit_rate = 128_000
         sync = _AvSync(rends[0], aout, astream)
-        streams = [vin] + ([ain] if ain is not None else [])
-        for packet in src.demux(*streams):
+        for packet in packets:
             for frame in packet.decode():
                 if packet.stream is vin:
                     for r in rends:
-                        scaled = frame.reformat(width=r.width, height=r.height, format="yuv420p",
+                        scaled = frame.reformat(width=r.width, height=r.height, format=fmt.pix_fmt,
                                                 interpolation="LANCZOS")
-                        if engine is not None:
+                        if engine is not None and fmt.bits == 10:  # the edit on the 8-bit view, applied at 10 bits
+                            scaled = bitdepth.edit_frame10(scaled, lambda nv12: engine.run(nv12[None], r.qp)[0])
+                        elif engine is not None:
                             nv12 = scaled.reformat(format="nv12").to_ndarray()
                             edited = nv12_to_frame(engine.run(nv12[None], r.qp)[0], False)
                             scaled = edited
+                        else:  # without the input's side data (HEVC input: libx265 crashed on its SEI)
+                            scaled = bitdepth.bare_frame(scaled)
+                        fmt.tag(scaled)
                         scaled.pts, scaled.time_base = frame.pts, frame.time_base
                         # The decoder's picture type would force the source's I/P/B pattern on the
                         # encoder (libx264/libx265 honour it): GOPs misaligned, and x265's lookahead
@@ -299,8 +330,13 @@ def _measure(outdir: Path, r: Rendition, family: str) -> Tuple[int, int, str]:
     """(peak bit/s, average bit/s, RFC 6381 codec) of one encoded rendition."""
     r.segments = read_media_playlist(outdir / f"{r.height}p" / "index.m3u8")
     init = (outdir / f"{r.height}p" / "init.mp4").read_bytes()
-    ext = _box_payload(init, b"avcC" if family == "h264" else b"hvcC")
-    return (*_rates(r.segments), codecs_string(family, ext))
+    ext = _box_payload(init, {"h264": b"avcC", "hevc": b"hvcC", "av1": b"av1C"}[family])
+    return (*_rates(r.segments), codecs_string(family, ext, r.signal))
+
+
+def video_range(signal: Optional[bitdepth.ColorSignal]) -> str:
+    """HLS VIDEO-RANGE (RFC 8216bis §4.4.6.2): PQ, HLG or SDR, from the transfer characteristic."""
+    return {16: "PQ", 18: "HLG"}.get(signal.transfer if signal is not None else 0, "SDR")
 
 
 def write_master(outdir: Path, rends: List[Rendition], family: str, fps: float, audio: bool) -> Path:
@@ -316,7 +352,8 @@ def write_master(outdir: Path, rends: List[Rendition], family: str, fps: float, 
         peak, avg, cs = _measure(outdir, r, family)
         cs += ",mp4a.40.2" if audio else ""
         attrs = (f"BANDWIDTH={peak + abits},AVERAGE-BANDWIDTH={avg + abits},"
-                 f"RESOLUTION={r.width}x{r.height},CODECS=\"{cs}\",FRAME-RATE={fps:.3f}")
+                 f"RESOLUTION={r.width}x{r.height},CODECS=\"{cs}\",FRAME-RATE={fps:.3f},"
+                 f"VIDEO-RANGE={video_range(r.signal)}")
         if audio:
             attrs += ',AUDIO="aud"'
         lines += [f"#EXT-X-STREAM-INF:{attrs}", f"{r.height}p/index.m3u8"]

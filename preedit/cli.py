@@ -28,7 +28,6 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "proxy-check": ("preedit.training.proxy_check", "rank correlation of the codec proxy with real encoders"),
     "qp-calibrate": ("preedit.training.qp_calibration", "fit the AV1 quantizer -> model QP map on training clips"),
     "eval": ("preedit.perf.rd.cli", "rate-distortion evaluation and BD-rate report"),
-    "eval-10bit": ("preedit.perf.rd.tenbit", "BD-rate of pre-edited vs plain 10-bit encodes of a 10-bit clip, scored at 10 bits"),
     "perf": ("preedit.perf.speed.cli", "perf_analyzer sweeps against the served model"),
     "bench": ("", "benchmarks: pipeline (in-process vs Triton fps; the default) | multistream | model-analysis | scale-out | ladder"),
     "int8": ("", "deterministic int8 model: measure (backend pairs) | search (schemes) | device | quality"),

@@ -165,8 +165,9 @@ def pyav_options(family: str, *, qp: Optional[float] = None, crf: Optional[float
 
 
 def ffmpeg_argv(codec: CodecSpec, src: Path, out: Path, value: float, *, preset: Optional[str] = None,
-                vf: Optional[str] = None, tune: bool = False, ffmpeg: Optional[str] = None) -> List[str]:
-    """FFmpeg argv encoding `src` (8-bit 4:2:0 y4m) at one CRF/CQ point into an elementary stream.
+                vf: Optional[str] = None, tune: bool = False, ffmpeg: Optional[str] = None,
+                bit_depth: int = 8) -> List[str]:
+    """FFmpeg argv encoding `src` (4:2:0 y4m, 8- or 10-bit) at one CRF/CQ point into an elementary stream.
 
     Args:
         codec: encoder spec.
@@ -177,10 +178,14 @@ def ffmpeg_argv(codec: CodecSpec, src: Path, out: Path, value: float, *, preset:
         vf: optional FFmpeg video filter applied before encoding (e.g. `unsharp=5:5:1.0`).
         tune: add the codec's perceptual tuning args.
         ffmpeg: FFmpeg executable; defaults to imageio-ffmpeg's.
+        bit_depth: the encode's: 8 (`yuv420p`) or 10 (`yuv420p10le`: Main10, AV1 10-bit, High10;
+            NVENC `p010le`).
 
     Returns:
         argv list (no shell).
     """
+    if bit_depth not in (8, 10):
+        raise UsageError(f"bit_depth must be 8 or 10, got {bit_depth}")
     if ffmpeg is None:
         from preedit.quality.ffmpeg import ffmpeg_exe  # lazy: imageio-ffmpeg only when encoding
 
@@ -188,7 +193,8 @@ def ffmpeg_argv(codec: CodecSpec, src: Path, out: Path, value: float, *, preset:
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(src)]
     if vf:
         cmd += ["-vf", vf]
-    cmd += ["-an", "-c:v", codec.name, "-preset", preset or codec.preset, "-pix_fmt", "yuv420p", "-color_range", "tv"]
+    pix_fmt = "yuv420p" if bit_depth == 8 else "p010le" if codec.hardware else "yuv420p10le"
+    cmd += ["-an", "-c:v", codec.name, "-preset", preset or codec.preset, "-pix_fmt", pix_fmt, "-color_range", "tv"]
     params = list(codec.tune_args) if tune else []
     if codec.hardware:
         cmd += ["-rc", "vbr", "-cq", f"{value:g}", "-b:v", "0"]

@@ -48,6 +48,17 @@ def clip():
     return _get
 
 
+@pytest.fixture(scope="session")
+def identity_repo(tmp_path_factory):
+    """A model repository serving the identity pre-editor as `preedit` (output == input, bit for bit)."""
+    from preedit.export import export_model_repository
+    from preedit.network import identity_model
+
+    root = tmp_path_factory.mktemp("idrepo")
+    export_model_repository(identity_model(), root, "preedit")
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _rng_leak_guard():
     """Tests must not change the global RNG state other tests see."""

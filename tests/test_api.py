@@ -125,16 +125,6 @@ def test_docs_example_runs(index, small_clip, tmp_path, monkeypatch, capsys):
         assert out.out.startswith("10 frames") and "10/10" in out.err
 
 
-@pytest.fixture(scope="module")
-def identity_repo(tmp_path_factory):
-    from preedit.export import export_model_repository
-    from preedit.network import identity_model
-
-    root = tmp_path_factory.mktemp("idrepo")
-    export_model_repository(identity_model(), root, "preedit")
-    return root
-
-
 @pytest.mark.needs_triton
 def test_identity_model_through_the_api_is_byte_identical_to_bypass(identity_repo, small_clip, tmp_path):
     fast = dict(codec="h264", preset="ultrafast", crf=23)

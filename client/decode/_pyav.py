@@ -183,7 +183,7 @@ class PyAvDecoder:
                         self.source, width, height, *self.crop)
         bit_depth = _bit_depth(first.format)
         # 10-bit limited range: kept at 10 bits (model sees the 8-bit view, see client/bitdepth.py).
-        self.ten_bit = bit_depth == 10 and not is_full_range(first) and first.format.name.startswith(("yuv4", "p010"))
+        self.ten_bit = bitdepth.keeps_10_bits(first)
         if bit_depth > 8 and not self.ten_bit:
             log.warning("%s: %d-bit input (%s) converted to 8-bit for the 8-bit model and encoder",
                         self.source, bit_depth, first.format.name)

@@ -14,7 +14,10 @@ gets the same CUDA stream as the producer and the caller may reuse its tensor af
 PyNvVideoCodec is imported lazily and can be injected (`nvc=`) so tests run a fake on CPU.
 `ClientNvencEncoder` builds the stage from the client's `(path, StreamInfo, EncoderSettings)`
 (`nvenc_config_from_settings` is the pure mapping) and raises `EncodeError` where this GPU has
-no NVENC for the codec.
+no NVENC for the codec, and for 10-bit or HDR output (`nvenc_refusal`): this path feeds NVENC
+8-bit NV12 and writes no colour description or HDR10 metadata, so such a run falls back to the
+CPU encoder (Main10 / AV1 10-bit, tags and HDR10 carried) instead of dropping to 8-bit SDR.
+P010 input to NVENC is not wired: it has never run on a GPU with NVENC here.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from preedit.client.encode._mux import ES_CODECS, EsSpool, LiveEsMuxer, container_for, mux_elementary
 from preedit.client.encode._pyav import EncoderSettings
-from preedit.client import hardware
+from preedit.client import bitdepth, hardware
 from preedit.client.interfaces import Frame, StreamInfo
 from preedit.errors import EncodeError, UsageError
 from preedit.qp import av1_qindex
@@ -387,6 +390,21 @@ def nvenc_config_from_settings(settings: EncoderSettings, *, gop: int = 120, bfr
     return NvencConfig(rc="vbr", cq=int(max(0, min(63 if codec == "av1" else 51, cq))), **common)
 
 
+def nvenc_refusal(info: StreamInfo, settings: EncoderSettings) -> Optional[str]:
+    """Why this NVENC path cannot encode `info` as asked (None: it can).
+
+    10-bit / HDR limitation, clearly marked: the path takes 8-bit NV12 only (no P010) and sets no
+    VUI colour description or HDR10 SEI, so 10-bit output (a 10-bit source without `--bit-depth 8`)
+    and PQ / HLG / mastering-display sources go to the CPU encoder.
+    """
+    fmt = bitdepth.output_format(settings.codec, info.bit_depth, info.signal, settings.bit_depth)
+    if fmt.bits == 10:
+        return "10-bit output: this NVENC path takes 8-bit NV12 only (P010 not wired)"
+    if info.signal is not None and info.signal.is_hdr:
+        return "HDR input: this NVENC path writes no transfer characteristic or HDR10 metadata"
+    return None
+
+
 class ClientNvencEncoder(NvencEncoder):
     """`NvencEncoder` constructed from the client's (path, StreamInfo, EncoderSettings).
 
@@ -396,6 +414,9 @@ class ClientNvencEncoder(NvencEncoder):
 
     def __init__(self, path, info: StreamInfo, settings: EncoderSettings, *, audio_streams: Sequence = (), sample_aspect_ratio=None,
                  device_id: int = 0, nvc: Any = None, **_ignored: Any) -> None:
+        refusal = nvenc_refusal(info, settings)
+        if refusal:
+            raise EncodeError(f"NVENC not used: {refusal}")
         if nvc is None:
             caps = hardware.capabilities(device_id)
             if settings.codec not in caps.get("nvenc", []):

@@ -219,7 +219,9 @@ class PyAvEncoder:
         self.raw = Path(self.path).suffix.lower() == ".y4m"
         fmt = container_for(self.path, settings.codec)
         self.full_range = info.color_range == "full"
-        self.ten_bit = info.bit_depth == 10 and settings.bit_depth != 8 and (self.raw or settings.codec != "h264")
+        self.format = bitdepth.output_format("rawvideo" if self.raw else settings.codec, info.bit_depth, info.signal,
+                                             settings.bit_depth)
+        self.ten_bit = self.format.bits == 10
         if info.bit_depth == 10 and settings.bit_depth != 8 and not self.ten_bit:
             log.warning("%s: libx264 here encodes 8-bit only; the 10-bit input is encoded 8-bit", self.path)
         self.bits = 0
@@ -255,12 +257,7 @@ class PyAvEncoder:
             self.codec_time_base = Fraction(1) / rate
         else:
             lib, opts, bit_rate = encoder_options(self.settings)
-            sig = info.signal
-            if sig is not None and self.settings.codec in ("hevc", "av1"):  # colour + HDR10 into the bitstream
-                key = "x265-params" if self.settings.codec == "hevc" else "svtav1-params"
-                extra = (bitdepth.x265_params if key == "x265-params" else bitdepth.svtav1_params)(sig)
-                opts = {**opts, key: bitdepth.merge_params(opts.get(key, ""), extra)}
-                opts = {k: v for k, v in opts.items() if v}
+            opts = self.format.encoder_options(opts)  # colour + HDR10 into the bitstream
             try:
                 stream = self.container.add_stream(lib, rate=rate, options=opts)
             except (self._av.error.FFmpegError, ValueError) as exc:
@@ -270,12 +267,11 @@ class PyAvEncoder:
             self.codec_time_base = info.time_base
         cc = stream.codec_context
         stream.width, stream.height = info.width, info.height
-        stream.pix_fmt = "yuv420p10le" if self.ten_bit else "yuv420p"
+        stream.pix_fmt = self.format.pix_fmt
         cc.time_base = self.codec_time_base
         cc.color_range = 2 if self.full_range else 1
         if info.signal is not None:  # tagged as the input came (unspecified stays unspecified)
-            cc.color_primaries, cc.color_trc = info.signal.primaries, info.signal.transfer
-            cc.colorspace = info.signal.matrix
+            self.format.tag(cc)
         elif info.color_matrix in _MATRIX_TAGS:
             cc.colorspace = _MATRIX_TAGS[info.color_matrix]
         if sar and Fraction(sar) != 1:
@@ -312,9 +308,7 @@ class PyAvEncoder:
         else:
             nv12 = nv12_limited_to_full(nv12) if self.full_range else nv12
             av_frame = nv12_to_frame(np.ascontiguousarray(nv12), self.full_range)
-        if info_sig := self.info.signal:
-            av_frame.color_primaries, av_frame.color_trc = info_sig.primaries, info_sig.transfer
-            av_frame.colorspace = info_sig.matrix
+        self.format.tag(av_frame)
         if self.raw:
             av_frame.pts = self.frames
         else:

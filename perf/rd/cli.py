@@ -1,8 +1,9 @@
 """`preedit eval`: rate-distortion evaluation and BD-rate report (see `preedit.perf.rd.eval`).
 
 ```
- clips ─> [source | pre-edited | unsharp | hqdn3d | codec tune] x codecs x CRF ladder
+ clips ─> [source | pre-edited | unsharp | hqdn3d | codec tune | 8bit] x codecs x CRF ladder
        ─> libvmaf (VMAF, VMAF-NEG, VMAF v1, PSNR, MS-SSIM) + XPSNR vs the original source
+          (at the source's bit depth: a 10-bit clip is encoded and scored at 10 bits)
        ─> BD-rate / BD-quality per clip ─> OUT/{eval.json, points.csv, bd.csv, summary.csv, report.md, *.png}
 ```
 
@@ -26,7 +27,7 @@ from preedit.paths import model_repository
 log = logging.getLogger(__name__)
 
 _YAML_KEYS = {"clips", "codecs", "variants", "ladders", "presets", "frames", "max_height", "jobs",
-              "min_overlap", "out", "cache", "checkpoint", "url", "model_repository", "model_name"}  # fmt: skip
+              "min_overlap", "out", "cache", "checkpoint", "url", "model_repository", "model_name", "bit_depth"}  # fmt: skip
 
 
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -45,6 +46,9 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=None, help="frames per clip, from the start (default 16)")
     parser.add_argument("--max-height", type=int, default=None, help="downscale taller clips (default 540; 0 keeps)")
     parser.add_argument("--jobs", type=int, default=None, help="parallel encode+score jobs (default 2)")
+    parser.add_argument("--bit-depth", type=int, choices=(8, 10), default=None,
+                        help="8 reads every clip at 8 bits (default: each clip's own; 10-bit clips are encoded "
+                             "and scored at 10 bits, and the 8bit variant is their 8-bit alternative)")
     parser.add_argument("--min-overlap", type=float, default=None, help="BD overlap share that warns (default 0.5)")
     parser.add_argument("--model-repository", type=Path, default=None,
                         help="model repository holding <name>/1/model.onnx + contract.json (default: the project's)")
@@ -161,6 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         jobs=int(pick(args.jobs, "jobs", 2)), cache_dir=cache,
         min_overlap=float(pick(args.min_overlap, "min_overlap", 0.5)),
         plots=not args.no_plots, crops=not args.no_crops,
+        bit_depth=pick(args.bit_depth, "bit_depth", None),
         command="preedit eval " + " ".join(shlex.quote(a) for a in argv),
     )  # fmt: skip
     editor = None

@@ -1,19 +1,28 @@
 """Rate-distortion evaluation: encode variants of the same frames, score against the source, BD-rate.
 
 ```
- clip ─> reference.y4m (first N frames, <= max_height, limited range)      [perf/rd/sources.py]
+ clip ─> reference.y4m (first N frames, <= max_height, limited range,     [perf/rd/sources.py]
+                        8-bit, or 10-bit for a 10-bit source)
            ├─ source ─────────────────┐
            ├─ pre-edited (per QP) ────┤
            ├─ unsharp / hqdn3d (vf) ──┼─> encoder x rate ladder ─> bitstream  [perf/rd/variants.py]
            └─ codec perceptual tune ──┘         │
                                                 └─> libvmaf/XPSNR vs reference.y4m [perf/metrics.py]
+                                                    (at the reference's bit depth)
  points (rate_kbps, metrics) per clip x codec x variant ─> BD-rate / BD-quality vs source
                                           (per clip, then averaged) [perf/rd/summary.py, perf/bdrate.py]
 ```
 
 Each point is cached under `cache_dir` by a key of everything that changes its result (clip
 identity, frames, size, variant, codec, preset, rate value, filter/tune args, model hash, tool
-versions, harness version), so reruns only do new work. Library entry point:
+versions, harness version), so reruns only do new work.
+
+A 10-bit source is evaluated at 10 bits end to end: its reference is a yuv420p10le y4m, every
+variant is encoded 10-bit (Main10, AV1 10-bit) except `8bit` (the source rounded to 8 bits, the
+banding-prone alternative), the model's edit is made on the 8-bit view and applied at 10 bits
+(`preedit.client.bitdepth`, as `preedit run` does), and libvmaf / XPSNR score on yuv420p10le
+(PSNR on the 10-bit scale). `EvalConfig.bit_depth = 8` scores such a clip at 8 bits instead.
+Library entry point:
 `run_eval(config, editor) -> EvalResult`; reports are written by `preedit.perf.rd.report`.
 """
 
@@ -69,6 +78,8 @@ class EvalConfig:
         plots: write RD plots (PNG).
         crops: write side-by-side crops at matched bitrate (PNG).
         command: the command line, recorded in reports.
+        bit_depth: None keeps each clip's bit depth (10-bit clips are evaluated at 10 bits); 8
+            reads every clip at 8 bits.
     """
 
     clips: Sequence[Path]
@@ -85,6 +96,7 @@ class EvalConfig:
     plots: bool = True
     crops: bool = True
     command: str = ""
+    bit_depth: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.clips = [Path(c) for c in self.clips]
@@ -109,6 +121,8 @@ class EvalConfig:
             get_codec(name)
             if len(ladder) < 2:
                 raise UsageError(f"ladder for {name} needs >= 2 rate points, got {list(ladder)}")
+        if self.bit_depth not in (None, 8, 10):
+            raise UsageError(f"bit-depth must be 8 or 10, got {self.bit_depth}")
         if not 0.0 <= self.min_overlap <= 1.0:
             raise UsageError(f"min-overlap must be in [0, 1], got {self.min_overlap}")
 
@@ -134,6 +148,7 @@ class ClipInfo:
     frames: int
     color_range: str
     key: str
+    bit_depth: int = 8
 
 
 @dataclass
@@ -192,16 +207,19 @@ def prepare_clip(clip: Path, cfg: EvalConfig, work: Path) -> ClipInfo:
     """Write (or reuse) the reference .y4m of `clip` and return its description."""
     from preedit.errors import InputError
     from preedit.quality.ffmpeg import run_command
-    from preedit.perf.rd.sources import build_reference_cmd
+    from preedit.perf.rd.sources import build_reference_cmd, source_bit_depth
     from preedit.quality.y4m import parse_header
 
     st = clip.stat()
-    key = _key("ref", EVAL_VERSION, str(clip.resolve()), st.st_size, st.st_mtime_ns, cfg.frames, cfg.max_height)
+    depth = min(cfg.bit_depth or 10, source_bit_depth(clip))
+    # An 8-bit reference keeps the key it had before 10-bit references existed (caches stay valid).
+    key = _key("ref", EVAL_VERSION, str(clip.resolve()), st.st_size, st.st_mtime_ns, cfg.frames, cfg.max_height,
+               *((["bits", depth],) if depth != 8 else ()))
     ref = work / "refs" / f"{clip.stem}-{key}.y4m"
     ref.parent.mkdir(parents=True, exist_ok=True)
     if not ref.is_file():
         tmp = ref.with_suffix(".part.y4m")
-        run_command(build_reference_cmd(clip, tmp, frames=cfg.frames, max_height=cfg.max_height),
+        run_command(build_reference_cmd(clip, tmp, frames=cfg.frames, max_height=cfg.max_height, bit_depth=depth),
                     error=InputError, what=f"reading {clip.name}")  # fmt: skip
         tmp.replace(ref)
     line = fh_line(ref)
@@ -210,7 +228,7 @@ def prepare_clip(clip: Path, cfg: EvalConfig, work: Path) -> ClipInfo:
     if n < 1:
         raise InputError(f"{clip.name}: no frames decoded")
     return ClipInfo(clip.stem, str(clip), str(ref), header.width, header.height, header.fps, int(n),
-                    _probe_range(clip), key)  # fmt: skip
+                    _probe_range(clip), key, header.bit_depth)  # fmt: skip
 
 
 def fh_line(path: Path) -> bytes:
@@ -236,6 +254,8 @@ class PointJob:
     height: int
     key: str
     cacheable: bool
+    bit_depth: int = 8  # the encode's (the reference's, or the variant's own)
+    score_bits: int = 8  # the reference's: what every variant of the clip is scored at
 
 
 def _point_tools(tools: Dict[str, str], codec: str) -> Dict[str, str]:
@@ -255,12 +275,15 @@ def plan_jobs(clips: Sequence[ClipInfo], cfg: EvalConfig, preedited: Dict[Tuple[
                 for value in cfg.ladder(cname):
                     qp = model_qp(codec.family, value, qp_range=QP_RANGE) if variant.preedited else None
                     src = preedited[(clip.key, qp)] if variant.preedited else clip.reference
+                    depth = variant.bit_depth or clip.bit_depth
                     key = _key("point", EVAL_VERSION, clip.key, cname, cfg.preset(cname), vname, value,
                                variant.vf, list(codec.tune_args) if variant.tune else None,
                                model_hash if variant.preedited else None, qp,
-                               _point_tools(tools, cname))  # fmt: skip
+                               _point_tools(tools, cname),
+                               *((["bits", depth],) if depth != 8 else ()))  # fmt: skip
                     jobs.append(PointJob(clip.name, cname, vname, value, qp, src, clip.reference, clip.frames,
-                                         clip.fps, clip.width, clip.height, key, model_hash is not None or not variant.preedited))  # fmt: skip
+                                         clip.fps, clip.width, clip.height, key, model_hash is not None or not variant.preedited,
+                                         depth, clip.bit_depth))  # fmt: skip
     return jobs
 
 
@@ -282,18 +305,20 @@ def run_point(job: PointJob, cfg: EvalConfig, work: Path) -> Dict:
     t0 = time.perf_counter()
     tmp = bitstream.with_name(bitstream.stem + ".part" + bitstream.suffix)
     cmd = ffmpeg_argv(codec, Path(job.src), tmp, job.value, preset=cfg.preset(job.codec),
-                                   vf=variant.vf, tune=variant.tune)  # fmt: skip
+                      vf=variant.vf, tune=variant.tune, bit_depth=job.bit_depth)  # fmt: skip
     run_command(cmd, what=f"{job.codec} encode of {job.clip} ({job.variant}, {job.value:g})")
     tmp.replace(bitstream)
     encode_s = time.perf_counter() - t0
     data = bitstream.read_bytes()
     nbytes = _codecs.video_bytes(data, codec.family)
     t1 = time.perf_counter()
-    scores = score(bitstream, Path(job.reference), expect_frames=job.frames, size=(job.width, job.height))
+    scores = score(bitstream, Path(job.reference), expect_frames=job.frames, size=(job.width, job.height),
+                   bit_depth=job.score_bits)
     rec = {
         "clip": job.clip, "codec": job.codec, "variant": job.variant, "value": job.value,
         "model_qp": job.model_qp, "frames": scores.frames, "fps": job.fps,
-        "bytes": nbytes, "file_bytes": len(data),
+        "bytes": nbytes, "file_bytes": len(data), "pix_fmt": _codecs.bitstream_pix_fmt(bitstream),
+        "score_bits": job.score_bits,
         "rate_kbps": nbytes * 8.0 * job.fps / scores.frames / 1000.0,
         **{k: scores.metrics[k] for k in METRICS},
         "encode_s": encode_s, "score_s": time.perf_counter() - t1,
@@ -316,15 +341,25 @@ def _available_codecs(cfg: EvalConfig, notes: List[str]) -> List[str]:
 
 
 def preedit_y4m(engine: Engine, src: Path, dst: Path, qp: float, batch: int = 4) -> Path:
-    """Pre-edit every frame of an 8-bit 4:2:0 `src` .y4m into `dst` (same header)."""
+    """Pre-edit every frame of a 4:2:0 `src` .y4m into `dst` (same header).
+
+    A 10-bit `src` goes the way `preedit run` takes it: the model sees the 8-bit view and its edit
+    is applied at 10 bits (`preedit.client.bitdepth`), so untouched pixels keep all 10 bits.
+    """
+    from preedit.client import bitdepth
+
     header, frames = read_y4m(src)
+    ten = header.bit_depth == 10
     out = []
     for chunk in iter_batches(frames, batch):
-        nv12 = np.stack([i420_to_nv12(y, u, v) for y, u, v in chunk])
+        nv12 = np.stack([bitdepth.nv12_view(p) if ten else i420_to_nv12(*p) for p in chunk])
         edited = engine.run(nv12, qp)
         if edited.shape != nv12.shape or edited.dtype != np.uint8:
             raise ModelError(f"pre-editor returned {edited.dtype} {edited.shape}, expected uint8 {nv12.shape}")
-        out.extend(nv12_to_i420(e) for e in edited)
+        if ten:
+            out.extend(bitdepth.edit_planes10(p, e) for p, e in zip(chunk, edited))
+        else:
+            out.extend(nv12_to_i420(e) for e in edited)
     return write_y4m(dst, header, out)
 
 
@@ -385,7 +420,7 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
             "ladders": {c: list(cfg.ladder(c)) for c in cfg.codecs},
             "presets": {c: cfg.preset(c) for c in cfg.codecs}, "frames": cfg.frames,
             "max_height": cfg.max_height, "jobs": cfg.jobs, "min_overlap": cfg.min_overlap,
-            "command": cfg.command,
+            "command": cfg.command, "bit_depth": cfg.bit_depth,
             "variant_descriptions": {v: _codecs.get_variant(v).description for v in cfg.variants},
             "tune_descriptions": {c: get_codec(c).tune_label for c in cfg.codecs},
         }  # fmt: skip

@@ -121,10 +121,11 @@ def markdown(result) -> str:
     out.append("")
     out.append("## Clips")
     out.append("")
-    out.append("| clip | size | fps | frames scored | source range |")
-    out.append("|---|---|---|---|---|")
+    out.append("| clip | size | fps | frames scored | source range | bit depth (encoded and scored at) |")
+    out.append("|---|---|---|---|---|---|")
     for c in result.clips:
-        out.append(f"| {c.name} | {c.width}x{c.height} | {c.fps:.2f} | {c.frames} | {c.color_range} |")
+        out.append(f"| {c.name} | {c.width}x{c.height} | {c.fps:.2f} | {c.frames} | {c.color_range} | "
+                   f"{getattr(c, 'bit_depth', 8)} |")
     out.append("")
     out.append("## Variants and codecs")
     out.append("")

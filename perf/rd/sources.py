@@ -1,9 +1,10 @@
-"""Evaluation sources: which clips, and how each becomes the 8-bit limited-range reference.
+"""Evaluation sources: which clips, and how each becomes the limited-range reference.
 
 ```
  clip file (mp4/mkv/webm/y4m/raw .yuv; any size, fps, range, 8/10-bit)
    └─> ffmpeg: first N frames, autorotate, scale to <= max_height (even), full->limited range,
-       yuv420p ─> reference.y4m  (the ORIGINAL every variant is scored against)
+       yuv420p (8-bit source) | yuv420p10le (10-bit source) ─> reference.y4m
+       (the ORIGINAL every variant is scored against, at the source's bit depth)
 ```
 
 Raw `.yuv` files carry no header: width x height, frame rate (`12fps`) and pixel format
@@ -47,10 +48,19 @@ def parse_raw_name(name: str) -> RawFormat:
                      fmt_m.group(1) if fmt_m else "yuv420p")  # fmt: skip
 
 
+def source_bit_depth(clip: Path) -> int:
+    """10 when `clip` has more than 8 bits a sample (raw `.yuv`: its name's pixel format; else probed), else 8."""
+    if clip.suffix.lower() == ".yuv":
+        return 10 if parse_raw_name(clip.name).pix_fmt.endswith("le") else 8
+    from preedit.quality.metrics import probe_bit_depth
+
+    return probe_bit_depth(clip)
+
+
 def build_reference_cmd(
-    clip: Path, out_y4m: Path, *, frames: int, max_height: int, ffmpeg: Optional[str] = None
+    clip: Path, out_y4m: Path, *, frames: int, max_height: int, ffmpeg: Optional[str] = None, bit_depth: int = 8
 ) -> List[str]:
-    """FFmpeg argv writing the first `frames` frames of `clip` as the 8-bit limited-range reference.
+    """FFmpeg argv writing the first `frames` frames of `clip` as the limited-range reference.
 
     Args:
         clip: input video (any FFmpeg-readable file; raw `.yuv` geometry from its name).
@@ -59,11 +69,15 @@ def build_reference_cmd(
         max_height: downscale (bicubic, aspect kept) when taller; 0 keeps the size. Width and
             height are forced even.
         ffmpeg: FFmpeg executable; defaults to imageio-ffmpeg's.
+        bit_depth: 8 (`yuv420p`) or 10 (`yuv420p10le`, a `C420p10` y4m): the reference keeps a
+            10-bit source's samples (see `source_bit_depth`); 8 rounds them to 8 bits.
 
     Returns:
-        argv list. Full-range input (yuvj420p, ASL clips) is converted to limited range, 10-bit to
-        8-bit; frames are passed through without duplication (`-fps_mode passthrough`, VFR-safe).
+        argv list. Full-range input (yuvj420p, ASL clips) is converted to limited range; frames are
+        passed through without duplication (`-fps_mode passthrough`, VFR-safe).
     """
+    if bit_depth not in (8, 10):
+        raise UsageError(f"bit_depth must be 8 or 10, got {bit_depth}")
     if frames < 1:
         raise UsageError(f"frames must be >= 1, got {frames}")
     if max_height < 0:
@@ -82,7 +96,10 @@ def build_reference_cmd(
         size = f"w=-2:h='min({max_height},trunc(ih/2)*2)'"
     else:
         size = "w=trunc(iw/2)*2:h=trunc(ih/2)*2"
-    vf = f"scale={size}:flags=bicubic:in_range=auto:out_range=tv,format=yuv420p,setsar=1"
+    # sws_dither=none: a 10-bit source read at 8 bits is rounded ((v + 2) >> 2, as `preedit run
+    # --bit-depth 8` does), not dithered.
+    fmt = "yuv420p10le" if bit_depth == 10 else "yuv420p"
+    vf = f"scale={size}:flags=bicubic:in_range=auto:out_range=tv:sws_dither=none,format={fmt},setsar=1"
     cmd += ["-vf", vf, "-f", "yuv4mpegpipe", "-strict", "-1", str(out_y4m)]
     return cmd
 

@@ -114,6 +114,7 @@ class Variant:
         vf: FFmpeg filter applied at encode time (None for none).
         tune: use the codec's perceptual tuning args.
         preedited: encode the pre-edited frames instead of the reference.
+        bit_depth: the encode's bit depth; None: the reference's (10 for a 10-bit source).
     """
 
     name: str
@@ -121,6 +122,7 @@ class Variant:
     vf: Optional[str] = None
     tune: bool = False
     preedited: bool = False
+    bit_depth: Optional[int] = None
 
 
 VARIANTS: Dict[str, Variant] = {
@@ -130,7 +132,23 @@ VARIANTS: Dict[str, Variant] = {
                        vf="unsharp=5:5:1.0:5:5:0.0"),
     "hqdn3d": Variant("hqdn3d", "FFmpeg hqdn3d=4:3:6:4.5 denoise", vf="hqdn3d=4:3:6:4.5"),
     "tune": Variant("tune", "the codec's own perceptual tuning (see codec table)", tune=True),
+    # The banding-prone alternative to a 10-bit encode: the source rounded to 8 bits ((v + 2) >> 2,
+    # no dither, as `preedit run --bit-depth 8`), encoded 8-bit, scored against the 10-bit source.
+    "8bit": Variant("8bit", "the source rounded to 8 bits and encoded 8-bit (10-bit sources; = source on 8-bit ones)",
+                    vf="scale=sws_dither=none,format=yuv420p", bit_depth=8),
 }  # fmt: skip
+
+
+def bitstream_pix_fmt(path: Path) -> str:
+    """Pixel format the decoder reports for an elementary stream (`yuv420p10le` for Main10 / AV1 10-bit)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            fmt = c.streams.video[0].codec_context.format
+            return fmt.name if fmt is not None else "unknown"
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise EncodeError(f"cannot read back {path.name}: {exc}") from None
 
 
 def get_variant(name: str) -> Variant:

@@ -1,7 +1,8 @@
-"""Minimal YUV4MPEG2 (8-bit 4:2:0) reader and writer for the evaluation's intermediate files.
+"""Minimal YUV4MPEG2 (4:2:0, 8- or 10-bit) reader and writer for the evaluation's intermediate files.
 
 A frame is the tuple of planes `(y [H, W], u [H/2, W/2], v [H/2, W/2])`, each NumPy `uint8`
-(code values 0..255, limited range by the harness's convention).
+(code values 0..255) for 8-bit files, or `uint16` (0..1023, little-endian on disk) for 10-bit
+files (header tag `C420p10`, FFmpeg's extension); limited range by the harness's convention.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 from preedit.errors import InputError
 
 Planes = Tuple[np.ndarray, np.ndarray, np.ndarray]
+#: y4m `C` tags read and written here: 8-bit 4:2:0 (chroma sitings) and FFmpeg's 10-bit 4:2:0.
+COLOURSPACES = ("C420", "C420jpeg", "C420paldv", "C420mpeg2", "C420p10")
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,19 @@ class Y4MHeader:
         """Frames per second."""
         return self.fps_num / self.fps_den
 
+    @property
+    def bit_depth(self) -> int:
+        """10 for a `C420p10` stream, else 8."""
+        return 10 if any(t == "C420p10" for t in self.params) else 8
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Sample type of the planes: uint8, or little-endian uint16 at 10 bits."""
+        return np.dtype("<u2") if self.bit_depth == 10 else np.dtype(np.uint8)
+
     def frame_bytes(self) -> int:
-        """Bytes of one 8-bit 4:2:0 frame payload."""
-        return self.width * self.height * 3 // 2
+        """Bytes of one 4:2:0 frame payload (two bytes a sample at 10 bits)."""
+        return self.width * self.height * 3 // 2 * self.dtype.itemsize
 
 
 def parse_header(line: bytes) -> Y4MHeader:
@@ -60,15 +73,15 @@ def parse_header(line: bytes) -> Y4MHeader:
         elif tok[0] == "F":
             n, d = tok[1:].split(":")
             num, den = int(n), int(d)
-        elif tok[0] == "C" and not tok.startswith("C420"):
-            raise InputError(f"y4m colourspace {tok[1:]} is not 8-bit 4:2:0")
+        elif tok[0] == "C" and tok not in COLOURSPACES:
+            raise InputError(f"y4m colourspace {tok[1:]} is not 8- or 10-bit 4:2:0")
     if width <= 0 or height <= 0 or width % 2 or height % 2:
         raise InputError(f"y4m size {width}x{height} is not positive and even")
     return Y4MHeader(width, height, num, den, tuple(tokens[1:]))
 
 
 def read_y4m(path: Union[str, Path]) -> Tuple[Y4MHeader, List[Planes]]:
-    """Read every frame of an 8-bit 4:2:0 y4m file into `(y, u, v)` uint8 planes."""
+    """Read every frame of a 4:2:0 y4m file into `(y, u, v)` planes (uint8, or uint16 at 10 bits)."""
     data = Path(path).read_bytes()
     nl = data.find(b"\n")
     if nl < 0:
@@ -85,7 +98,7 @@ def read_y4m(path: Union[str, Path]) -> Tuple[Y4MHeader, List[Planes]]:
         start = end + 1
         if start + size > len(data):
             raise InputError(f"{path}: truncated frame {len(frames)}")
-        buf = np.frombuffer(data, dtype=np.uint8, count=size, offset=start)
+        buf = np.frombuffer(data, dtype=header.dtype, count=size // header.dtype.itemsize, offset=start)
         y = buf[: w * h].reshape(h, w)
         u = buf[w * h : w * h + w * h // 4].reshape(h // 2, w // 2)
         v = buf[w * h + w * h // 4 :].reshape(h // 2, w // 2)
@@ -95,7 +108,7 @@ def read_y4m(path: Union[str, Path]) -> Tuple[Y4MHeader, List[Planes]]:
 
 
 def write_y4m(path: Union[str, Path], header: Y4MHeader, frames: Sequence[Planes]) -> Path:
-    """Write `(y, u, v)` uint8 planes as a y4m file with `header`'s parameters."""
+    """Write `(y, u, v)` planes as a y4m file with `header`'s parameters (uint16 samples at 10 bits)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".part")
     with open(tmp, "wb") as fh:
@@ -105,7 +118,7 @@ def write_y4m(path: Union[str, Path], header: Y4MHeader, frames: Sequence[Planes
                 raise InputError(f"frame size {y.shape} differs from header {header.height}x{header.width}")
             fh.write(b"FRAME\n")
             for plane in (y, u, v):
-                fh.write(np.ascontiguousarray(plane, dtype=np.uint8).tobytes())
+                fh.write(np.ascontiguousarray(plane, dtype=header.dtype).tobytes())
     tmp.replace(path)
     return path
 
