@@ -234,3 +234,24 @@ def test_run_on_nvdec_ends_cleanly_when_live_udp_source_goes_silent(media, monke
     assert all(head.startswith(START_CODES) for head in soft.heads)
     with av.open(str(tmp_path / "live.ts")) as c:
         assert sum(1 for _ in c.decode(video=0)) >= 20
+
+
+def test_gpu_check_url_step_passes_with_fake_nvdec_on_mkv_and_ts(clips, tmp_path, monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("gpu_check_url_nvdec",
+                                                  Path(__file__).resolve().parents[1] / "deploy/gpu_check_url_nvdec.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _fake_gpu(monkeypatch)
+    mkv = tmp_path / "bf.mkv"
+    with av.open(str(clips["mp4"])) as a, av.open(str(mkv), "w") as b:  # Matroska: AVCC, the filter path
+        out = b.add_stream_from_template(a.streams.video[0])
+        for packet in a.demux(a.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = out
+                b.mux(packet)
+    assert script.main([str(mkv), "--frames", "30"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 2 and all(r["ok"] and r["frames_nvdec"] == FRAMES == r["bit_exact_frames"] for r in rows)

@@ -114,3 +114,18 @@ def test_eval_cli_auto_says_it_scored_on_cpu_and_records_it(tmp_path, caplog, ca
     notes = [w for w in data["warnings"] if "libvmaf_cuda" in w]
     assert len(notes) == 1 and notes[0] in caplog.text and "vmaf_device" not in data["tool_versions"]
     assert all(math.isfinite(p["vmaf_neg"]) for p in data["points"])
+
+
+def test_gpu_check_vmaf_step_reports_why_it_cannot_compare_here(monkeypatch, capsys):
+    import importlib.util
+
+    monkeypatch.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
+    if ffmpeg_has_filter("libvmaf_cuda"):
+        pytest.skip("this FFmpeg has libvmaf_cuda")
+    spec = importlib.util.spec_from_file_location("gpu_check_vmaf_cuda",
+                                                  Path(__file__).resolve().parents[1] / "deploy/gpu_check_vmaf_cuda.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([]) == 1
+    row = json.loads(capsys.readouterr().out)
+    assert row["vmaf_device"] == "cpu" and "no libvmaf_cuda" in row["note"]
