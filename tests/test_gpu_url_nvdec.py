@@ -26,21 +26,11 @@ from preedit.client.decode import ClientNvdecDecoder, PyAvDecoder, make_nvdec_de
 from preedit.client.decode._pyav import yuv420p_to_nv12
 from preedit.errors import InputError
 from preedit.serve import free_port
-from synthetic import _picture, media  # noqa: F401 - fixture
+from synthetic import make_clip, media  # noqa: F401 - fixture
+from test_gpu_decoder import _Decoded  # DLPack-carrying stand-in for PyNvVideoCodec's DecodedFrame
 
 FRAMES = 24
 START_CODES = (b"\0\0\0\1", b"\0\0\1")
-
-
-class _Decoded:
-    def __init__(self, buf, ts):
-        self.buf, self.timestamp = buf, ts
-
-    def __dlpack__(self, stream=None):
-        return self.buf.__dlpack__()
-
-    def __dlpack_device__(self):
-        return self.buf.__dlpack_device__()
 
 
 class FakePacketData:
@@ -89,18 +79,7 @@ class FakeNvc:
 
 def bframe_clip(path, frames=FRAMES):
     """H.264 with B-frames (decode order != presentation order), 64x48, 25 fps."""
-    rng = np.random.default_rng(1)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "x264-params": "bframes=2:keyint=12"})
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(_picture(i, 64, 48, rng), format="rgb24").reformat(format="yuv420p")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    return make_clip(path, width=64, height=48, frames=frames, fps=25, x264_params="bframes=2:keyint=12")
 
 
 def cpu_reference(path):

@@ -26,6 +26,7 @@ it has not run on NVDEC hardware.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from fractions import Fraction
@@ -424,14 +425,12 @@ class PyAvPacketDemuxer:
             raise StreamError(f"input stream broke after {sent} video packets: {exc}") from None
 
     def take_pending_audio(self) -> List:
-        packets, self.pending_audio = self.pending_audio, []
-        return packets
+        taken, self.pending_audio = self.pending_audio, []
+        return taken
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.container.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _nvc_codec_member(nvc, name: str):
