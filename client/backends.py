@@ -3,7 +3,7 @@
 ```
  device + capabilities() + output codec ──plan_backends() (pure)──> BackendPlan(decode, preedit, encode, reasons)
  select_backends() ──> Backends: make_decoder / make_transport / make_encoder
-   stage planned on cuda:  GPU implementation; if it refuses (URL input, codec without NVDEC,
+   stage planned on cuda:  GPU implementation; if it refuses (real-time pacing, codec without NVDEC,
                            server without CUDA shm, ...) the CPU one, logged (runtime fallback)
    stage planned on cpu:   CPU implementation
       decode   PyAvDecoder        | make_nvdec_decoder (ClientNvdecDecoder)
@@ -142,8 +142,9 @@ def _cpu_decoder(source: str, *, realtime: bool = False, max_frames: Optional[in
 
 
 def _cuda_decoder(source: str, *, realtime: bool = False, max_frames: Optional[int] = None,
-                  device_id: int = 0, **_cpu_only: Any) -> Decoder:
-    return make_nvdec_decoder(source, realtime=realtime, max_frames=max_frames, device_id=device_id)
+                  open_timeout_s: float = 10.0, device_id: int = 0, **_cpu_only: Any) -> Decoder:
+    return make_nvdec_decoder(source, realtime=realtime, max_frames=max_frames, device_id=device_id,
+                              open_timeout_s=open_timeout_s)
 
 
 def _cpu_transport(url: str, model: str, frame_shape: Tuple[int, int], *, n_slots: int = 4,
@@ -216,7 +217,7 @@ class Backends:
         return cpu(*args, **kw)
 
     def make_decoder(self, source: str, **kw: Any) -> Decoder:
-        """`realtime=`, `max_frames=`, `open_timeout_s=` (CPU), `device_id=` (GPU)."""
+        """`realtime=`, `max_frames=`, `open_timeout_s=` (URL open/read timeout), `device_id=` (GPU)."""
         return self._make("decode", source, **kw)
 
     def make_transport(self, url: str, model: str, frame_shape: Tuple[int, int], **kw: Any) -> PreEditor:

@@ -21,6 +21,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import warnings
 from typing import Callable, Dict, List, Optional
 
 from preedit.codecs import CODECS, NVENC_ENCODERS
@@ -96,7 +97,9 @@ def onnxruntime_providers() -> Optional[List[str]]:
 def cuda_shm_client() -> dict:
     """Whether tritonclient's CUDA shared-memory helpers import (they need cuda-python's bindings)."""
     try:
-        import tritonclient.utils.cuda_shared_memory  # noqa: F401
+        with warnings.catch_warnings():  # 2.51's module warns on import (cuda.cudart, pkg_resources): known, pinned
+            warnings.simplefilter("ignore")
+            import tritonclient.utils.cuda_shared_memory  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - ImportError, or pkg_resources missing in old releases
         return {"usable": False, "error": " ".join(str(exc).split())[:200]}
     return {"usable": True}

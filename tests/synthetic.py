@@ -38,14 +38,19 @@ def _picture(i: int, width: int, height: int, rng: np.random.Generator) -> np.nd
 def make_clip(path: Path, *, width: int = 320, height: int = 240, frames: int = 150, fps: int = 25,
               pix_fmt: str = "yuv420p", full_range: bool = False, audio: bool = False,
               sar: Optional[Fraction] = None, pts_ms: Optional[Sequence[int]] = None,
-              codec: str = "libx264", gop: Optional[int] = None) -> Path:
+              codec: str = "libx264", gop: Optional[int] = None, x264_params: Optional[str] = None) -> Path:
     """Write a small clip; `pts_ms` gives irregular timestamps (VFR) in a 1/1000 time base; `gop`: a
-    key frame every `gop` frames (libx264; default: the encoder's)."""
+    key frame every `gop` frames (libx264; default: the encoder's); `x264_params` (e.g. `bframes=2`)
+    is passed to libx264 after its ultrafast preset."""
     rng = np.random.default_rng(0)
     options = {"movflags": "faststart"} if path.suffix == ".mp4" else {}  # truncated copies still open
+    enc_opts = {"preset": "ultrafast"} if codec == "libx264" else {}
+    if x264_params:
+        enc_opts["x264-params"] = x264_params
     with av.open(str(path), "w", options=options) as out:
-        opts = {"preset": "ultrafast", **({"g": str(gop), "keyint_min": str(gop)} if gop else {})}
-        stream = out.add_stream(codec, rate=fps, options=opts if codec == "libx264" else {})
+        if gop and codec == "libx264":
+            enc_opts.update({"g": str(gop), "keyint_min": str(gop)})
+        stream = out.add_stream(codec, rate=fps, options=enc_opts)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if pts_ms is not None:
             stream.codec_context.time_base = Fraction(1, 1000)

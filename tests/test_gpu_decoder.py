@@ -145,12 +145,11 @@ def test_decoder_allocates_fresh_frames_when_ring_size_is_zero(dummy_file):
     assert [int(f.nv12[0, 0]) for f in frames] == [i + 1 for i in range(FakeNvc.N)]
 
 
-def test_client_decoder_refuses_urls_and_realtime_so_the_cpu_decoder_takes_them():
+def test_client_decoder_refuses_realtime_so_the_cpu_decoder_takes_it():
     from preedit.client.decode import make_nvdec_decoder
     from preedit.errors import InputError
 
-    with pytest.raises(InputError, match="URL"):
-        make_nvdec_decoder("rtmp://example/live")
+    # URLs are NVDEC input now (PyAV demuxes them: tests/test_gpu_url_nvdec.py)
     with pytest.raises(InputError, match="real-time"):
         make_nvdec_decoder("in.mp4", realtime=True)
 

@@ -25,7 +25,8 @@ def test_gpu_check_script_parses_and_fits_eight_minutes():
     subprocess.run(["bash", "-n", str(ROOT / "deploy/gpu_check.sh")], check=True)
     steps = _steps()
     names = {s[0] for s in steps}
-    assert {"needs_cuda_tests", "nvdec_nvenc_probe_and_cuda_bench", "cuda_shm_round_trip", "served_pipeline_cuda"} <= names
+    assert {"needs_cuda_tests", "nvdec_nvenc_probe_and_cuda_bench", "cuda_shm_round_trip", "served_pipeline_cuda",
+            "url_input_nvdec", "vmaf_cuda_vs_cpu"} <= names
     assert sum(int(s[1]) for s in steps) <= 480
 
 

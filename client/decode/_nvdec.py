@@ -10,11 +10,23 @@ lands in a ring of `ring_size` pre-allocated tensors (a consumer may hold at mos
 frames), or with `ring_size=0` in a fresh tensor per frame (what the client pipeline uses: a
 bypassed frame can wait in three queues). Full-range input (yuvj420p) is converted to limited range on the GPU, as the CPU decoder does.
 `ClientNvdecDecoder` adds what the pipeline needs (audio demuxed by PyAV, `max_frames`,
-`decode_ns`); `make_nvdec_decoder` refuses what NVDEC cannot do (URLs, real-time pacing).
+`decode_ns`); `make_nvdec_decoder` refuses what NVDEC cannot do (real-time pacing).
+
+URL input (udp://, http(s)://, rtmp://, file://, ...: whatever PyAV's FFmpeg opens) is demuxed on
+the CPU by `PyAvPacketDemuxer`, which hands NVDEC the compressed video packets:
+```
+ URL ──PyAV demux──> video packets ──h264/hevc_mp4toannexb (only for AVCC/HVCC: MP4, FLV/RTMP, MKV)──>
+     nvc.PacketData(bsl_data, bsl, pts, dts, key) ──Decode()──> frames (pts = the packet pts)
+   └── audio packets ──> frame.meta["audio"] (like the CPU decoder)
+ end of input, or a live source silent for open_timeout_s ──> empty PacketData: NVDEC flushes
+```
+This path is tested with a fake NVDEC backed by FFmpeg's software decoder (tests/test_gpu_url_nvdec.py);
+it has not run on NVDEC hardware.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from fractions import Fraction
@@ -24,9 +36,10 @@ from typing import Any, Iterator, List, Optional, Sequence
 import av
 
 from preedit.client import hardware
+from preedit.client.decode._pyav import is_url, open_input
 from preedit.client.interfaces import Frame, StreamInfo
 from preedit.color import full_to_limited_chroma, full_to_limited_luma
-from preedit.errors import InputError
+from preedit.errors import InputError, StreamError
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +85,18 @@ class NvdecDecoder:
         cuda_stream: `torch.cuda.Stream` for the decoder and the copies (a dedicated one by default).
         nvc: PyNvVideoCodec module (injected by tests).
         color_range: `limited` or `full` (full is converted to limited on the GPU); None → ask the demuxer.
+        demuxer: packet source with PyNvVideoCodec's demuxer interface (`PyAvPacketDemuxer` for
+            URLs); None → `nvc.CreateDemuxer(path)` (local files).
     """
 
-    def __init__(self, path: Path, *, device_id: int = 0, ring_size: int = 8, cuda_stream=None,
-                 nvc: Any = None, color_range: Optional[str] = None, time_base: Optional[Fraction] = None) -> None:
+    def __init__(self, path, *, device_id: int = 0, ring_size: int = 8, cuda_stream=None,
+                 nvc: Any = None, color_range: Optional[str] = None, time_base: Optional[Fraction] = None,
+                 demuxer: Any = None) -> None:
         import torch
 
-        self.path = Path(path)
-        if not self.path.is_file():
+        self.path = Path(path) if demuxer is None else None
+        self.name = str(path) if demuxer is not None else Path(path).name
+        if demuxer is None and not self.path.is_file():
             raise InputError(f"input not found: {self.path}")
         if nvc is None:
             nvc = hardware.import_nvc()
@@ -96,11 +113,11 @@ class NvdecDecoder:
         else:
             self.stream, stream_handle = None, 0
         try:
-            self._demux = nvc.CreateDemuxer(filename=str(self.path))
+            self._demux = demuxer if demuxer is not None else nvc.CreateDemuxer(filename=str(self.path))
             self._dec = nvc.CreateDecoder(gpuid=device_id, codec=self._demux.GetNvCodecId(), cudacontext=0,
                                           cudastream=stream_handle, usedevicememory=True)
         except Exception as exc:  # noqa: BLE001 - PyNvVCException / unsupported codec
-            raise InputError(f"NVDEC cannot open {self.path.name}: {exc}") from None
+            raise InputError(f"NVDEC cannot open {self.name}: {exc}") from None
         self.width = _first_int(self._demux, ("Width", "GetWidth"))
         self.height = _first_int(self._demux, ("Height", "GetHeight"))
         rate_num = _first_int(self._demux, ("AvgFrameRateNum",))
@@ -182,9 +199,12 @@ class NvdecDecoder:
                 self.frames += 1
 
     def close(self) -> None:
+        closer = getattr(self._demux, "close", None)  # PyAvPacketDemuxer holds a container
         self._dec = None
         self._demux = None
         self._ring = None
+        if closer is not None:
+            closer()
 
 
 class _nullcontext:
@@ -253,18 +273,205 @@ def _guess_time_base(demux, path: Optional[Path] = None) -> Fraction:
     return Fraction(1, 90000)
 
 
+# Codecs NVDEC takes from PyAV packets (FFmpeg codec name → PyNvVideoCodec cudaVideoCodec member).
+NVDEC_CODEC_OF = {"h264": "H264", "hevc": "HEVC", "av1": "AV1"}
+_ANNEXB_FILTER = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
+
+
+def needs_annexb_filter(codec: str, extradata: Optional[bytes]) -> bool:
+    """True when H.264/HEVC packets are length-prefixed (AVCC/HVCC: MP4, MOV, FLV/RTMP, MKV) and must
+    be converted to Annex-B start codes for NVDEC. MPEG-TS (udp://, HLS) already carries Annex-B,
+    with no or Annex-B extradata; AV1 is passed as it is (OBUs, as PyNvVideoCodec's own demuxer does)."""
+    if codec not in _ANNEXB_FILTER or not extradata:
+        return False
+    return not (extradata[:3] == b"\0\0\1" or extradata[:4] == b"\0\0\0\1")
+
+
+class PyAvPacketDemuxer:
+    """PyNvVideoCodec's demuxer interface over PyAV, for inputs NVDEC's own demuxer does not open (URLs).
+
+    Iterating yields `nvc.PacketData` for each video packet (pointing into the PyAV packet, which
+    stays alive until the next packet is asked for: `Decode()` parses it synchronously) and ends
+    with an empty one, which makes NVDEC flush its reorder buffer. Packets before the first key
+    frame are dropped (joining a live stream mid-GOP). Audio packets collect in `pending_audio`.
+
+    Args:
+        source: FFmpeg URL (or any path PyAV opens).
+        nvc: PyNvVideoCodec module (for `PacketData` and the codec enum).
+        open_timeout_s: open/read timeout; a live source silent this long after its first frame has ended.
+    """
+
+    def __init__(self, source: str, nvc: Any, *, open_timeout_s: float = 10.0) -> None:
+        self.source = str(source)
+        self._nvc = nvc
+        self.read_timeout_s = open_timeout_s
+        self.container, _ = open_input(self.source, open_timeout_s)
+        try:
+            self._setup()
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _setup(self) -> None:
+        streams = self.container.streams
+        if not streams.video:
+            raise InputError(f"{self.source} has no video stream")
+        self.stream = video = streams.video[0]
+        cc = video.codec_context
+        self.codec = cc.codec.canonical_name if cc.codec is not None else (cc.name or "")
+        if self.codec not in NVDEC_CODEC_OF:
+            raise InputError(f"NVDEC path takes {', '.join(NVDEC_CODEC_OF)} streams, {self.source} is {self.codec}")
+        self._codec_id = _nvc_codec_member(self._nvc, NVDEC_CODEC_OF[self.codec])
+        self.audio_streams = list(streams.audio)
+        self.pending_audio: List = []
+        self._bsf = None
+        if needs_annexb_filter(self.codec, cc.extradata):
+            from av.bitstream import BitStreamFilterContext
+
+            self._bsf = BitStreamFilterContext(_ANNEXB_FILTER[self.codec], in_stream=video)
+        rate = video.average_rate or video.guessed_rate
+        self.frame_rate = Fraction(rate) if rate else None
+        self.time_base = Fraction(video.time_base) if video.time_base else Fraction(1, 90000)
+        self.full_range = cc.color_range == 2 or (cc.format is not None and cc.format.name.startswith("yuvj"))
+        self.color_matrix = {5: "bt601", 6: "bt601"}.get(int(cc.colorspace or 0), "bt709")
+        self.sample_aspect_ratio = video.sample_aspect_ratio or cc.sample_aspect_ratio
+        self.bit_depth = _format_depth(cc.format)
+        self.packets_sent = 0
+        self._step = int(round(1 / (self.frame_rate * self.time_base))) if self.frame_rate else 1
+
+    # -- PyNvVideoCodec demuxer interface -------------------------------------------------------
+    def GetNvCodecId(self):  # noqa: N802 - PyNvVideoCodec's name
+        return self._codec_id
+
+    def Width(self) -> int:  # noqa: N802
+        return int(self.stream.codec_context.width or 0)
+
+    def Height(self) -> int:  # noqa: N802
+        return int(self.stream.codec_context.height or 0)
+
+    def BitDepth(self) -> Optional[int]:  # noqa: N802
+        return self.bit_depth
+
+    def AvgFrameRateNum(self) -> int:  # noqa: N802
+        return self.frame_rate.numerator if self.frame_rate else 0
+
+    def AvgFrameRateDen(self) -> int:  # noqa: N802
+        return self.frame_rate.denominator if self.frame_rate else 0
+
+    def GetTimebaseNum(self) -> int:  # noqa: N802
+        return self.time_base.numerator
+
+    def GetTimebaseDen(self) -> int:  # noqa: N802
+        return self.time_base.denominator
+
+    def ColorRange(self) -> str:  # noqa: N802
+        return "JPEG" if self.full_range else "MPEG"
+
+    def __iter__(self) -> Iterator:
+        keep = None  # the PyAV packet the last PacketData points into
+        for packet in self._video_packets():
+            keep = packet
+            yield self._packet_data(packet)
+        del keep
+        yield self._nvc.PacketData()  # bsl = 0: end of stream, NVDEC flushes
+
+    def _packet_data(self, packet):
+        pd = self._nvc.PacketData()
+        pd.bsl_data = int(packet.buffer_ptr)
+        pd.bsl = int(packet.size)
+        pts = packet.pts if packet.pts is not None else packet.dts
+        if pts is None:  # raw elementary stream: decode-order times (right for streams without B-frames)
+            pts = self.packets_sent * self._step
+        pd.pts = int(pts)
+        pd.dts = int(packet.dts if packet.dts is not None else pts)
+        pd.key = int(bool(packet.is_keyframe))
+        self.packets_sent += 1
+        return pd
+
+    def _video_packets(self) -> Iterator:
+        started = False
+        for packet in self._demux():
+            if packet.stream.type == "audio":
+                if packet.size:
+                    self.pending_audio.append(packet)
+                continue
+            if not packet.size:  # PyAV's end-of-stream packet
+                continue
+            if not started and not packet.is_keyframe:
+                continue
+            started = True
+            yield from (self._bsf.filter(packet) if self._bsf is not None else (packet,))
+        if self._bsf is not None:
+            yield from self._bsf.filter(None)
+
+    def _demux(self) -> Iterator:
+        sent = 0
+        try:
+            for packet in self.container.demux(self.stream, *self.audio_streams):
+                if packet.stream.type == "video" and packet.size:
+                    sent += 1
+                yield packet
+        except av.error.EOFError:
+            return
+        except av.error.ExitError:  # PyAV's read timeout interrupted a network read
+            if sent:
+                log.warning("%s: no data for %.0f s after %d video packets; treating the silence as end of stream",
+                            self.source, self.read_timeout_s, sent)
+                return
+            raise InputError(f"no data from {self.source} within {self.read_timeout_s:.0f} s") from None
+        except av.error.FFmpegError as exc:
+            if not sent:
+                raise InputError(f"cannot read {self.source}: {exc}") from None
+            raise StreamError(f"input stream broke after {sent} video packets: {exc}") from None
+
+    def take_pending_audio(self) -> List:
+        taken, self.pending_audio = self.pending_audio, []
+        return taken
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.close()
+
+
+def _nvc_codec_member(nvc, name: str):
+    return hardware._nvc_codec(nvc, name)  # release-tolerant enum lookup
+
+
+def _format_depth(fmt) -> Optional[int]:
+    if fmt is None:
+        return None
+    try:
+        return max(int(c.bits) for c in fmt.components)
+    except Exception:  # noqa: BLE001
+        return 10 if "10" in fmt.name else 8
+
+
 class ClientNvdecDecoder(NvdecDecoder):
     """`NvdecDecoder` with what the client pipeline also needs: audio, max_frames, decode_ns.
 
-    Audio is demuxed with PyAV from the same file (NVDEC has no audio) and handed over at the
-    end via `take_audio()`; stream indices are the source file's, so the CPU encoder's audio
-    mapping applies unchanged.
+    Local files: NVDEC's demuxer reads the video; audio is demuxed with PyAV from the same file
+    and handed over at the end via `take_audio()`. URLs: PyAV demuxes once (`PyAvPacketDemuxer`);
+    audio packets ride in `frame.meta["audio"]` as they arrive, as with the CPU decoder. Stream
+    indices are the source's, so the CPU encoder's audio mapping applies unchanged.
     """
 
     def __init__(self, source, *, max_frames: Optional[int] = None, nvdec_codecs: Optional[Sequence[str]] = None,
-                 **kwargs: Any) -> None:
+                 open_timeout_s: float = 10.0, **kwargs: Any) -> None:
         self._audio_container = None
-        super().__init__(Path(source), **kwargs)
+        self._live: Optional[PyAvPacketDemuxer] = None
+        if is_url(str(source)):
+            nvc = kwargs.get("nvc") or hardware.import_nvc()
+            if nvc is None:
+                raise InputError("PyNvVideoCodec is not importable on this host: NVDEC unavailable")
+            kwargs["nvc"] = nvc
+            self._live = PyAvPacketDemuxer(str(source), nvc, open_timeout_s=open_timeout_s)
+            try:
+                super().__init__(str(source), demuxer=self._live, **kwargs)
+            except BaseException:
+                self._live.close()
+                raise
+        else:
+            super().__init__(Path(source), **kwargs)
         depth = self.bit_depth
         if depth not in (None, 8):
             self.close()
@@ -276,6 +483,11 @@ class ClientNvdecDecoder(NvdecDecoder):
         self.max_frames = max_frames
         self.audio_streams: List = []
         self.sample_aspect_ratio = None
+        if self._live is not None:
+            self.audio_streams = self._live.audio_streams
+            self.sample_aspect_ratio = self._live.sample_aspect_ratio
+            self.color_matrix = self._live.color_matrix
+            return
         try:
             self._audio_container = av.open(str(source))
             self.audio_streams = list(self._audio_container.streams.audio)
@@ -295,10 +507,14 @@ class ClientNvdecDecoder(NvdecDecoder):
                 break
             now = time.perf_counter_ns()
             frame.meta["decode_ns"] = now - t_prev
+            if self._live is not None and self._live.pending_audio:
+                frame.meta["audio"] = self._live.take_pending_audio()
             yield frame
             t_prev = time.perf_counter_ns()
 
     def take_audio(self) -> List:
+        if self._live is not None:
+            return self._live.take_pending_audio()
         if self._audio_container is None or not self.audio_streams:
             return []
         return [p for p in self._audio_container.demux(*self.audio_streams) if p.dts is not None]
@@ -311,13 +527,11 @@ class ClientNvdecDecoder(NvdecDecoder):
 
 
 def make_nvdec_decoder(source, *, realtime: bool = False, max_frames: Optional[int] = None,
-                       device_id: int = 0, **_ignored: Any) -> "ClientNvdecDecoder":
-    """NVDEC decoder for a local file; raises for URLs and real-time pacing (CPU decoder does those)."""
-    text = str(source)
-    if "://" in text:
-        raise InputError("the NVDEC decoder reads local files; live URLs use the CPU decoder")
+                       device_id: int = 0, open_timeout_s: float = 10.0, **_ignored: Any) -> "ClientNvdecDecoder":
+    """NVDEC decoder for a local file or a URL (PyAV demuxes URLs); raises for real-time pacing (the CPU decoder paces)."""
     if realtime:
         raise InputError("real-time pacing is implemented by the CPU decoder")
     caps = hardware.capabilities(device_id)
     codecs = caps["nvdec"] if caps.get("cuda") else None
-    return ClientNvdecDecoder(source, max_frames=max_frames, device_id=device_id, ring_size=0, nvdec_codecs=codecs)
+    return ClientNvdecDecoder(source, max_frames=max_frames, device_id=device_id, ring_size=0, nvdec_codecs=codecs,
+                              open_timeout_s=open_timeout_s)

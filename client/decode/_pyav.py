@@ -108,6 +108,40 @@ def is_full_range(frame) -> bool:
     return frame.format.name.startswith("yuvj") or int(frame.color_range or 0) == 2
 
 
+def open_input(source: str, open_timeout_s: float = 10.0) -> Tuple["av.container.InputContainer", Optional[RawGeometry]]:
+    """Open a file, raw `.yuv` (geometry from its name) or FFmpeg URL with PyAV: (container, raw geometry or None).
+
+    URLs get `open_timeout_s` as their open and read timeout. Every failure is one `InputError` line.
+    """
+    source = str(source)
+    kwargs: dict = {}
+    raw = None
+    if not is_url(source):
+        if not os.path.exists(source):
+            raise InputError(f"input not found: {source}")
+        if os.path.isdir(source):
+            raise InputError(f"input is a directory, not a video: {source}")
+        if source.lower().endswith(".yuv"):
+            raw = parse_raw_name(source)
+            if raw is None:
+                raise InputError(f"raw .yuv input needs its geometry in the file name, e.g. "
+                                 f"clip_640x360_30fps.yuv or clip_640x360_yuv420p10le.yuv: {source}")
+            kwargs = dict(format="rawvideo", options={"video_size": f"{raw.width}x{raw.height}",
+                                                      "pixel_format": raw.pix_fmt,
+                                                      "framerate": str(raw.fps)})
+    else:
+        kwargs = dict(timeout=(open_timeout_s, open_timeout_s))
+    try:
+        return av.open(source, **kwargs), raw
+    except av.error.FileNotFoundError:
+        raise InputError(f"input not found: {source}") from None
+    except av.error.ExitError:  # the open/read timeout fired: a live source that never sent
+        raise InputError(f"no data from {source} within {open_timeout_s:g} s "
+                         f"(--read-timeout-s {open_timeout_s:g})") from None
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"cannot open {source} as video: {_av_message(exc)}") from None
+
+
 class PyAvDecoder:
     """Decode one input with PyAV into limited-range NV12 `Frame`s (see module docstring).
 
@@ -128,33 +162,8 @@ class PyAvDecoder:
         self.decode_errors = 0
         self.pending_audio: List = []
         self._warned: set = set()
-        kwargs: dict = {}
-        raw = None
-        if not is_url(self.source):
-            if not os.path.exists(self.source):
-                raise InputError(f"input not found: {self.source}")
-            if os.path.isdir(self.source):
-                raise InputError(f"input is a directory, not a video: {self.source}")
-            if self.source.lower().endswith(".yuv"):
-                raw = parse_raw_name(self.source)
-                if raw is None:
-                    raise InputError(f"raw .yuv input needs its geometry in the file name, e.g. "
-                                     f"clip_640x360_30fps.yuv or clip_640x360_yuv420p10le.yuv: {self.source}")
-                kwargs = dict(format="rawvideo", options={"video_size": f"{raw.width}x{raw.height}",
-                                                          "pixel_format": raw.pix_fmt,
-                                                          "framerate": str(raw.fps)})
-        else:
-            kwargs = dict(timeout=(open_timeout_s, open_timeout_s))
         self.read_timeout_s = open_timeout_s
-        try:
-            self.container = av.open(self.source, **kwargs)
-        except av.error.FileNotFoundError:
-            raise InputError(f"input not found: {self.source}") from None
-        except av.error.ExitError:  # the open/read timeout fired: a live source that never sent
-            raise InputError(f"no data from {self.source} within {open_timeout_s:g} s "
-                             f"(--read-timeout-s {open_timeout_s:g})") from None
-        except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise InputError(f"cannot open {self.source} as video: {_av_message(exc)}") from None
+        self.container, raw = open_input(self.source, open_timeout_s)
         try:
             self._setup(raw)
         except BaseException:

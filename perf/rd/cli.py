@@ -27,7 +27,8 @@ from preedit.paths import model_repository
 log = logging.getLogger(__name__)
 
 _YAML_KEYS = {"clips", "codecs", "variants", "ladders", "presets", "frames", "max_height", "jobs",
-              "min_overlap", "out", "cache", "checkpoint", "url", "model_repository", "model_name", "bit_depth"}  # fmt: skip
+              "min_overlap", "out", "cache", "checkpoint", "url", "model_repository", "model_name", "bit_depth",
+              "vmaf_device"}  # fmt: skip
 
 
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -61,6 +62,10 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-plots", action="store_true", help="skip RD plots")
     parser.add_argument("--no-crops", action="store_true", help="skip matched-bitrate crops")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--vmaf-device", choices=["cpu", "cuda", "auto"], default=None,
+                        help="where VMAF/VMAF-NEG run: cpu (default), cuda or auto = libvmaf_cuda when this "
+                             "FFmpeg has it and a CUDA device opens, else CPU libvmaf (says so); "
+                             "VMAF v1, PSNR, MS-SSIM and XPSNR always run on CPU")
     parser.add_argument("--config", type=Path, default=None, help="YAML file with any of: " + ", ".join(sorted(_YAML_KEYS)))
     return parser
 
@@ -166,6 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         min_overlap=float(pick(args.min_overlap, "min_overlap", 0.5)),
         plots=not args.no_plots, crops=not args.no_crops,
         bit_depth=pick(args.bit_depth, "bit_depth", None),
+        vmaf_device=str(pick(args.vmaf_device, "vmaf_device", "cpu")),
         command="preedit eval " + " ".join(shlex.quote(a) for a in argv),
     )  # fmt: skip
     editor = None

@@ -46,7 +46,7 @@ from preedit.color import i420_to_nv12, nv12_to_i420
 from preedit.engines import Engine
 from preedit.errors import ModelError, UsageError
 from preedit.perf.rd import variants as _codecs
-from preedit.quality.metrics import METRICS
+from preedit.quality.metrics import METRICS, VMAF_DEVICES
 from preedit.quality.y4m import iter_batches, read_y4m, write_y4m
 from preedit.spec import QP_RANGE
 from preedit.perf.rd.summary import ANCHOR, compute_bd, summarize  # noqa: F401  (re-exported)
@@ -80,6 +80,9 @@ class EvalConfig:
         command: the command line, recorded in reports.
         bit_depth: None keeps each clip's bit depth (10-bit clips are evaluated at 10 bits); 8
             reads every clip at 8 bits.
+        vmaf_device: `cpu` (default), `cuda` or `auto`: VMAF and VMAF-NEG on libvmaf_cuda where
+            FFmpeg has it and a CUDA device opens, else CPU libvmaf (one warning line says so);
+            `run_eval` replaces it with the device used.
     """
 
     clips: Sequence[Path]
@@ -97,6 +100,7 @@ class EvalConfig:
     crops: bool = True
     command: str = ""
     bit_depth: Optional[int] = None
+    vmaf_device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.clips = [Path(c) for c in self.clips]
@@ -125,6 +129,8 @@ class EvalConfig:
             raise UsageError(f"bit-depth must be 8 or 10, got {self.bit_depth}")
         if not 0.0 <= self.min_overlap <= 1.0:
             raise UsageError(f"min-overlap must be in [0, 1], got {self.min_overlap}")
+        if self.vmaf_device not in VMAF_DEVICES:
+            raise UsageError(f"vmaf-device must be one of {', '.join(VMAF_DEVICES)}, got {self.vmaf_device!r}")
 
     def ladder(self, codec: str) -> Tuple[float, ...]:
         """Rate values for `codec` (override or default)."""
@@ -259,8 +265,8 @@ class PointJob:
 
 
 def _point_tools(tools: Dict[str, str], codec: str) -> Dict[str, str]:
-    """Tool versions that can change one point: FFmpeg, libvmaf and that point's encoder only."""
-    return {k: v for k, v in tools.items() if k in ("ffmpeg", "libvmaf", "vmaf_models", codec)}
+    """Tool versions that can change one point: FFmpeg, libvmaf (and libvmaf_cuda when used) and that point's encoder only."""
+    return {k: v for k, v in tools.items() if k in ("ffmpeg", "libvmaf", "vmaf_models", "vmaf_device", codec)}
 
 
 def plan_jobs(clips: Sequence[ClipInfo], cfg: EvalConfig, preedited: Dict[Tuple[str, float], str],
@@ -313,7 +319,7 @@ def run_point(job: PointJob, cfg: EvalConfig, work: Path) -> Dict:
     nbytes = _codecs.video_bytes(data, codec.family)
     t1 = time.perf_counter()
     scores = score(bitstream, Path(job.reference), expect_frames=job.frames, size=(job.width, job.height),
-                   bit_depth=job.score_bits)
+                   bit_depth=job.score_bits, vmaf_device=cfg.vmaf_device)
     rec = {
         "clip": job.clip, "codec": job.codec, "variant": job.variant, "value": job.value,
         "model_qp": job.model_qp, "frames": scores.frames, "fps": job.fps,
@@ -371,7 +377,7 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
         editor: a `preedit.engines.Engine` (with `model_hash`); required when `preedit` is a variant.
         progress: show a tqdm progress bar on stderr.
     """
-    from preedit.quality.metrics import tool_versions
+    from preedit.quality.metrics import resolve_vmaf_device, tool_versions
 
     t_start = time.perf_counter()
     if "preedit" in cfg.variants and editor is None:
@@ -380,7 +386,14 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
     cfg.codecs = _available_codecs(cfg, notes)
     if not cfg.codecs:
         raise UsageError("no usable codec left; choose from " + ", ".join(CODECS))
+    requested_vmaf = cfg.vmaf_device
+    cfg.vmaf_device, vmaf_note = resolve_vmaf_device(requested_vmaf)
+    if vmaf_note:
+        log.warning("%s", vmaf_note)
+        notes.append(vmaf_note)
     tools = dict(tool_versions())
+    if cfg.vmaf_device == "cuda":  # only then: CPU-scored points keep their cache keys
+        tools["vmaf_device"] = "libvmaf_cuda (vmaf, vmaf_neg)"
     for c in cfg.codecs:
         tools[c] = _codecs.encoder_version(c)
     model_hash = getattr(editor, "model_hash", None) if editor is not None else None
@@ -421,6 +434,7 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
             "presets": {c: cfg.preset(c) for c in cfg.codecs}, "frames": cfg.frames,
             "max_height": cfg.max_height, "jobs": cfg.jobs, "min_overlap": cfg.min_overlap,
             "command": cfg.command, "bit_depth": cfg.bit_depth,
+            "vmaf_device": cfg.vmaf_device, "vmaf_device_requested": requested_vmaf,
             "variant_descriptions": {v: _codecs.get_variant(v).description for v in cfg.variants},
             "tune_descriptions": {c: get_codec(c).tune_label for c in cfg.codecs},
         }  # fmt: skip

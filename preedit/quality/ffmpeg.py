@@ -77,3 +77,36 @@ def parse_version(pattern: str, text: str) -> Optional[str]:
     """First capture group of `pattern` in `text`, or None."""
     m = re.search(pattern, text)
     return m.group(1).strip() if m else None
+
+
+@functools.lru_cache(maxsize=None)
+def ffmpeg_filters(ffmpeg: Optional[str] = None) -> frozenset:
+    """Names of the filters the FFmpeg binary has (`ffmpeg -filters`); empty when it cannot be run."""
+    try:
+        proc = run_command([ffmpeg or ffmpeg_exe(), "-hide_banner", "-filters"], timeout_s=30, what="ffmpeg -filters")
+    except PreeditError:
+        return frozenset()
+    names = set()
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        # rows look like " T. xpsnr  VV->V  Calculate ..." (flags, name, pads, description)
+        if len(parts) >= 3 and "->" in parts[2]:
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def ffmpeg_has_filter(name: str, ffmpeg: Optional[str] = None) -> bool:
+    return name in ffmpeg_filters(ffmpeg)
+
+
+@functools.lru_cache(maxsize=None)
+def ffmpeg_cuda_error(device: int = 0, ffmpeg: Optional[str] = None) -> Optional[str]:
+    """None when FFmpeg can open CUDA device `device` (`-init_hw_device cuda`), else why not (one line)."""
+    cmd = [ffmpeg or ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+           "-init_hw_device", f"cuda=cu:{int(device)}", "-f", "lavfi", "-i", "nullsrc=s=64x64:d=0.04",
+           "-frames:v", "1", "-f", "null", "-"]  # fmt: skip
+    try:
+        run_command(cmd, timeout_s=60, what=f"FFmpeg CUDA device {device}")
+    except PreeditError as exc:
+        return str(exc)
+    return None
