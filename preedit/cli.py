@@ -29,7 +29,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "eval": ("preedit.perf.rd.cli", "rate-distortion evaluation and BD-rate report"),
     "eval-10bit": ("preedit.perf.rd.tenbit", "BD-rate of pre-edited vs plain 10-bit encodes of a 10-bit clip, scored at 10 bits"),
     "perf": ("preedit.perf.speed.cli", "perf_analyzer sweeps against the served model"),
-    "bench": ("", "benchmarks: pipeline (in-process vs Triton fps; the default) | multistream | model-analysis | scale-out"),
+    "bench": ("", "benchmarks: pipeline (in-process vs Triton fps; the default) | multistream | model-analysis | scale-out | soak"),
     "int8": ("", "deterministic int8 model: measure (backend pairs) | search (schemes) | device | quality"),
     "dashboards": ("preedit.perf.speed.dashboards", "write the Prometheus scrape config and Grafana dashboard"),
     "doctor": ("preedit.perf.speed.gpu_probe", "report what this machine has (GPU, codecs, Triton); --bench measures the GPU stages"),
@@ -39,7 +39,8 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
 # Subcommand groups: `preedit <group> <name> ...` -> module (first name is the default).
 GROUPS: Dict[str, Dict[str, str]] = {
     "bench": {"pipeline": "preedit.perf.speed.bench", "multistream": "preedit.perf.speed.multistream",
-              "model-analysis": "preedit.perf.speed.model_analysis", "scale-out": "preedit.perf.speed.scale_out"},
+              "model-analysis": "preedit.perf.speed.model_analysis", "scale-out": "preedit.perf.speed.scale_out",
+              "soak": "preedit.perf.speed.soak"},
     "int8": {"measure": "preedit.export.int8.check", "search": "preedit.export.int8.search",
              "device": "preedit.export.int8.device", "quality": "preedit.perf.rd.int8_quality"},
 }
