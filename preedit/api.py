@@ -322,7 +322,4 @@ def transcode(src: Union[str, Path], dst: Union[str, Path], codec: str = "hevc",
         r._raise_first_error(streams)
         return summaries[0]
     finally:
-        for s in streams:
-            s.close()
-        if server is not None:
-            server.stop()
+        r.teardown(streams, server, cfg.teardown_timeout_s)

@@ -32,6 +32,16 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+#: Default bound of a transport's `close()` (drain + unregister), seconds: a run's teardown is <= 5 s
+#: after its last frame even with a frozen server (issue 12 row 10).
+CLOSE_TIMEOUT_S = 5.0
+
+
+def unregister_reserve(timeout_s: float) -> float:
+    """Part of a close's time kept for the unregister calls (pure): a fifth, at most 1 s."""
+    return min(1.0, max(0.0, timeout_s) / 5.0)
+
+
 class ShmRegion:
     """One POSIX shared-memory object, owned (created and unlinked) by this process."""
 
