@@ -13,7 +13,9 @@ models, and Triton's restricted-API flags put model-repository, model-config, sh
 statistics, trace and logging behind a per-server random key (`API_KEY_HEADER`). The launcher
 hands the key to its own client (`auth_headers`); `preedit serve` writes it to a 0600 key file.
 Health, metadata and inference stay open on loopback. `allow_model_control` opts in to explicit
-model control (still keyed). The server gets SIGKILL when its launcher dies (PR_SET_PDEATHSIG).
+model control (still keyed). The server gets SIGKILL when its launcher dies (PR_SET_PDEATHSIG), and
+a watchdog process (`preedit/_server_watchdog.py`) then unlinks the python-backend shm regions, the
+repository view, the temp log and the key file the dead launcher cannot clean up.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import ctypes
 import dataclasses
 import functools
 import glob
+import json
 import logging
 import os
 import secrets
@@ -57,6 +60,7 @@ PERF_ANALYZER_APIS = ("model-config", "shared-memory", "statistics")
 #: Environment variable a `--url` client reads the key from (else the key file of that port).
 KEY_ENV = "PREEDIT_TRITON_KEY"
 PYTHON_SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+WATCHDOG = Path(__file__).with_name("_server_watchdog.py")  # cleans up if the launcher is SIGKILLed
 _KEYS: Dict[str, str] = {}  # gRPC URL -> key of the servers this process started
 
 
@@ -303,6 +307,7 @@ class TritonServer:
         self._view: Optional[Path] = None
         self._regions_before: set = set()
         self._regions_seen: set = set()  # regions our server mapped (noted when a model is ready)
+        self._watchdog: Optional[subprocess.Popen] = None
         self.api_key: Optional[str] = None
 
     # -- addresses ---------------------------------------------------------------------------
@@ -353,13 +358,66 @@ class TritonServer:
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, preexec_fn=functools.partial(_pdeathsig, os.getpid()))
         _KEYS[self.grpc_url] = self.api_key
+        self._start_watchdog()
         try:
             self._wait_ready(cfg.startup_timeout_s)
+            self._note_regions()  # strict readiness: the models (and their stubs) are up
         except BaseException:
             self._keep_log = True
             self.stop()
             raise
         return self
+
+    def _start_watchdog(self) -> None:
+        """The clean-up process for a launcher that dies without `stop()` (`preedit/_server_watchdog.py`)."""
+        try:
+            self._watchdog = subprocess.Popen([sys.executable, "-I", "-S", str(WATCHDOG), str(self.proc.pid)],
+                                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            log.warning("no server watchdog (%s): a SIGKILLed launcher leaves its shm regions to the next start", exc)
+            return
+        self.watch_paths(*[p for p in (self._view, self._log_path if self._own_log else None) if p is not None])
+
+    def _tell_watchdog(self, msg: dict) -> None:
+        if self._watchdog is None or self._watchdog.stdin is None:
+            return
+        try:
+            self._watchdog.stdin.write((json.dumps(msg) + "\n").encode())
+            self._watchdog.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def watch_paths(self, *paths) -> None:
+        """Files or folders (our own) the watchdog removes if this launcher dies without `stop()`."""
+        if paths:
+            self._tell_watchdog({"paths": [str(p) for p in paths]})
+
+    def _note_regions(self) -> None:
+        """Record the python-backend regions our server (and its stubs) map now: `stop()` and the
+        watchdog unlink them even if the server dies first."""
+        if self.proc is None:
+            return
+        new = regions_of(self.proc.pid) - self._regions_seen
+        if new:
+            self._regions_seen |= new
+            self._tell_watchdog({"regions": sorted(new)})
+
+    def _end_watchdog(self) -> None:
+        wd = self._watchdog
+        if wd is None:
+            return
+        self._tell_watchdog({"done": True})
+        self._watchdog = None
+        try:
+            wd.stdin.close()
+        except OSError:
+            pass
+        try:
+            wd.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            wd.kill()
+            wd.wait()
 
     @property
     def grpc_headers(self) -> Optional[Dict[str, str]]:
@@ -437,8 +495,7 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._get(f"/v2/models/{name}/ready") == 200:
-                # Noted now, so stop() can unlink them even if the server dies before it can look.
-                self._regions_seen |= regions_of(self.proc.pid) if self.proc is not None else set()
+                self._note_regions()  # now, so stop() can unlink them even if the server dies before it can look
                 return
             time.sleep(0.2)
         raise ServerError(f"model {name!r} not ready on {self.http_url} after {timeout_s:.0f} s")
@@ -494,6 +551,7 @@ class TritonServer:
                 self._log_path.unlink()
             except OSError:
                 pass
+        self._end_watchdog()
 
     def __enter__(self) -> "TritonServer":
         return self.start()
@@ -550,6 +608,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.start()
         key_path = args.key_file or key_file(config.grpc_port)
         _write_private(key_path, server.api_key + "\n")
+        server.watch_paths(key_path)
         print(f"serving {config.model_repository} | gRPC {server.grpc_url} | HTTP {server.http_url} | "
               f"metrics {server.metrics_url} | log {server.log_path} | key file {key_path} "
               f"(admin APIs need header {API_KEY_HEADER}; `preedit run --url` reads it, or set {KEY_ENV})",

@@ -237,9 +237,16 @@ def test_serve_killed_with_sigkill_takes_its_tritonserver_along(tmp_path):
     proc, triton, key_path = _serve(tmp_path)
     try:
         assert key_path.stat().st_mode & 0o777 == 0o600 and len(key_path.read_text().strip()) >= 20
+        ours = regions_of(triton)
+        assert ours  # the python backend's 64 MiB region
         proc.kill()
         proc.wait()
         assert _gone(triton, 5.0), "tritonserver outlived its killed launcher"
+        # the watchdog unlinks what the killed launcher cannot (not the next start's 60 s sweep)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and ([r for r in ours if os.path.exists(r)] or key_path.exists()):
+            time.sleep(0.1)
+        assert [r for r in ours if os.path.exists(r)] == [] and not key_path.exists()
     finally:
         if not _gone(triton, 0):
             os.kill(triton, signal.SIGKILL)
