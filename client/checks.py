@@ -104,7 +104,7 @@ def playable_frames(path: str) -> int:
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         return 0
     try:
-        import av
+        import av  # lazy: optional dependency
 
         with av.open(str(path)) as c:
             if not c.streams.video:

@@ -29,7 +29,10 @@ from preedit import codecs
 from preedit.client.encode import EncoderSettings
 from preedit.client.encode._pyav import encoder_options, model_qp, nv12_to_frame
 from preedit.client.interfaces import StreamInfo
+from preedit.engines import TritonEngine
 from preedit.errors import InputError, UsageError
+from preedit.paths import model_repository
+from preedit.serve import ServerConfig, TritonServer
 
 DEFAULT_LADDER: Tuple[Tuple[int, int], ...] = ((1080, 4500), (720, 2500), (480, 1200), (360, 700))
 
@@ -111,10 +114,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rungs = args.rendition or default_ladder(vin.codec_context.height)
     engine, server = None, None
     if not args.bypass:
-        from preedit.engines import TritonEngine
-        from preedit.paths import model_repository
-        from preedit.serve import ServerConfig, TritonServer
-
         url = args.url
         if url is None:
             server = TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0,

@@ -32,6 +32,7 @@ from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
 from preedit.client.stats import RunStats, format_summary
 from preedit.client.telemetry import serve_metrics
+from preedit.client.workers import run_workers
 from preedit.codecs import ENCODER_OF, PARAMS_OPTION
 from preedit.errors import InputError, ModelError, PreeditError, UsageError
 from preedit.paths import REPO_ROOT, clips_dir, model_repository
@@ -400,7 +401,5 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     if args.workers is not None:
-        from preedit.client.workers import run_workers
-
         return run_workers(args)
     return run(config_from_args(args))

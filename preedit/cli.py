@@ -12,7 +12,9 @@ import logging
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
+from preedit import __version__
 from preedit.errors import PreeditError
+from preedit.signals import Terminated, terminate_like_sigint
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -58,8 +60,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def call_main(prog: str, main_fn: Callable[[List[str]], Optional[int]], argv: List[str]) -> int:
     """Call a `main(argv)`; expected faults become one line on stderr and their exit code."""
-    from preedit.signals import Terminated, terminate_like_sigint
-
     try:
         with terminate_like_sigint():  # SIGTERM / SIGHUP end the run like Ctrl-C
             return int(main_fn(argv) or 0)
@@ -110,8 +110,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         format=LOG_FORMAT,
     )
     if args.version:
-        from preedit import __version__
-
         print(__version__)
         return 0
     if args.command is None:

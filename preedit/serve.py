@@ -151,20 +151,31 @@ def _mapped_python_regions() -> set:
     return held
 
 
-def regions_of(pid: int) -> set:
-    """Paths of the python-backend shm regions `pid` and its descendants (the stubs) map."""
-    found, todo, seen = set(), [pid], set()
+def descendants(pid: int) -> List[int]:
+    """`pid` and every process below it (a tritonserver's python-backend stubs), from /proc."""
+    out, todo, seen = [], [pid], set()
     while todo:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
+        out.append(p)
         try:
-            with open(f"/proc/{p}/maps") as f:
-                found.update(line.split()[-1] for line in f if "triton_python_backend_shm_region_" in line)
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def regions_of(pid: int) -> set:
+    """Paths of the python-backend shm regions `pid` and its descendants (the stubs) map."""
+    found = set()
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/maps") as f:
+                found.update(line.split()[-1] for line in f if "triton_python_backend_shm_region_" in line)
         except OSError:
             continue
     return found

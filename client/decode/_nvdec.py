@@ -76,7 +76,7 @@ class NvdecDecoder:
 
     def __init__(self, path: Path, *, device_id: int = 0, ring_size: int = 8, cuda_stream=None,
                  nvc: Any = None, color_range: Optional[str] = None, time_base: Optional[Fraction] = None) -> None:
-        import torch
+        import torch  # lazy: torch
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -134,7 +134,7 @@ class NvdecDecoder:
         return _first_int(self._demux, ("BitDepth",)) if self._demux is not None else None
 
     def _owned(self, view):
-        import torch
+        import torch  # lazy: torch
 
         if not self.ring_size:  # fresh tensor per frame (torch's caching allocator makes this cheap)
             dev = view.device if view.device.type == "cuda" else self.device
@@ -156,7 +156,7 @@ class NvdecDecoder:
         return buf
 
     def __iter__(self) -> Iterator:
-        import torch
+        import torch  # lazy: torch
 
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # iteration may run in another thread (brief §1.2)

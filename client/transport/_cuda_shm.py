@@ -62,7 +62,7 @@ class CudaShmTransport:
                  qp: Optional[float] = None, device_id: int = 0, output_device: str = "cuda",
                  request_timeout_s: float = 30.0, client: Any = None, cudashm: Any = None,
                  check_model: bool = True, headers: Optional[dict] = None) -> None:
-        import torch
+        import torch  # lazy: torch
 
         if output_device not in ("cuda", "cpu"):
             raise ValueError(f"output_device must be cuda or cpu, got {output_device!r}")

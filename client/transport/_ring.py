@@ -16,6 +16,7 @@ Triton maps by key, and gives NumPy views directly (no extra copy through ctypes
 
 from __future__ import annotations
 
+import _posixshmem
 import logging
 import os
 import queue
@@ -56,7 +57,7 @@ class ShmRegion:
         except TypeError:  # Python < 3.13 has no `track`
             self._shm = shared_memory.SharedMemory(name=name, create=True, size=byte_size)
             try:
-                from multiprocessing import resource_tracker
+                from multiprocessing import resource_tracker  # lazy: optional dependency
 
                 resource_tracker.unregister(self._shm._name, "shared_memory")  # type: ignore[attr-defined]
             except Exception:  # pragma: no cover - best effort
@@ -85,8 +86,6 @@ class ShmRegion:
         try:
             # SharedMemory.unlink() would also unregister from the resource tracker, which
             # has already forgotten this region (see __init__): unlink the POSIX object directly.
-            import _posixshmem
-
             _posixshmem.shm_unlink(self._shm._name)  # type: ignore[attr-defined]
         except FileNotFoundError:
             pass

@@ -20,11 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from preedit.cli import main as cli_main
+from preedit.client import bitdepth
+from preedit.paths import REPO_ROOT
+from preedit.quality.bdrate import bd_rate
+from preedit.quality.metrics import score
+from preedit.serve import ServerConfig, TritonServer
+
 
 def _reference_y4m(clip: str, dst: Path) -> Path:
     """The 10-bit source as a 10-bit y4m (what the scores are measured against)."""
-    from preedit.client import bitdepth
-    from preedit.client.decode import PyAvDecoder
+    from preedit.client.decode import PyAvDecoder  # lazy: pulls av
 
     dec = PyAvDecoder(clip)
     info = dec.info
@@ -40,12 +46,6 @@ def _reference_y4m(clip: str, dst: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    from preedit.cli import main as cli_main
-    from preedit.paths import REPO_ROOT
-    from preedit.quality.bdrate import bd_rate
-    from preedit.quality.metrics import score
-    from preedit.serve import ServerConfig, TritonServer
-
     ap = argparse.ArgumentParser(prog="preedit eval-10bit", description=__doc__.splitlines()[0])
     ap.add_argument("clip")
     ap.add_argument("--qps", default="22,27,32,37")
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                     if cli_main(["run", args.clip, "-o", str(out), "--codec", "hevc", "--qp", str(qp),
                                  "--preset", args.preset, *flags]) != 0:
                         return 1
-                    import av
+                    import av  # lazy: av
 
                     with av.open(str(out)) as c:
                         v = c.streams.video[0]

@@ -34,7 +34,10 @@ from tritonclient.utils import InferenceServerException
 
 from preedit.errors import ServerError, UsageError
 from preedit.paths import model_repository
-from preedit.serve import auth_headers, child_env
+from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
+from preedit.perf.speed.cli import parse_int_list
+from preedit.perf.speed.report import append_results, command_line, results_section, simple_table
+from preedit.serve import ServerConfig, TritonServer, auth_headers, child_env
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +200,7 @@ def avg_batch_size(before: Optional[Dict[str, int]], after: Optional[Dict[str, i
 def run_serving(url: str, model: str, frames: np.ndarray, n_streams: int, duration_s: float, inflight: int,
                 stream_fps: Optional[float] = None) -> Dict[str, float]:
     """`n_streams` concurrent transports on one server; returns `aggregate(...)` plus `avg_batch_size`."""
-    from preedit.client.transport import TritonTransport
+    from preedit.client.transport import TritonTransport  # lazy: pulls prometheus_client
 
     shape = tuple(frames.shape[1:])
     transports = [TritonTransport(url, model, shape, n_slots=inflight, headers=auth_headers(url))
@@ -266,8 +269,6 @@ def run_pipeline_streams(url: str, model: str, clip: Path, n_streams: int, codec
 
 def scaling_table(results: Sequence[Dict[str, float]], mode: str) -> str:
     """Markdown table of the scaling, with speed-up against one stream (pure)."""
-    from preedit.perf.speed.report import simple_table
-
     base = results[0]["aggregate_fps"] if results and results[0]["aggregate_fps"] > 0 else None
     header = ["streams", "aggregate fps", "per-stream fps", "speed-up vs 1", "p50 ms", "p99 ms", "avg batch"]
     if mode == "pipeline":
@@ -308,10 +309,6 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from preedit.perf.speed.cli import parse_int_list
-    from preedit.perf.speed.report import append_results, command_line, results_section
-    from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = setup_args(argparse.ArgumentParser(prog="preedit bench multistream",
                                               description=__doc__.split("\n")[0])).parse_args(argv)
@@ -325,8 +322,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     server = None
     url = args.url
     if url is None:
-        from preedit.serve import ServerConfig, TritonServer
-
         server = TritonServer(ServerConfig(model_repository=args.model_repository or model_repository(),
                                            http_port=0, grpc_port=0, metrics_port=0))
         server.start()

@@ -30,10 +30,10 @@ import av
 
 from preedit.errors import ServerError, UsageError
 from preedit.paths import model_repository
-from preedit.quality.ffmpeg import ffmpeg_exe, run_command
-from preedit.serve import ServerConfig, TritonServer, child_env
 from preedit.perf.speed.analyzer_data import parse_resolution
 from preedit.perf.speed.report import append_results, command_line, results_section, simple_table
+from preedit.quality.ffmpeg import ffmpeg_exe, run_command
+from preedit.serve import ServerConfig, TritonServer, child_env, descendants
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +47,6 @@ def rss_kb(pid: int) -> int:
             return int(f.read().split()[1]) * _PAGE_KB
     except (OSError, IndexError, ValueError):
         return 0
-
-
-def descendants(pid: int) -> List[int]:
-    """`pid` and every process below it (the python-backend stubs of a tritonserver)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-    return out
 
 
 def tree_rss_kb(pid: int) -> int:
