@@ -7,6 +7,7 @@ import json
 import pytest
 
 from preedit.perf.speed.bench import BenchRow, bench_table, bench_verdicts, build_x264_settings
+from synthetic import media  # noqa: F401,E402 - fixture
 
 
 def _rows(inproc_fps: float, triton_fps: float, x264_fps: float):
@@ -31,11 +32,11 @@ def test_bench_verdicts_flag_goals_when_missed_or_met():
     assert build_x264_settings() == {"preset": "medium", "crf": "23"}
 
 
-def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, clip):
+def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, media):  # noqa: F811
     from preedit.perf.speed import bench
 
     out = tmp_path / "bench.json"
-    assert bench.main(["--clip", str(clip("flower.mp4")), "--resolution", "320x180", "--frames", "6",
+    assert bench.main(["--clip", str(media("flower.mp4")), "--resolution", "320x180", "--frames", "6",
                        "--duration-s", "0.6", "--rounds", "2", "--only", "inprocess", "--only", "x264",
                        "--json", str(out)]) == 0
     rows = {r["name"]: r for r in json.loads(out.read_text())}
@@ -45,12 +46,12 @@ def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, cli
 
 
 @pytest.mark.needs_triton
-def test_bench_measures_triton_and_pipeline_rows_when_server_embedded(tmp_path, clip):
+def test_bench_measures_triton_and_pipeline_rows_when_server_embedded(tmp_path, media):  # noqa: F811
     from preedit.perf.speed import bench
 
     out = tmp_path / "bench.json"
     results = tmp_path / "perf.md"
-    assert bench.main(["--clip", str(clip("bottle-detection.mp4")), "--resolution", "320x180", "--frames", "4",
+    assert bench.main(["--clip", str(media("flower.mp4")), "--resolution", "320x180", "--frames", "4",
                        "--duration-s", "1", "--rounds", "1", "--only", "triton", "--only", "pipeline",
                        "--pipeline-max-frames", "12", "--x264-preset", "ultrafast", "--json", str(out),
                        "--results-md", str(results)]) == 0

@@ -23,6 +23,7 @@ import pytest
 from preedit.errors import ServerError
 from preedit.serve import (API_KEY_HEADER, _is_stopped, regions_of, ServerConfig, TritonServer, build_server_cmd,
                            sweep_python_regions)
+from synthetic import media  # noqa: F401,E402 - fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +120,7 @@ def test_sweep_removes_only_unmapped_regions():
 
 
 @pytest.mark.needs_triton
-def test_locked_server_refuses_a_keyless_process_and_serves_its_own_client(tmp_path, clip):
+def test_locked_server_refuses_a_keyless_process_and_serves_its_own_client(tmp_path, media):  # noqa: F811
     # A long exit timeout: waiting on a frozen server would take 60 s; killing it at once does not.
     server = TritonServer(ServerConfig(http_port=0, grpc_port=0, metrics_port=0, models=("preedit",),
                                        exit_timeout_s=60))
@@ -143,7 +144,7 @@ def test_locked_server_refuses_a_keyless_process_and_serves_its_own_client(tmp_p
 
         # the client path: `preedit run --url` with the key (env) works end to end, without it is refused
         env = dict(os.environ, PREEDIT_TRITON_KEY=server.api_key)
-        src = clip("bottle-detection.mp4")
+        src = media("flower.mp4")
         ok = subprocess.run([sys.executable, "-m", "preedit", "run", str(src), "-o", str(tmp_path / "o.mp4"),
                              "--url", server.grpc_url, "--max-frames", "5", "--preset", "ultrafast"],
                             capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
