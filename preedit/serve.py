@@ -21,6 +21,7 @@ repository view, the temp log and the key file the dead launcher cannot clean up
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -232,6 +233,41 @@ def _is_stopped(pid: int) -> bool:
         return False
 
 
+_PORT_FIELDS = ("http_port", "grpc_port", "metrics_port")
+
+
+class _PortTaken(ServerError):
+    """A port was free when checked and taken by another process before Triton bound it."""
+
+
+def owns_listening_port(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP socket listening on `port` (/proc/net/tcp{,6} and its fds)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{cols[9]}]")
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @dataclass
 class ServerConfig:
     """How to run tritonserver. Ports 0 pick free ports at start."""
@@ -340,10 +376,30 @@ class TritonServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "TritonServer":
+        """Start and wait until ready and ours. Ports given as 0 are picked free; if one is taken by
+        another process between that pick and Triton's bind (Triton then runs on without its
+        metrics service), the start is retried with new ports (twice at most)."""
+        auto = [n for n in _PORT_FIELDS if getattr(self.config, n) == 0]
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except _PortTaken as exc:
+                if not auto or attempt == 2:
+                    raise
+                log.warning("%s; retrying with new free ports", exc)
+                for name in auto:
+                    setattr(self.config, name, 0)
+                if self._own_log and self._log_path is not None:
+                    with contextlib.suppress(OSError):
+                        self._log_path.unlink()
+                self._log_path, self._own_log, self._keep_log, self.proc = None, False, False, None
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "TritonServer":
         cfg = self.config
         if not cfg.model_repository.is_dir():
             raise ServerError(f"model repository not found: {cfg.model_repository}")
-        for name in ("http_port", "grpc_port", "metrics_port"):
+        for name in _PORT_FIELDS:
             if getattr(cfg, name) == 0:
                 setattr(cfg, name, free_port(cfg.host))
             elif not port_is_free(cfg.host, getattr(cfg, name)):
@@ -372,12 +428,26 @@ class TritonServer:
         self._start_watchdog()
         try:
             self._wait_ready(cfg.startup_timeout_s)
+            self._check_metrics_port()
             self._note_regions()  # strict readiness: the models (and their stubs) are up
         except BaseException:
             self._keep_log = True
             self.stop()
             raise
         return self
+
+    def _check_metrics_port(self, timeout_s: float = 10.0) -> None:
+        """Our server listens on its metrics port (Triton reports a failed bind in its log and runs on,
+        and the port then answers with another process's metrics, e.g. another Triton's counters)."""
+        port = self.config.metrics_port
+        deadline = time.monotonic() + timeout_s
+        while not owns_listening_port(self.proc.pid, port):
+            failed = self._log_path is not None and "failed to start Metrics service" in \
+                self._log_path.read_text(errors="replace")
+            if failed or time.monotonic() > deadline:
+                raise _PortTaken(f"metrics-port {port} on {self.config.host} was taken by another process while "
+                                 f"Triton started; choose another port or 0 for a free one")
+            time.sleep(0.1)
 
     def _start_watchdog(self) -> None:
         """The clean-up process for a launcher that dies without `stop()` (`preedit/_server_watchdog.py`)."""
@@ -494,7 +564,8 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 tail = self.log_tail()
-                raise ServerError(f"tritonserver exited with code {self.proc.returncode} during start-up: "
+                error = _PortTaken if "already in use" in tail else ServerError  # taken since the check
+                raise error(f"tritonserver exited with code {self.proc.returncode} during start-up: "
                                   f"{tail.splitlines()[-1] if tail else 'no log'} (log: {self._log_path})")
             if self.is_ready():
                 log.info("Triton ready at %s", self.grpc_url)

@@ -1,3 +1,4 @@
+import time
 import urllib.request
 
 import numpy as np
@@ -35,6 +36,15 @@ def test_embedded_server_serves_identity_model_and_metrics(tmp_path):
         inp.set_data_from_numpy(frames)
         out = client.infer("preedit", [inp]).as_numpy("NV12_OUT")
         assert np.array_equal(out, frames)
-        metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-        assert 'nv_inference_count{model="preedit",version="1"} 2' in metrics
+        # The python backend reports a request's statistics just after sending its response: wait for
+        # them (a scrape right after the answer can precede them), then check the count is exact.
+        want = 'nv_inference_count{model="preedit",version="1"} '
+        deadline = time.monotonic() + 30
+        while True:
+            metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+            counted = [line for line in metrics.splitlines() if line.startswith(want)]
+            if (counted and counted[0] != want + "0") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert counted == [want + "2"], counted
     assert server.proc.poll() is not None  # stopped cleanly

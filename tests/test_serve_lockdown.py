@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -264,3 +265,40 @@ def test_serve_sigterm_stops_triton_gracefully_and_cleans_up(tmp_path):
     assert _gone(triton, 1.0)
     assert not key_path.exists()
     assert [r for r in ours if os.path.exists(r)] == []
+
+
+@pytest.mark.needs_triton
+def test_metrics_port_taken_during_start_is_refused_or_retried(monkeypatch):
+    """Row 11/14: a metrics port taken between the free-port check and Triton's bind (Triton then runs
+    on, and the port answers with another process's metrics: the `avg_batch_size` 0.0 flake's route to
+    another server's counters) fails a given port, and a picked one is picked again."""
+    import preedit.serve as serve_mod
+
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    other.bind(("127.0.0.1", 0))
+    other.listen(1)
+    taken = other.getsockname()[1]
+    try:
+        monkeypatch.setattr(serve_mod, "port_is_free", lambda host, port: True)  # the check ran before the take
+        server = TritonServer(ServerConfig(http_port=0, grpc_port=0, metrics_port=taken, models=("preedit",)))
+        with pytest.raises(ServerError, match=f"metrics-port {taken} .* taken by another process"):
+            server.start()
+        assert server.proc.poll() is not None  # stopped, not left running without metrics
+
+        # picked ports: the 1st start's metrics port and the 2nd start's HTTP port (Triton exits) are taken
+        picks = iter([None, None, taken, taken])
+        real_free_port = serve_mod.free_port
+        monkeypatch.setattr(serve_mod, "free_port", lambda host="127.0.0.1": next(picks, None) or real_free_port(host))
+        server = TritonServer(ServerConfig(http_port=0, grpc_port=0, metrics_port=0, models=("preedit",)))
+        server.start()
+        try:
+            assert next(picks, "spent") == "spent"  # both takes were hit: the start was retried twice
+            assert taken not in (server.config.http_port, server.config.grpc_port, server.config.metrics_port)
+            assert serve_mod.owns_listening_port(server.proc.pid, server.config.metrics_port)
+            with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
+                assert "nv_" in resp.read().decode()
+        finally:
+            server.stop()
+    finally:
+        other.close()
