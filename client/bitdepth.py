@@ -68,7 +68,7 @@ def planes10_of(frame, width: int, height: int) -> Planes:
 
 def frame10_of(planes10: Planes):
     """uint16 planes → a yuv420p10le `av.VideoFrame`."""
-    import av
+    import av  # lazy: av
 
     y = planes10[0]
     frame = av.VideoFrame(y.shape[1], y.shape[0], "yuv420p10le")

@@ -41,6 +41,7 @@ def check_numbers(cfg) -> None:
     _number("--qp", enc.qp, low=0)
     _number("--request-timeout-s", cfg.request_timeout_s, low=0, positive=True)
     _number("--connect-timeout-s", cfg.connect_timeout_s, low=0, positive=True)
+    _number("--teardown-timeout-s", cfg.teardown_timeout_s, low=0, positive=True)
     _number("--read-timeout-s", cfg.read_timeout_s, low=0, positive=True)
     _number("--latency-budget-ms", cfg.latency_budget_ms, low=0, positive=True)
     _number("--inflight", cfg.inflight, low=1)
@@ -108,7 +109,7 @@ def playable_frames(path: str) -> int:
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         return 0
     try:
-        import av
+        import av  # lazy: optional dependency
 
         with av.open(str(path)) as c:
             if not c.streams.video:

@@ -74,7 +74,7 @@ def documented_codecs(compute_capability: Tuple[int, int], name: str = "") -> Di
 
 def _torch_device(device_id: int) -> Optional[dict]:
     try:
-        import torch
+        import torch  # lazy: optional dependency
     except ImportError:
         return None
     if not torch.cuda.is_available() or device_id >= torch.cuda.device_count():
@@ -164,7 +164,7 @@ def probe_nvenc(nvc, device_id: int, codecs=CODECS) -> Optional[Dict[str, dict]]
         if caps and caps.get("num_encoder_engines", 0) > 0:
             found[codec] = {k: v for k, v in caps.items() if isinstance(v, (int, float, str, bool))}
     try:
-        import torch
+        import torch  # lazy: optional dependency
 
         torch.cuda.set_device(device_id)
         torch.zeros(1, device=f"cuda:{device_id}")

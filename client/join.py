@@ -21,6 +21,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, List, Optional
 
+import av
+
 from preedit.client.encode import container_for
 from preedit.client.segment import read_manifest
 from preedit.errors import EncodeError, InputError, UsageError
@@ -89,8 +91,6 @@ def _seconds(packet) -> float:
 
 def join(segments: List[str], output: str, audio_from: Optional[str] = None, no_audio: bool = False) -> dict:
     """Concatenate `segments` into `output` by stream copy (see module docstring)."""
-    import av
-
     paths, source = order_segments(list(segments))
     fmt = container_for(output, "hevc")
     if fmt == "yuv4mpegpipe":

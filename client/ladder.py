@@ -41,7 +41,10 @@ from preedit.client.encode._pyav import encoder_options, model_qp, nv12_to_frame
 from preedit.client.interfaces import StreamInfo
 from preedit.client.progress import progress_bar
 from preedit.client.run import HelpFormatter
+from preedit.engines import TritonEngine
 from preedit.errors import InputError, UsageError
+from preedit.paths import model_repository
+from preedit.serve import ServerConfig, TritonServer
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +156,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  bitdepth.signal_of(first) if first is not None else None, args.bit_depth)
     engine, server = None, None
     if not args.bypass:
-        from preedit.engines import TritonEngine
-        from preedit.paths import model_repository
-        from preedit.serve import ServerConfig, TritonServer
-
         url = args.url
         if url is None:
             server = TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0, metrics_port=0,

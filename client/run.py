@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -35,6 +36,7 @@ from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
 from preedit.client.progress import progress_bar
 from preedit.client.stats import RunStats, format_summary
 from preedit.client.telemetry import serve_metrics
+from preedit.client.workers import run_workers
 from preedit.codecs import ENCODER_OF, PARAMS_OPTION
 from preedit.errors import InputError, ModelError, PreeditError, UsageError
 from preedit.paths import REPO_ROOT, clips_dir, model_repository
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "preedit"
 DETERMINISTIC_MODEL = "preedit_int8"
 DEMO_CLIP = "flower.mp4"
+#: Seconds from the last frame to a finished teardown, whatever the server does (issue 12 row 10).
+TEARDOWN_TIMEOUT_S = 5.0
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -96,6 +100,9 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     srv.add_argument("--request-timeout-s", type=float, default=30.0, help="per-request deadline")
     srv.add_argument("--connect-timeout-s", type=float, default=10.0,
                      help="how long to keep trying to reach the server before giving up")
+    srv.add_argument("--teardown-timeout-s", type=float, default=TEARDOWN_TIMEOUT_S,
+                     help="after the last frame: at most this long for in-flight requests, unregistering "
+                          f"shm and stopping the embedded server, even when the server is frozen (default {TEARDOWN_TIMEOUT_S:g})")
     live = parser.add_argument_group("live")
     live.add_argument("--latency-budget-ms", type=float, default=None,
                       help="encode a frame unedited if its pre-edit round trip would exceed this")
@@ -137,6 +144,7 @@ class RunConfig:
     inflight: int = 4
     request_timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
+    teardown_timeout_s: float = TEARDOWN_TIMEOUT_S
     read_timeout_s: Optional[float] = None
     latency_budget_ms: Optional[float] = None
     realtime: bool = False
@@ -192,6 +200,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(inputs=inputs, outputs=outputs, encoder=encoder, model=model, url=args.url,
                      bypass=args.bypass, device=args.device, inflight=args.inflight,
                      request_timeout_s=args.request_timeout_s, connect_timeout_s=args.connect_timeout_s,
+                     teardown_timeout_s=args.teardown_timeout_s,
                      read_timeout_s=None if args.read_timeout_s == 10.0 else args.read_timeout_s,
                      latency_budget_ms=args.latency_budget_ms, realtime=args.realtime,
                      metrics_port=args.metrics_port, triton_metrics_port=args.triton_metrics_port,
@@ -237,11 +246,17 @@ class _Stream:
         self.error: Optional[BaseException] = None
         self.summary: dict = {}
 
-    def close(self) -> None:
-        for part in (self.transport, self.decoder):
-            if part is not None:
-                with contextlib.suppress(Exception):
-                    part.close()
+    def close(self, deadline: Optional[float] = None) -> None:
+        """Close transport, decoder and encoder; the transport gets until `deadline` (monotonic)."""
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                if deadline is None:
+                    self.transport.close()
+                else:
+                    self.transport.close(max(0.0, deadline - time.monotonic()))
+        if self.decoder is not None:
+            with contextlib.suppress(Exception):
+                self.decoder.close()
         if self.encoder is not None:
             with contextlib.suppress(Exception):
                 self.encoder.finish()
@@ -416,13 +431,27 @@ def run(cfg: RunConfig) -> int:
     finally:
         for bar in bars:
             bar.close()
-        for s in streams:
-            s.close()
-        if server is not None:
-            server.stop()
+        teardown(streams, server, cfg.teardown_timeout_s)
         if metrics_server is not None:
             with contextlib.suppress(Exception):
                 metrics_server.shutdown()
+
+
+def teardown(streams: List[_Stream], server: Optional[TritonServer], timeout_s: float) -> float:
+    """Close every stream and stop the embedded server within `timeout_s` in all; returns the seconds taken.
+
+    The transports share one deadline (in-flight requests, then shm unregistration; a frozen server
+    costs the wait, not more); the server gets what is left for a graceful exit (at least 0.5 s),
+    then SIGKILL (a frozen one at once). Encoders finish locally whatever the server does."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
+    for s in streams:
+        s.close(deadline)
+    if server is not None:
+        server.stop(timeout_s=max(0.5, deadline - time.monotonic()))
+    took = time.monotonic() - t0
+    log.info("teardown took %.2f s (bound %.1f s)", took, timeout_s)
+    return took
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -430,7 +459,5 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                 formatter_class=HelpFormatter))
     args = parser.parse_args(argv)
     if args.workers is not None:
-        from preedit.client.workers import run_workers
-
         return run_workers(args)
     return run(config_from_args(args))

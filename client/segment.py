@@ -30,6 +30,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
+import av
+
 from preedit.client.decode import PyAvDecoder
 from preedit.errors import InputError, StreamError, UsageError
 
@@ -97,8 +99,6 @@ class Segment:
 
 def index_source(source: str) -> SourceIndex:
     """Demux the video packets of `source` (no decoding) into a `SourceIndex`."""
-    import av
-
     if not Path(source).is_file():
         raise InputError(f"--segment needs a file input; not found: {source}")
     try:
@@ -300,7 +300,7 @@ def check_run_args(args, inputs: Sequence[str], outputs: Sequence[str]) -> None:
 def make_transport(args, backends, *a, **kw):
     """The pre-edit transport `--transport` names (grpc: `preedit.client.transport.GrpcTransport`)."""
     if getattr(args, "transport", "shm") == "grpc":
-        from preedit.client.transport import GrpcTransport
+        from preedit.client.transport import GrpcTransport  # lazy: pulls tritonclient
 
         return GrpcTransport(*a, **kw)
     return backends.make_transport(*a, **kw)

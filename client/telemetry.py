@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 FRAME_STAGES = ("decoded", "preedited", "bypassed", "encoded")
 LATENCY_STAGES = ("decode", "preedit", "encode", "end_to_end")
@@ -79,7 +79,5 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> Tuple[Optional[object],
     Returns:
         (server, port): call `server.shutdown()` to stop it.
     """
-    from prometheus_client import start_http_server
-
     server, _thread = start_http_server(port, addr=host)
     return server, server.server_address[1]

@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from preedit.errors import PreeditError, UsageError
-from preedit.serve import child_env
+from preedit.errors import InputError, PreeditError, UsageError
+from preedit.paths import model_repository
+from preedit.serve import ServerConfig, TritonServer, child_env
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,16 @@ def _check(args) -> None:
         raise UsageError("--workers writes one file (joined at the end), not a live output; drop --workers")
     src, dst = Path(args.inputs[0]), Path(args.output[0])
     if not src.is_file():
-        from preedit.errors import InputError
-
         raise InputError(f"--workers needs a file input; not found: {src}")
     if src.resolve() == dst.resolve():
         raise UsageError(f"output would overwrite the input: {dst}")
 
 
 def run_workers(args) -> int:
-    from preedit.client.encode import container_for
-    from preedit.client.join import join
-    from preedit.client.run import DEFAULT_MODEL, DETERMINISTIC_MODEL, _check_model_in_repository
-    from preedit.client.segment import plan_segments, index_source
+    from preedit.client.encode import container_for  # lazy: pulls av
+    from preedit.client.join import join  # lazy: pulls av
+    from preedit.client.run import DEFAULT_MODEL, DETERMINISTIC_MODEL, _check_model_in_repository  # lazy: pulls av
+    from preedit.client.segment import plan_segments, index_source  # lazy: pulls av
 
     _check(args)
     source, output = args.inputs[0], args.output[0]
@@ -104,9 +103,6 @@ def run_workers(args) -> int:
     try:
         url = args.url
         if not args.bypass and url is None:
-            from preedit.paths import model_repository
-            from preedit.serve import ServerConfig, TritonServer
-
             model = DETERMINISTIC_MODEL if args.deterministic else (args.model or DEFAULT_MODEL)
             repo = args.model_repository or model_repository()
             _check_model_in_repository(repo, model)

@@ -18,10 +18,10 @@ from typing import Tuple
 
 import torch
 from torch import nn
-
-from preedit.network import PreEditorNet, to_uint8
+from torch.export import Dim, export
 
 from preedit.export.gpu_config import GpuProfile
+from preedit.network import PreEditorNet, to_uint8
 
 
 class GpuPreEditor(nn.Module):
@@ -53,8 +53,6 @@ def example_inputs(profile: GpuProfile, device: str = "cpu", which: str = "opt",
 
 def export_dynamic(module: nn.Module, profile: GpuProfile, device: str = "cpu"):
     """`torch.export.export` with dynamic batch, rows (= 6·k) and width (= 4·m) over the profile."""
-    from torch.export import Dim, export
-
     check_profile_multiple_of_4(profile)
     batch = Dim("batch", min=1, max=profile.max_batch)
     k = Dim("h4", min=profile.min_hw[0] // 4, max=profile.max_hw[0] // 4)

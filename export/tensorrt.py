@@ -33,11 +33,12 @@ import torch
 from preedit import __version__
 from preedit.engines import OrtEngine, TensorRTEngine
 from preedit.errors import ModelError, UsageError
-from preedit.network import PreEditorNet, load_checkpoint
-from preedit.spec import CONTRACT, FRAMES_IN, QP_IN
-
 from preedit.export.gpu_config import GPU_INPUTS, WARMUP_QP_FILE, GpuProfile, onnx_trt_config, tensorrt_plan_config, torchscript_config
+from preedit.export.gpu_module import GpuPreEditor, check_profile_multiple_of_4, example_inputs, export_dynamic
 from preedit.export.model_config import write_model_config
+from preedit.export.onnx_export import export_checked, export_onnx_bytes, synthetic_frames
+from preedit.network import NV12PreEditor, PreEditorNet, load_checkpoint
+from preedit.spec import CONTRACT, FRAMES_IN, QP_IN
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,6 @@ def export_onnx_trt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
     ONNX Runtime here; TensorRT builds its FP16 engine when Triton loads the model (warmup), and
     caches it under `cache_path`.
     """
-    from preedit.export.onnx_export import export_checked
-
     onnx_bytes, check = export_checked(net)
     trt_check = ort_tensorrt_check(onnx_bytes, net, fp16=fp16)
     if trt_check is not None and (trt_check["max_abs_diff"] > 2 or trt_check["mismatch_share"] > 0.05):
@@ -124,13 +123,11 @@ def ort_tensorrt_check(onnx_bytes: bytes, net: PreEditorNet, fp16: bool = True) 
     Runs only where `onnxruntime-gpu` with TensorRT is installed (a GPU host); frame sizes are
     inside the default profile.
     """
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: onnxruntime
 
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
         return None
-    from preedit.network import NV12PreEditor
 
-    from preedit.export.onnx_export import synthetic_frames
 
     engine = OrtEngine(onnx_bytes, threads=0, inter_op_threads=None, providers=[
         ("TensorrtExecutionProvider", {"trt_fp16_enable": fp16}), "CUDAExecutionProvider"])
@@ -168,8 +165,6 @@ def gpu_check(reference: torch.nn.Module, candidate, device: str = "cuda",
     Returns:
         `{"frames", "max_abs_diff", "mismatch_share"}` over all shapes.
     """
-    from preedit.export.onnx_export import synthetic_frames
-
     worst = differing = total = frames = 0
     with torch.no_grad():
         for i, (b, h, w) in enumerate(shapes):
@@ -196,7 +191,7 @@ def _require_cuda() -> None:
 def _plan_from_onnx(onnx_bytes: bytes, profile: GpuProfile, fp16: bool, workspace_bytes: int) -> bytes:
     """A serialized TensorRT engine from the ONNX graph (keeps the spec's binding names)."""
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # lazy: optional dependency
     except ImportError:
         raise UsageError("the plan form needs the TensorRT Python package (present in NGC containers)") from None
     logger = trt.Logger(trt.Logger.WARNING)
@@ -235,8 +230,6 @@ def export_tensorrt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
         max_abs_diff, max_mismatch_share: acceptance of the GPU check (FP16 moves some roundings
             by one code value; more than that is a broken engine).
     """
-    from preedit.export.gpu_module import GpuPreEditor, check_profile_multiple_of_4, example_inputs, export_dynamic
-
     if form not in TRT_FORMS:
         raise UsageError(f"unknown TensorRT form {form!r}; valid: {', '.join(TRT_FORMS)}")
     _require_cuda()
@@ -246,8 +239,6 @@ def export_tensorrt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
             "precision": "fp16" if fp16 else "fp32", "gpu": torch.cuda.get_device_name(),
             "compute_capability": list(torch.cuda.get_device_capability())}
     if form == "plan":
-        from preedit.export.onnx_export import export_onnx_bytes
-
         engine = _plan_from_onnx(export_onnx_bytes(net), profile, fp16, workspace_bytes)
         candidate = TensorRTEngine(engine)
         check = gpu_check(reference, candidate.run_torch)
@@ -258,7 +249,7 @@ def export_tensorrt(net: PreEditorNet, repo_dir: Path, model_name: str, *, profi
         config = tensorrt_plan_config(model_name, profile=profile, instance_count=instance_count)
     else:
         try:
-            import torch_tensorrt
+            import torch_tensorrt  # lazy: optional dependency
         except ImportError:
             raise UsageError("--target tensorrt needs torch_tensorrt (NGC PyTorch container; "
                              "see deploy/build_engine.sh)") from None

@@ -20,7 +20,12 @@ from typing import Any, Callable, List, Optional, Union
 
 import numpy as np
 
+from preedit import engines
+from preedit.color import nv12_full_to_limited, nv12_limited_to_full
+from preedit.engines import qp_column
 from preedit.errors import ModelError, UsageError
+from preedit.paths import model_repository
+from preedit.spec import DEFAULT_QP
 
 ENGINES = ("triton", "onnxruntime", "torch", "tensorrt")
 DETERMINISTIC_MODEL = "preedit_int8"
@@ -32,7 +37,6 @@ def _model_file(model: str, repository: Optional[Path], filename: str) -> Path:
     path = Path(model)
     if path.suffix and path.is_file():
         return path
-    from preedit.paths import model_repository
 
     found = Path(repository or model_repository()) / model / "1" / filename
     if not found.is_file():
@@ -107,12 +111,10 @@ class PreEditor:
         return self
 
     def _make_engine(self):
-        from preedit import engines
-
         if self.engine_name == "triton":
             url = self.url
             if url is None:
-                from preedit.client.run import RunConfig, start_server
+                from preedit.client.run import RunConfig, start_server  # lazy: pulls av
 
                 self._server, url = start_server(RunConfig(inputs=["-"], outputs=["-"], model=self.model,
                                                            model_repository=self.model_repository))
@@ -171,9 +173,6 @@ class PreEditor:
         return restore(out[0] if single else out)
 
     def _qp_column(self, qp, n: int) -> np.ndarray:
-        from preedit.engines import qp_column
-        from preedit.spec import DEFAULT_QP
-
         try:
             return qp_column(DEFAULT_QP if qp is None else qp, n)
         except ValueError:
@@ -191,7 +190,7 @@ class PreEditor:
         return np.concatenate(outs, axis=0) if outs else batch.copy()
 
     def _edit_cuda_tensor(self, frames, qp):
-        import torch
+        import torch  # lazy: torch
 
         single = frames.ndim == 2
         batch = frames[None] if single else frames
@@ -206,9 +205,8 @@ class PreEditor:
         Returns a yuv420p `av.VideoFrame` with the input's size, pts, time base and colour tags.
         Odd sizes are not supported (NV12 needs even width and height).
         """
-        from preedit.client.decode._pyav import DIRECT_FORMATS, is_full_range, yuv420p_to_nv12
-        from preedit.client.encode._pyav import nv12_to_frame
-        from preedit.color import nv12_full_to_limited, nv12_limited_to_full
+        from preedit.client.decode._pyav import DIRECT_FORMATS, is_full_range, yuv420p_to_nv12  # lazy: pulls av
+        from preedit.client.encode._pyav import nv12_to_frame  # lazy: pulls av
 
         if frame.width % 2 or frame.height % 2:
             raise UsageError(f"edit_frame needs an even frame size, got {frame.width}x{frame.height}")
@@ -250,7 +248,7 @@ def _to_numpy(x):
     if isinstance(x, np.ndarray):
         return x, lambda out: out
     if _is_torch(x):
-        import torch
+        import torch  # lazy: torch
 
         dev = x.device
         return x.detach().cpu().numpy(), lambda out: torch.from_numpy(out).to(dev)
@@ -259,7 +257,7 @@ def _to_numpy(x):
             arr = np.from_dlpack(x)
             on_gpu = False
         except (RuntimeError, TypeError, BufferError):  # a device buffer: go through torch
-            import torch
+            import torch  # lazy: torch
 
             arr, on_gpu = torch.from_dlpack(x).cpu().numpy(), True
         # the producer's library rebuilds its own type (cupy.from_dlpack, ...); else NumPy / torch CUDA comes back
@@ -268,7 +266,7 @@ def _to_numpy(x):
         def restore(out: np.ndarray):
             src = out
             if on_gpu:
-                import torch
+                import torch  # lazy: torch
 
                 src = torch.from_numpy(out).cuda()
             return make(src) if make is not None else src
@@ -294,9 +292,9 @@ def transcode(src: Union[str, Path], dst: Union[str, Path], codec: str = "hevc",
     Raises the `preedit.errors` classes, e.g. InputError (bad input), ServerError, EncodeError;
     the output file is playable whatever the outcome.
     """
-    from preedit.client import run as r
-    from preedit.client.backends import select_backends
-    from preedit.client.encode import EncoderSettings
+    from preedit.client import run as r  # lazy: pulls av
+    from preedit.client.backends import select_backends  # lazy: pulls av
+    from preedit.client.encode import EncoderSettings  # lazy: pulls av
 
     if deterministic and model not in ("preedit", DETERMINISTIC_MODEL):
         raise UsageError(f"deterministic=True uses model {DETERMINISTIC_MODEL!r}; drop model={model!r}")
@@ -322,7 +320,4 @@ def transcode(src: Union[str, Path], dst: Union[str, Path], codec: str = "hevc",
         r._raise_first_error(streams)
         return summaries[0]
     finally:
-        for s in streams:
-            s.close()
-        if server is not None:
-            server.stop()
+        r.teardown(streams, server, cfg.teardown_timeout_s)

@@ -12,8 +12,10 @@ import logging
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
+from preedit import __version__
 from preedit.errors import PreeditError
 from preedit.sched import forbid_realtime
+from preedit.signals import Terminated, terminate_like_sigint
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -29,7 +31,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "qp-calibrate": ("preedit.training.qp_calibration", "fit the AV1 quantizer -> model QP map on training clips"),
     "eval": ("preedit.perf.rd.cli", "rate-distortion evaluation and BD-rate report"),
     "perf": ("preedit.perf.speed.cli", "perf_analyzer sweeps against the served model"),
-    "bench": ("", "benchmarks: pipeline (in-process vs Triton fps; the default) | multistream | model-analysis | scale-out | ladder"),
+    "bench": ("", "benchmarks: pipeline (in-process vs Triton fps; the default) | multistream | model-analysis | scale-out | ladder | soak"),
     "int8": ("", "deterministic int8 model: measure (backend pairs) | search (schemes) | device | quality"),
     "dashboards": ("preedit.perf.speed.dashboards", "write the Prometheus scrape config and Grafana dashboard"),
     "doctor": ("preedit.perf.speed.gpu_probe", "report what this machine has (GPU, codecs, Triton); --bench measures the GPU stages"),
@@ -40,7 +42,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
 GROUPS: Dict[str, Dict[str, str]] = {
     "bench": {"pipeline": "preedit.perf.speed.bench", "multistream": "preedit.perf.speed.multistream",
               "model-analysis": "preedit.perf.speed.model_analysis", "scale-out": "preedit.perf.speed.scale_out",
-              "ladder": "preedit.perf.rd.ladder"},
+              "ladder": "preedit.perf.rd.ladder", "soak": "preedit.perf.speed.soak"},
     "int8": {"measure": "preedit.export.int8.check", "search": "preedit.export.int8.search",
              "device": "preedit.export.int8.device", "quality": "preedit.perf.rd.int8_quality"},
 }
@@ -58,8 +60,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def call_main(prog: str, main_fn: Callable[[List[str]], Optional[int]], argv: List[str]) -> int:
     """Call a `main(argv)`; expected faults become one line on stderr and their exit code."""
-    from preedit.signals import Terminated, terminate_like_sigint
-
     try:
         with terminate_like_sigint():  # SIGTERM / SIGHUP end the run like Ctrl-C
             return int(main_fn(argv) or 0)
@@ -111,8 +111,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         format=LOG_FORMAT,
     )
     if args.version:
-        from preedit import __version__
-
         print(__version__)
         return 0
     if args.command is None:

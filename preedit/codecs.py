@@ -14,9 +14,13 @@ Every stage that names a codec imports it from here: the client (`--codec`), the
 
 from __future__ import annotations
 
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+import numpy as np
 
 from preedit import qp as qp_scale
 from preedit.errors import UsageError
@@ -274,11 +278,8 @@ def check_params(family: str, option: str, params: str) -> None:
     the string and the encoder's own parser messages ("Unknown option", "Invalid value", "Error
     parsing option") are read back from FFmpeg's log.
     """
-    import io
-
-    import av
-    import av.logging
-    import numpy as np
+    import av  # lazy: av
+    import av.logging  # lazy: av
 
     for item in params.split(":"):
         k, sep, v = item.partition("=")
@@ -315,7 +316,5 @@ def bitrate_model_qp(kbps: float, width: int, height: int, fps: float) -> float:
     the rate per +5 QP, so QP ≈ 28 − 5·log2(bpp / 0.064), clamped to 12..51. A rough look-ahead-free
     estimate: it follows the rate and resolution each output actually gets, instead of a constant.
     """
-    import math
-
     bpp = kbps * 1000.0 / max(1.0, width * height * max(fps, 1e-3))
     return float(min(51.0, max(12.0, 28.0 - 5.0 * math.log2(bpp / 0.064))))

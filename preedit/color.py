@@ -49,7 +49,7 @@ def nv12_pack(y: Any, u: Any, v: Any) -> Any:
     if isinstance(y, np.ndarray):
         uv = np.stack([u, v], axis=-1).reshape(*y.shape[:-2], height // 2, width)
         return np.concatenate([y, uv], axis=-2)
-    import torch
+    import torch  # lazy: torch
 
     uv = torch.stack([u, v], dim=-1).reshape(*y.shape[:-2], height // 2, width)
     return torch.cat([y, uv], dim=-2)
@@ -71,7 +71,7 @@ def nv12_to_i420(nv12: Any) -> Tuple[Any, Any, Any]:
 def _round_u8(x: Any) -> Any:
     if isinstance(x, np.ndarray):
         return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-    import torch
+    import torch  # lazy: torch
 
     return torch.clamp(torch.round(x), 0, 255).to(torch.uint8)
 
@@ -139,7 +139,7 @@ def yuv_to_rgb(y: Any, u: Any, v: Any, matrix: str = "bt709", color_range: str =
     g = (yn - kr * r - kb * b) / kg
     if isinstance(yf, np.ndarray):
         return np.stack([r, g, b], axis=-3)
-    import torch
+    import torch  # lazy: torch
 
     return torch.stack([r, g, b], dim=-3)
 

@@ -63,7 +63,7 @@ def driver_version() -> Optional[str]:
         except (OSError, subprocess.TimeoutExpired):
             pass
     try:
-        import pynvml
+        import pynvml  # lazy: optional dependency
 
         pynvml.nvmlInit()
         value = pynvml.nvmlSystemGetDriverVersion()
@@ -74,8 +74,8 @@ def driver_version() -> Optional[str]:
 
 def ffmpeg_info() -> dict:
     try:
-        import av
-        from av.codec.hwaccel import hwdevices_available
+        import av  # lazy: optional dependency
+        from av.codec.hwaccel import hwdevices_available  # lazy: optional dependency
     except ImportError:
         return {"pyav": None}
     return {
@@ -88,7 +88,7 @@ def ffmpeg_info() -> dict:
 
 def onnxruntime_providers() -> Optional[List[str]]:
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: optional dependency
     except ImportError:
         return None
     return list(onnxruntime.get_available_providers())
@@ -113,7 +113,7 @@ def triton_info(url: Optional[str], timeout_s: float = 3.0) -> dict:
 
         import pytriton  # noqa: F401
 
-        from pathlib import Path
+        from pathlib import Path  # lazy: optional dependency
 
         binary = Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
         info["embedded_binary"] = str(binary) if binary.is_file() else None
@@ -121,11 +121,11 @@ def triton_info(url: Optional[str], timeout_s: float = 3.0) -> dict:
         pass
     if url:
         try:
-            import tritonclient.grpc as grpcclient
+            import tritonclient.grpc as grpcclient  # lazy: optional dependency
 
             client = grpcclient.InferenceServerClient(url)
             info["reachable"] = bool(client.is_server_live(client_timeout=timeout_s))
-            from preedit.serve import auth_headers
+            from preedit.serve import auth_headers  # lazy: optional dependency
 
             index = client.get_model_repository_index(as_json=True, headers=auth_headers(url),
                                                       client_timeout=timeout_s).get("models", [])
@@ -160,7 +160,7 @@ def collect(capabilities: CapabilityProbe, url: Optional[str] = None, device_id:
         "cuda_shm_client": cuda_shm_client(),
     }
     try:
-        import torch
+        import torch  # lazy: optional dependency
 
         report["torch_cuda_build"] = torch.version.cuda
         report["cuda_device_count"] = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -122,9 +122,9 @@ class TorchEngine(_Callable):
 
     def __init__(self, net, device="cpu", chunk: Optional[int] = None, model_hash: Optional[str] = None,
                  description: str = "torch", eval_mode: bool = True) -> None:
-        import torch
+        import torch  # lazy: torch
 
-        from preedit.network import NV12PreEditor
+        from preedit.network import NV12PreEditor  # lazy: pulls torch
 
         self._torch = torch
         self.module = NV12PreEditor(net.eval() if eval_mode else net)
@@ -137,7 +137,7 @@ class TorchEngine(_Callable):
     @classmethod
     def from_checkpoint(cls, path: Path, device="cpu") -> "TorchEngine":
         """Load with `preedit.network.load_checkpoint`; the hash is the file's SHA-256."""
-        from preedit.network import load_checkpoint
+        from preedit.network import load_checkpoint  # lazy: pulls torch
 
         net, _ = load_checkpoint(path)
         return cls(net.to(device), device, model_hash=sha256_file(Path(path)), description=f"checkpoint {Path(path).name}")
@@ -172,11 +172,11 @@ class TritonEngine(_Callable):
                  max_batch: Optional[int] = 8, model_hash: Optional[str] = None, timeout_s: float = 60.0,
                  check_ready: bool = True) -> None:
         if protocol == "grpc":
-            import tritonclient.grpc as client_mod
+            import tritonclient.grpc as client_mod  # lazy: tritonclient
 
             make = lambda: client_mod.InferenceServerClient(url=url)  # noqa: E731
         elif protocol == "http":
-            import tritonclient.http as client_mod
+            import tritonclient.http as client_mod  # lazy: tritonclient
 
             make = lambda: client_mod.InferenceServerClient(url=url, network_timeout=timeout_s)  # noqa: E731
         else:
@@ -225,7 +225,7 @@ class TensorRTEngine(_Callable):
 
     def __init__(self, engine_bytes: bytes, model_hash: Optional[str] = None, description: str = "tensorrt") -> None:
         import tensorrt as trt  # lazy: GPU hosts only
-        import torch
+        import torch  # lazy: torch
 
         self._torch = torch
         self.version = trt.__version__

@@ -44,7 +44,7 @@ def _pytriton_root() -> Path:
 
 
 def _wheel_libs() -> Path:
-    import pytriton
+    import pytriton  # lazy: pytriton
 
     return Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
 
@@ -85,7 +85,7 @@ def prepare(root: Optional[Path] = None) -> TritonLayout:
     if b64:
         _link(Path(b64[0]), lib_dir / "libb64.so.0d")
     try:
-        import nvidia.cuda_runtime as cuda_runtime
+        import nvidia.cuda_runtime as cuda_runtime  # lazy: optional dependency
 
         cudart = Path(list(cuda_runtime.__path__)[0]) / "lib" / "libcudart.so.12"
         if cudart.is_file():

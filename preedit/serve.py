@@ -13,16 +13,20 @@ models, and Triton's restricted-API flags put model-repository, model-config, sh
 statistics, trace and logging behind a per-server random key (`API_KEY_HEADER`). The launcher
 hands the key to its own client (`auth_headers`); `preedit serve` writes it to a 0600 key file.
 Health, metadata and inference stay open on loopback. `allow_model_control` opts in to explicit
-model control (still keyed). The server gets SIGKILL when its launcher dies (PR_SET_PDEATHSIG).
+model control (still keyed). The server gets SIGKILL when its launcher dies (PR_SET_PDEATHSIG), and
+a watchdog process (`preedit/_server_watchdog.py`) then unlinks the python-backend shm regions, the
+repository view, the temp log and the key file the dead launcher cannot clean up.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import functools
 import glob
+import json
 import logging
 import os
 import secrets
@@ -57,6 +61,7 @@ PERF_ANALYZER_APIS = ("model-config", "shared-memory", "statistics")
 #: Environment variable a `--url` client reads the key from (else the key file of that port).
 KEY_ENV = "PREEDIT_TRITON_KEY"
 PYTHON_SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+WATCHDOG = Path(__file__).with_name("_server_watchdog.py")  # cleans up if the launcher is SIGKILLed
 _KEYS: Dict[str, str] = {}  # gRPC URL -> key of the servers this process started
 
 
@@ -147,29 +152,28 @@ def _mapped_python_regions() -> set:
     return held
 
 
-def process_tree(pid: int) -> List[int]:
-    """`pid` and its live descendants (for a server: tritonserver and its python-backend stubs)."""
-    tree, todo = [], [pid]
+def descendants(pid: int) -> List[int]:
+    """`pid` and every process below it (a tritonserver's python-backend stubs), from /proc."""
+    out, todo, seen = [], [pid], set()
     while todo:
         p = todo.pop()
-        if p in tree:
+        if p in seen:
             continue
+        seen.add(p)
+        out.append(p)
         try:
-            children = []
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
-                    children += [int(c) for c in f.read().split()]
+                    todo += [int(c) for c in f.read().split()]
         except OSError:
             continue
-        tree.append(p)
-        todo += children
-    return tree
+    return out
 
 
 def regions_of(pid: int) -> set:
     """Paths of the python-backend shm regions `pid` and its descendants (the stubs) map."""
     found = set()
-    for p in process_tree(pid):
+    for p in descendants(pid):
         try:
             with open(f"/proc/{p}/maps") as f:
                 found.update(line.split()[-1] for line in f if "triton_python_backend_shm_region_" in line)
@@ -227,6 +231,41 @@ def _is_stopped(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
     except (OSError, IndexError):
         return False
+
+
+_PORT_FIELDS = ("http_port", "grpc_port", "metrics_port")
+
+
+class _PortTaken(ServerError):
+    """A port was free when checked and taken by another process before Triton bound it."""
+
+
+def owns_listening_port(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP socket listening on `port` (/proc/net/tcp{,6} and its fds)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{cols[9]}]")
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 @dataclass
@@ -315,6 +354,7 @@ class TritonServer:
         self._view: Optional[Path] = None
         self._regions_before: set = set()
         self._regions_seen: set = set()  # regions our server mapped (noted when a model is ready)
+        self._watchdog: Optional[subprocess.Popen] = None
         self.api_key: Optional[str] = None
 
     # -- addresses ---------------------------------------------------------------------------
@@ -336,10 +376,30 @@ class TritonServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "TritonServer":
+        """Start and wait until ready and ours. Ports given as 0 are picked free; if one is taken by
+        another process between that pick and Triton's bind (Triton then runs on without its
+        metrics service), the start is retried with new ports (twice at most)."""
+        auto = [n for n in _PORT_FIELDS if getattr(self.config, n) == 0]
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except _PortTaken as exc:
+                if not auto or attempt == 2:
+                    raise
+                log.warning("%s; retrying with new free ports", exc)
+                for name in auto:
+                    setattr(self.config, name, 0)
+                if self._own_log and self._log_path is not None:
+                    with contextlib.suppress(OSError):
+                        self._log_path.unlink()
+                self._log_path, self._own_log, self._keep_log, self.proc = None, False, False, None
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "TritonServer":
         cfg = self.config
         if not cfg.model_repository.is_dir():
             raise ServerError(f"model repository not found: {cfg.model_repository}")
-        for name in ("http_port", "grpc_port", "metrics_port"):
+        for name in _PORT_FIELDS:
             if getattr(cfg, name) == 0:
                 setattr(cfg, name, free_port(cfg.host))
             elif not port_is_free(cfg.host, getattr(cfg, name)):
@@ -365,13 +425,80 @@ class TritonServer:
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, preexec_fn=functools.partial(_pdeathsig, os.getpid()))
         _KEYS[self.grpc_url] = self.api_key
+        self._start_watchdog()
         try:
             self._wait_ready(cfg.startup_timeout_s)
+            self._check_metrics_port()
+            self._note_regions()  # strict readiness: the models (and their stubs) are up
         except BaseException:
             self._keep_log = True
             self.stop()
             raise
         return self
+
+    def _check_metrics_port(self, timeout_s: float = 10.0) -> None:
+        """Our server listens on its metrics port (Triton reports a failed bind in its log and runs on,
+        and the port then answers with another process's metrics, e.g. another Triton's counters)."""
+        port = self.config.metrics_port
+        deadline = time.monotonic() + timeout_s
+        while not owns_listening_port(self.proc.pid, port):
+            failed = self._log_path is not None and "failed to start Metrics service" in \
+                self._log_path.read_text(errors="replace")
+            if failed or time.monotonic() > deadline:
+                raise _PortTaken(f"metrics-port {port} on {self.config.host} was taken by another process while "
+                                 f"Triton started; choose another port or 0 for a free one")
+            time.sleep(0.1)
+
+    def _start_watchdog(self) -> None:
+        """The clean-up process for a launcher that dies without `stop()` (`preedit/_server_watchdog.py`)."""
+        try:
+            self._watchdog = subprocess.Popen([sys.executable, "-I", "-S", str(WATCHDOG), str(self.proc.pid)],
+                                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            log.warning("no server watchdog (%s): a SIGKILLed launcher leaves its shm regions to the next start", exc)
+            return
+        self.watch_paths(*[p for p in (self._view, self._log_path if self._own_log else None) if p is not None])
+
+    def _tell_watchdog(self, msg: dict) -> None:
+        if self._watchdog is None or self._watchdog.stdin is None:
+            return
+        try:
+            self._watchdog.stdin.write((json.dumps(msg) + "\n").encode())
+            self._watchdog.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def watch_paths(self, *paths) -> None:
+        """Files or folders (our own) the watchdog removes if this launcher dies without `stop()`."""
+        if paths:
+            self._tell_watchdog({"paths": [str(p) for p in paths]})
+
+    def _note_regions(self) -> None:
+        """Record the python-backend regions our server (and its stubs) map now: `stop()` and the
+        watchdog unlink them even if the server dies first."""
+        if self.proc is None:
+            return
+        new = regions_of(self.proc.pid) - self._regions_seen
+        if new:
+            self._regions_seen |= new
+            self._tell_watchdog({"regions": sorted(new)})
+
+    def _end_watchdog(self) -> None:
+        wd = self._watchdog
+        if wd is None:
+            return
+        self._tell_watchdog({"done": True})
+        self._watchdog = None
+        try:
+            wd.stdin.close()
+        except OSError:
+            pass
+        try:
+            wd.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            wd.kill()
+            wd.wait()
 
     @property
     def grpc_headers(self) -> Optional[Dict[str, str]]:
@@ -437,7 +564,8 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 tail = self.log_tail()
-                raise ServerError(f"tritonserver exited with code {self.proc.returncode} during start-up: "
+                error = _PortTaken if "already in use" in tail else ServerError  # taken since the check
+                raise error(f"tritonserver exited with code {self.proc.returncode} during start-up: "
                                   f"{tail.splitlines()[-1] if tail else 'no log'} (log: {self._log_path})")
             if self.is_ready():
                 log.info("Triton ready at %s", self.grpc_url)
@@ -449,8 +577,7 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._get(f"/v2/models/{name}/ready") == 200:
-                # Noted now, so stop() can unlink them even if the server dies before it can look.
-                self._regions_seen |= regions_of(self.proc.pid) if self.proc is not None else set()
+                self._note_regions()  # now, so stop() can unlink them even if the server dies before it can look
                 return
             time.sleep(0.2)
         raise ServerError(f"model {name!r} not ready on {self.http_url} after {timeout_s:.0f} s")
@@ -506,6 +633,7 @@ class TritonServer:
                 self._log_path.unlink()
             except OSError:
                 pass
+        self._end_watchdog()
 
     def __enter__(self) -> "TritonServer":
         return self.start()
@@ -562,6 +690,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.start()
         key_path = args.key_file or key_file(config.grpc_port)
         _write_private(key_path, server.api_key + "\n")
+        server.watch_paths(key_path)
         print(f"serving {config.model_repository} | gRPC {server.grpc_url} | HTTP {server.http_url} | "
               f"metrics {server.metrics_url} | log {server.log_path} | key file {key_path} "
               f"(admin APIs need header {API_KEY_HEADER}; `preedit run --url` reads it, or set {KEY_ENV})",

@@ -8,6 +8,7 @@ import pytest
 
 from preedit.perf.speed.bench import (BenchRow, bench_ratios, bench_table, bench_verdicts, build_x264_settings,
                                       serial_ideal_fps)
+from synthetic import media  # noqa: F401,E402 - fixture
 
 
 def _rows(inproc_fps: float, triton_fps: float, x264_fps: float, pipeline_fps: float = 0.0):
@@ -55,11 +56,11 @@ def test_serial_ideal_is_the_harmonic_combination_of_the_two_stages():
     assert bench_ratios(_rows(40, 38, 10)) == {"triton_kept": pytest.approx(0.95)}  # no pipeline row
 
 
-def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, clip):
+def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, media):  # noqa: F811
     from preedit.perf.speed import bench
 
     out = tmp_path / "bench.json"
-    assert bench.main(["--clip", str(clip("flower.mp4")), "--resolution", "320x180", "--frames", "6",
+    assert bench.main(["--clip", str(media("flower.mp4")), "--resolution", "320x180", "--frames", "6",
                        "--duration-s", "0.6", "--rounds", "2", "--only", "inprocess", "--only", "x264",
                        "--json", str(out)]) == 0
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
@@ -69,12 +70,12 @@ def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, cli
 
 
 @pytest.mark.needs_triton
-def test_bench_measures_triton_and_pipeline_rows_when_server_embedded(tmp_path, clip):
+def test_bench_measures_triton_and_pipeline_rows_when_server_embedded(tmp_path, media):  # noqa: F811
     from preedit.perf.speed import bench
 
     out = tmp_path / "bench.json"
     results = tmp_path / "perf.md"
-    assert bench.main(["--clip", str(clip("bottle-detection.mp4")), "--resolution", "320x180", "--frames", "4",
+    assert bench.main(["--clip", str(media("flower.mp4")), "--resolution", "320x180", "--frames", "4",
                        "--duration-s", "1", "--rounds", "2", "--pipeline-max-frames", "12",
                        "--x264-preset", "ultrafast", "--json", str(out), "--results-md", str(results)]) == 0
     data = json.loads(out.read_text())

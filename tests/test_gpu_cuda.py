@@ -169,7 +169,7 @@ def test_cuda_shm_transport_ring_moves_frames_through_real_regions():
         def register_cuda_shared_memory(self, *a):
             pass
 
-        def unregister_cuda_shared_memory(self, name=""):
+        def unregister_cuda_shared_memory(self, name="", **_kw):
             pass
 
         def async_infer(self, model, inputs, callback, outputs=None, client_timeout=None):
@@ -229,7 +229,7 @@ class _GpuModelServer:
     def register_cuda_shared_memory(self, name, raw, device_id, size):
         self.regions[name] = size
 
-    def unregister_cuda_shared_memory(self, name=""):
+    def unregister_cuda_shared_memory(self, name="", **_kw):
         self.regions.pop(name, None)
 
     def async_infer(self, model, inputs, callback, outputs=None, client_timeout=None):

@@ -71,7 +71,7 @@ class FakeServer:
         assert raw == f"ipc:{name}".encode() and self.shm.regions[name].size == size
         self.registered[name] = size
 
-    def unregister_cuda_shared_memory(self, name=""):
+    def unregister_cuda_shared_memory(self, name="", **_kw):
         self.unregistered.append(name)
 
     def async_infer(self, model, inputs, callback, outputs=None, client_timeout=None):

@@ -16,6 +16,7 @@ av = pytest.importorskip("av")
 
 from preedit.client.encode import EsSpool, decode_timestamps, mux_elementary  # noqa: E402
 from preedit.errors import EncodeError  # noqa: E402
+from synthetic import media  # noqa: F401,E402 - fixture
 
 W, H, N = 160, 96, 12
 TB = Fraction(1, 30000)
@@ -137,8 +138,8 @@ def test_mux_refuses_av1_in_mpegts_when_asked(av1_packets, tmp_path):
         spool.close()
 
 
-def test_mux_copies_audio_from_source_when_source_has_audio(hevc_packets, tmp_path, clip):
-    src = clip("face-webcam-1080x720.mp4")
+def test_mux_copies_audio_from_source_when_source_has_audio(hevc_packets, tmp_path, media):  # noqa: F811
+    src = media("flower.mp4")  # synthetic, with AAC audio
     with av.open(str(src)) as c:
         n_audio = sum(1 for p in c.demux(c.streams.audio[0]) if p.dts is not None)
     spool = _spool(hevc_packets)

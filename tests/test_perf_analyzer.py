@@ -15,6 +15,7 @@ from preedit.perf.speed.perf_analyzer import (CSV_COLUMNS, PerfAnalyzerConfig, b
                                         parse_avg_batch_size, parse_perf_csv)
 from preedit.perf.speed.analyzer_data import (build_input_data, load_nv12_frames, nv12_shape, parse_resolution,
                                              resolution_label)
+from synthetic import media  # noqa: F401,E402 - fixture
 
 
 def test_parse_resolution_accepts_names_and_even_sizes_when_valid():
@@ -26,8 +27,8 @@ def test_parse_resolution_accepts_names_and_even_sizes_when_valid():
             parse_resolution(bad)
 
 
-def test_input_data_round_trips_real_frames_when_encoded(clip):
-    frames = load_nv12_frames(clip("flower.mp4"), 320, 180, n_frames=3)
+def test_input_data_round_trips_real_frames_when_encoded(media):  # noqa: F811
+    frames = load_nv12_frames(media("flower.mp4"), 320, 180, n_frames=3)
     assert frames.shape == (3, *nv12_shape(320, 180)) and frames.dtype == np.uint8
     assert frames[:, :180].std() > 5  # real picture content, not a flat frame
     data = build_input_data(frames, qp=30)
@@ -40,10 +41,10 @@ def test_input_data_round_trips_real_frames_when_encoded(clip):
     json.dumps(data)  # serialisable as perf_analyzer reads it
 
 
-def test_load_nv12_frames_cycles_clip_when_it_is_shorter_than_asked(clip):
-    frames = load_nv12_frames(clip("face-webcam-1080x720.mp4"), 64, 48, n_frames=40)
+def test_load_nv12_frames_cycles_clip_when_it_is_shorter_than_asked(media):  # noqa: F811
+    frames = load_nv12_frames(media("sar2.mp4"), 64, 48, n_frames=40)
     assert frames.shape[0] == 40
-    assert np.array_equal(frames[30], frames[0])  # the clip has 30 frames
+    assert np.array_equal(frames[20], frames[0]) and not np.array_equal(frames[1], frames[0])  # 20 frames
 
 
 def test_build_cmd_uses_system_shm_sized_for_one_output_frame_when_on_cpu(tmp_path):
@@ -94,10 +95,10 @@ def test_sweep_lists_parse_when_given_ranges_or_lists():
 
 
 @pytest.mark.needs_triton
-def test_perf_command_writes_csv_plot_and_table_when_sweep_runs(tmp_path, clip):
+def test_perf_command_writes_csv_plot_and_table_when_sweep_runs(tmp_path, media):  # noqa: F811
     from preedit.perf.speed import cli as analyzer_cli
 
-    source = clip("flower.mp4")
+    source = media("flower.mp4")
     results_md = tmp_path / "perf.md"
     argv = ["--clip", str(source), "--resolution", "256x144", "--frames", "2", "--concurrency", "1,2",
             "--request-rates", "20", "--measurement-interval-ms", "800", "--max-trials", "4",

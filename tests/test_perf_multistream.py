@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from synthetic import media  # noqa: F401 - fixture
 
 from preedit.perf.speed.multistream import (StreamRun, aggregate, avg_batch_size, drive_transport,
-                                      parse_batch_counters, scaling_table)
+                                      batch_totals, scaling_table)
 
 
 class _SlowTransport:
@@ -63,15 +64,20 @@ def test_aggregate_sums_frames_over_common_window_when_streams_overlap():
     assert aggregate([StreamRun()])["aggregate_fps"] == 0.0
 
 
-def test_batch_counters_give_avg_batch_when_parsed_from_triton_text():
-    text = ('nv_inference_count{model="preedit",version="1"} 120\n'
-            'nv_inference_exec_count{model="preedit",version="1"} 40\n'
-            'nv_inference_count{model="other",version="1"} 999\n')
-    after = parse_batch_counters(text, "preedit")
-    before = {"nv_inference_count": 20.0, "nv_inference_exec_count": 15.0}
-    assert after == {"nv_inference_count": 120.0, "nv_inference_exec_count": 40.0}
+def test_batch_totals_give_avg_batch_from_per_batch_statistics_only():
+    def batch(size, count):
+        return {"batch_size": str(size), "compute_infer": {"count": str(count), "ns": "1"}}
+
+    stats = {"model_stats": [
+        # model-level inference_count is ahead of the batch stats (per-request update first): ignored
+        {"name": "preedit", "version": "1", "inference_count": "130", "execution_count": "40",
+         "batch_stats": [batch(1, 10), batch(4, 25), batch(8, 1)]},
+        {"name": "other", "version": "1", "batch_stats": [batch(2, 99)]}]}
+    after = batch_totals(stats, "preedit")
+    assert after == {"inferences": 10 + 100 + 8, "executions": 36}
+    before = {"inferences": 18, "executions": 11}
     assert avg_batch_size(before, after) == pytest.approx(4.0)
-    assert avg_batch_size(None, after) == 0.0
+    assert avg_batch_size(None, after) == 0.0 and batch_totals({}, "preedit") == {"inferences": 0, "executions": 0}
     table = scaling_table([{"streams": 1, "aggregate_fps": 10.0, "per_stream_fps": 10.0, "p50_ms": 5, "p99_ms": 9,
                             "avg_batch_size": 1.0},
                            {"streams": 2, "aggregate_fps": 15.0, "per_stream_fps": 7.5, "p50_ms": 6, "p99_ms": 12,
@@ -89,24 +95,22 @@ def test_two_streams_share_one_server_when_run_against_triton(tmp_path):
     with TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0, metrics_port=0,
                                    models=("preedit",))) as server:
         server.wait_model_ready("preedit")
-        res = run_serving(server.grpc_url, "preedit", frames, n_streams=2, duration_s=1.0, inflight=2,
-                          metrics_url=server.metrics_url)
+        res = run_serving(server.grpc_url, "preedit", frames, n_streams=2, duration_s=1.0, inflight=2)
     assert res["streams"] == 2 and res["frames"] > 0 and res["errors"] == 0
     assert res["aggregate_fps"] > 0 and res["p99_ms"] >= res["p50_ms"] > 0
     assert res["avg_batch_size"] >= 1.0
 
 
 @pytest.mark.needs_triton
-def test_pipeline_mode_runs_preedit_run_per_stream_when_two_streams(clip):
+def test_pipeline_mode_runs_preedit_run_per_stream_when_two_streams(media):  # noqa: F811
     from preedit.paths import model_repository
     from preedit.perf.speed.multistream import run_pipeline_streams
     from preedit.serve import ServerConfig, TritonServer
 
-    source = clip("bottle-detection.mp4")
+    source = media("flower.mp4")
     with TritonServer(ServerConfig(model_repository=model_repository(), http_port=0, grpc_port=0, metrics_port=0,
                                    models=("preedit",))) as server:
         server.wait_model_ready("preedit")
-        res = run_pipeline_streams(server.grpc_url, "preedit", source, 2, preset="ultrafast", max_frames=10,
-                                   metrics_url=server.metrics_url)
+        res = run_pipeline_streams(server.grpc_url, "preedit", source, 2, preset="ultrafast", max_frames=10)
     assert res["streams"] == 2 and res["frames"] == 20 and res["errors"] == 0
     assert res["aggregate_fps"] > 0 and res["e2e_p50_ms"] > 0 and res["avg_batch_size"] >= 1.0

@@ -6,7 +6,10 @@ exit 2 and one line before any decoder opens or server starts (`client/checks.py
 
 from __future__ import annotations
 
+import ctypes
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -63,17 +66,37 @@ def test_run_refuses_the_same_output_twice(capsys, tmp_path, media):
     assert code == 2 and len(errors) == 1 and "same output given twice" in errors[0]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _PR_CAPBSET_DROP = 1, 2, 24
+
+
+def _without_dac_override() -> None:  # preexec_fn: root that obeys file modes (the capabilities dropped)
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")  # dropped from the bounding set: gone after exec
+
+
 def test_run_refuses_unwritable_output_folder_before_the_server(capsys, tmp_path, media):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        code, errors, err = run_cli(capsys, media("flower.mp4"), "-o", ro / "o.mp4", *FAST)
+        if os.geteuid() != 0:
+            code, errors, err = run_cli(capsys, media("flower.mp4"), "-o", ro / "o.mp4", *FAST)
+        else:
+            # Root writes into any folder: the run is a child root without CAP_DAC_OVERRIDE, for which
+            # the 0500 folder is really unwritable (as for any other user).
+            proc = subprocess.run([sys.executable, "-m", "preedit", "run", "--url", f"127.0.0.1:{free_port()}",
+                                   "--connect-timeout-s", "1", str(media("flower.mp4")), "-o", str(ro / "o.mp4"),
+                                   *FAST], capture_output=True, text=True, timeout=120,
+                                  preexec_fn=_without_dac_override)
+            code, err = proc.returncode, proc.stderr
+            errors = [line for line in err.splitlines() if line.startswith("preedit run: error:")]
     finally:
         ro.chmod(0o700)
     assert code == 2 and len(errors) == 1 and "not writable" in errors[0], err
     assert "partial output finalised" not in err
+    assert not (ro / "o.mp4").exists()
 
 
 def test_run_refuses_missing_output_folder(capsys, tmp_path, media):

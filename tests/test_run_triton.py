@@ -172,20 +172,20 @@ def test_run_matches_bypass_bit_for_bit_and_serves_metrics_when_model_is_identit
 def test_run_bypasses_late_frames_and_keeps_real_time_when_model_is_slow(server, media, tmp_path):
     out, summary = tmp_path / "live.mp4", tmp_path / "s.json"
     n = 30  # 1 s of 29.97 fps input, paced like a live feed
-    t0 = time.monotonic()
     code = cli_main(["run", str(media("flower.mp4")), "-o", str(out), "--url", server.grpc_url, "--model",
                      "preedit_slow", "--max-frames", str(n), "--realtime", "--latency-budget-ms", "50",
                      "--summary-json", str(summary), *FAST])
-    wall = time.monotonic() - t0
     assert code == 0
     stats = json.loads(summary.read_text())
-    assert stats["frames"] == n and stats["bypassed_by_reason"]["budget"] > 0
+    # The model answers no request in under SLOW_DELAY_S (0.2 s) > the 50 ms budget, on any machine: a
+    # pipeline that keeps real time waits for none of them, so every frame is encoded unedited at its
+    # deadline (a pipeline that waited would pre-edit them and fall behind the feed).
+    assert SLOW_DELAY_S * 1e3 > 50
+    assert stats["frames"] == n and stats["bypassed_by_reason"]["budget"] == n
+    assert stats["latency_ms"].get("preedit", {}).get("count", 0) == 0
     assert stats["bypassed_frames"] == sum(stats["bypassed_by_reason"].values())
     frames, _ = _decode(out)
     assert len(frames) == n
-    # Real time: a 1 s input finishes within its duration + budget + start/stop slack,
-    # where waiting on a 0.2 s/frame model would take >= 6 s / in-flight slots.
-    assert wall < n / 29.97 + 1.5
 
 
 def test_run_starts_embedded_server_and_sends_qp_when_no_url_given(repo, media, tmp_path):

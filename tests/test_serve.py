@@ -36,14 +36,17 @@ def test_embedded_server_serves_identity_model_and_metrics(tmp_path):
         inp.set_data_from_numpy(frames)
         out = client.infer("preedit", [inp]).as_numpy("NV12_OUT")
         assert np.array_equal(out, frames)
-        # Triton counts a request after it has answered it: wait for the counter, do not race it.
-        want = 'nv_inference_count{model="preedit",version="1"} 2'
+        # The python backend reports a request's statistics just after sending its response: wait for
+        # them (a scrape right after the answer can precede them), then check the count is exact.
+        want = 'nv_inference_count{model="preedit",version="1"} '
         deadline = time.monotonic() + 30
-        metrics = ""
-        while want not in metrics and time.monotonic() < deadline:
+        while True:
             metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-            time.sleep(0.1)
-        assert want in metrics
+            counted = [line for line in metrics.splitlines() if line.startswith(want)]
+            if (counted and counted[0] != want + "0") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert counted == [want + "2"], counted
     assert server.proc.poll() is not None  # stopped cleanly
 
 

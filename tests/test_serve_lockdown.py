@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 from preedit.errors import ServerError
 from preedit.serve import (API_KEY_HEADER, _is_stopped, regions_of, ServerConfig, TritonServer, build_server_cmd,
                            sweep_python_regions)
+from synthetic import media  # noqa: F401,E402 - fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +121,7 @@ def test_sweep_removes_only_unmapped_regions():
 
 
 @pytest.mark.needs_triton
-def test_locked_server_refuses_a_keyless_process_and_serves_its_own_client(tmp_path, clip):
+def test_locked_server_refuses_a_keyless_process_and_serves_its_own_client(tmp_path, media):  # noqa: F811
     # A long exit timeout: waiting on a frozen server would take 60 s; killing it at once does not.
     server = TritonServer(ServerConfig(http_port=0, grpc_port=0, metrics_port=0, models=("preedit",),
                                        exit_timeout_s=60))
@@ -143,7 +145,7 @@ def test_locked_server_refuses_a_keyless_process_and_serves_its_own_client(tmp_p
 
         # the client path: `preedit run --url` with the key (env) works end to end, without it is refused
         env = dict(os.environ, PREEDIT_TRITON_KEY=server.api_key)
-        src = clip("bottle-detection.mp4")
+        src = media("flower.mp4")
         ok = subprocess.run([sys.executable, "-m", "preedit", "run", str(src), "-o", str(tmp_path / "o.mp4"),
                              "--url", server.grpc_url, "--max-frames", "5", "--preset", "ultrafast"],
                             capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
@@ -237,9 +239,16 @@ def test_serve_killed_with_sigkill_takes_its_tritonserver_along(tmp_path):
     proc, triton, key_path = _serve(tmp_path)
     try:
         assert key_path.stat().st_mode & 0o777 == 0o600 and len(key_path.read_text().strip()) >= 20
+        ours = regions_of(triton)
+        assert ours  # the python backend's 64 MiB region
         proc.kill()
         proc.wait()
         assert _gone(triton, 5.0), "tritonserver outlived its killed launcher"
+        # the watchdog unlinks what the killed launcher cannot (not the next start's 60 s sweep)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and ([r for r in ours if os.path.exists(r)] or key_path.exists()):
+            time.sleep(0.1)
+        assert [r for r in ours if os.path.exists(r)] == [] and not key_path.exists()
     finally:
         if not _gone(triton, 0):
             os.kill(triton, signal.SIGKILL)
@@ -256,3 +265,40 @@ def test_serve_sigterm_stops_triton_gracefully_and_cleans_up(tmp_path):
     assert _gone(triton, 1.0)
     assert not key_path.exists()
     assert [r for r in ours if os.path.exists(r)] == []
+
+
+@pytest.mark.needs_triton
+def test_metrics_port_taken_during_start_is_refused_or_retried(monkeypatch):
+    """Row 11/14: a metrics port taken between the free-port check and Triton's bind (Triton then runs
+    on, and the port answers with another process's metrics: the `avg_batch_size` 0.0 flake's route to
+    another server's counters) fails a given port, and a picked one is picked again."""
+    import preedit.serve as serve_mod
+
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    other.bind(("127.0.0.1", 0))
+    other.listen(1)
+    taken = other.getsockname()[1]
+    try:
+        monkeypatch.setattr(serve_mod, "port_is_free", lambda host, port: True)  # the check ran before the take
+        server = TritonServer(ServerConfig(http_port=0, grpc_port=0, metrics_port=taken, models=("preedit",)))
+        with pytest.raises(ServerError, match=f"metrics-port {taken} .* taken by another process"):
+            server.start()
+        assert server.proc.poll() is not None  # stopped, not left running without metrics
+
+        # picked ports: the 1st start's metrics port and the 2nd start's HTTP port (Triton exits) are taken
+        picks = iter([None, None, taken, taken])
+        real_free_port = serve_mod.free_port
+        monkeypatch.setattr(serve_mod, "free_port", lambda host="127.0.0.1": next(picks, None) or real_free_port(host))
+        server = TritonServer(ServerConfig(http_port=0, grpc_port=0, metrics_port=0, models=("preedit",)))
+        server.start()
+        try:
+            assert next(picks, "spent") == "spent"  # both takes were hit: the start was retried twice
+            assert taken not in (server.config.http_port, server.config.grpc_port, server.config.metrics_port)
+            assert serve_mod.owns_listening_port(server.proc.pid, server.config.metrics_port)
+            with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
+                assert "nv_" in resp.read().decode()
+        finally:
+            server.stop()
+    finally:
+        other.close()

@@ -15,6 +15,7 @@ from preedit.training.config import TrainConfig
 from preedit.training.data import BankConfig, build_bank, sample_batch
 from preedit.training.losses import LossConfig, Losses
 from preedit.training.proxy import CodecProxy
+from synthetic import make_clip, media  # noqa: F401,E402 - fixture
 
 
 def _synthetic_bank(s: int = 3, t: int = 2, size: int = 256, seed: int = 0) -> np.ndarray:
@@ -56,11 +57,11 @@ def test_sample_batch_returns_float_nv12_when_cropping_and_flipping():
     assert torch.all(u == 128) and torch.all(v == 128), "chroma interleave survives the flip"
 
 
-def test_build_bank_cuts_sequences_when_reading_a_real_clip(clip, tmp_path):
-    path = clip("bottle-detection.mp4")
+def test_build_bank_cuts_sequences_when_reading_a_clip(tmp_path):
+    path = make_clip(tmp_path / "src.mp4", width=320, height=256, frames=8)
     bank, used = build_bank([path], BankConfig(window=256, seq_len=2, seqs_per_source=2, max_frames=4), cache=tmp_path)
     assert bank.shape == (2, 2, 384, 256) and bank.dtype == np.uint8
-    assert used == ["bottle-detection.mp4"]
+    assert used == ["src.mp4"]
     y, _, _ = nv12_split(bank)
     assert 0 < y.mean() < 255
     again, _ = build_bank([path], BankConfig(window=256, seq_len=2, seqs_per_source=2, max_frames=4), cache=tmp_path)
@@ -130,10 +131,10 @@ def test_encoder_options_lists_valid_choices_when_encoder_unknown():
         encoder_options("libvpx", 30)
 
 
-def test_proxy_check_ranks_like_x265_when_run_on_a_real_clip(clip, capsys):
+def test_proxy_check_ranks_like_x265_when_run_on_a_clip(media, capsys):  # noqa: F811
     from preedit.training.proxy_check import main
 
-    path = clip("flower.mp4")
+    path = media("flower.mp4")
     assert main(["--clips", str(path), "--qps", "22", "30", "38", "46", "--frames", "2", "--max-size", "128", "--encoders", "libx265"]) == 0
     text = capsys.readouterr().out
     row = next(line for line in text.splitlines() if line.startswith("libx265"))
@@ -141,11 +142,11 @@ def test_proxy_check_ranks_like_x265_when_run_on_a_real_clip(clip, capsys):
     assert rho_rate >= 0.9 and rho_dist >= 0.9
 
 
-def test_validate_gives_zero_bd_rate_when_editor_is_identity(clip):
+def test_validate_gives_zero_bd_rate_when_editor_is_identity(media):  # noqa: F811
     from preedit.network import identity_model
     from preedit.training.validate import format_report, torch_editor, validate
 
-    path = clip("flower.mp4")
+    path = media("flower.mp4")
     report = validate({"identity": torch_editor(identity_model())}, [path], 3, [26, 34, 42], "libx265", preset="ultrafast", max_size=128)
     bd = report["clips"]["flower.mp4"]["bd_identity"]
     assert bd["vmaf_neg"] == pytest.approx(0.0, abs=1e-6) and bd["psnr_y"] == pytest.approx(0.0, abs=1e-6)

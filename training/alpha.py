@@ -16,10 +16,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
+
+from preedit.color import nv12_split
+from preedit.errors import UsageError
+from preedit.training.encoders import encode_decode, psnr_y
+from preedit.training.kappa import KappaTable
+from preedit.training.qp_calibration import _load
 
 LOG = logging.getLogger(__name__)
 ALPHAS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5)
@@ -29,13 +36,10 @@ QPS = (22, 27, 32, 37, 42)
 def calibrate_alpha(net, clips: Sequence[Path], kappa, guards, families: Sequence[str] = ("hevc", "av1"), qps: Sequence[int] = QPS,
                     alphas: Sequence[float] = ALPHAS, frames: int = 8, height: int = 360) -> dict:
     """Score every (QP, α) on the dev clips; returns {"qp", "alpha", "table": rows, "mean": [[...]]}."""
-    import torch
-    from vmaf_torch import VMAF
+    import torch  # lazy: torch
+    from vmaf_torch import VMAF  # lazy: vmaf_torch
 
-    from preedit.color import nv12_split
-    from preedit.training.encoders import encode_decode, psnr_y
-    from preedit.training.objective import real_encoder_settings
-    from preedit.training.qp_calibration import _load
+    from preedit.training.objective import real_encoder_settings  # lazy: pulls torch
 
     if not alphas or alphas[0] != 0.0:
         raise ValueError("alphas must start with 0.0 (the plain encode every other alpha is compared with)")
@@ -75,9 +79,7 @@ def calibrate_alpha(net, clips: Sequence[Path], kappa, guards, families: Sequenc
 
 def with_alpha(checkpoint: Path, table: dict, out: Path) -> None:
     """Write `checkpoint` again with α(QP) in its NetConfig (deploy checkpoint)."""
-    from dataclasses import asdict, replace
-
-    from preedit.network import PreEditorNet, load_checkpoint, save_checkpoint
+    from preedit.network import PreEditorNet, load_checkpoint, save_checkpoint  # lazy: pulls torch
 
     net, extra = load_checkpoint(checkpoint)
     cfg = replace(net.config, alpha_qps=tuple(table["qp"]), alpha_values=tuple(table["alpha"]))
@@ -90,14 +92,11 @@ def with_alpha(checkpoint: Path, table: dict, out: Path) -> None:
 
 
 def main_alpha(cfg, checkpoint: str, out_json: str, frames: int = 8, alphas: Sequence[float] = ALPHAS) -> int:
-    from preedit.network import load_checkpoint
-    from preedit.training.kappa import KappaTable
+    from preedit.network import load_checkpoint  # lazy: pulls torch
 
     net, _ = load_checkpoint(checkpoint)
     clips = [p for p in cfg.dev_paths() if p.is_file()]
     if not clips:
-        from preedit.errors import UsageError
-
         raise UsageError("no dev clips found (dev_sources in the config)")
     table = calibrate_alpha(net, clips, KappaTable.load(cfg.kappa_table), cfg.guards, cfg.codecs, alphas=alphas, frames=frames)
     table["checkpoint"] = str(checkpoint)

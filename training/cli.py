@@ -11,11 +11,14 @@ Precedence: command-line flags > YAML file > defaults.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import time
 from pathlib import Path
 from typing import List
+
+from preedit.errors import ModelError, UsageError
 
 LOG = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "default" / "config.yaml"
@@ -47,8 +50,7 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args) -> "TrainConfig":
-    from preedit.errors import UsageError
-    from preedit.training.config import TrainConfig, load_yaml
+    from preedit.training.config import TrainConfig, load_yaml  # lazy: pulls torch
 
     data = load_yaml(args.config) if args.config else {}
     resume = getattr(args, "resume", None)
@@ -63,7 +65,7 @@ def build_config(args) -> "TrainConfig":
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set needs KEY=VALUE, got {item!r}")
-        import yaml
+        import yaml  # lazy: yaml
 
         node = data
         *parents, leaf = key.split(".")
@@ -80,8 +82,7 @@ def build_config(args) -> "TrainConfig":
 
 def _checkpoint_config(path: Path) -> dict:
     """The training config stored in a trainer checkpoint (`Trainer.state`)."""
-    from preedit.errors import ModelError, UsageError
-    from preedit.network import read_checkpoint_file
+    from preedit.network import read_checkpoint_file  # lazy: pulls torch
 
     try:
         data = read_checkpoint_file(path)
@@ -94,9 +95,7 @@ def _checkpoint_config(path: Path) -> dict:
 
 def write_run_record(trainer, out: Path, argv: List[str]) -> None:
     """config.json + data_list.json beside the checkpoints: what the run depends on."""
-    import collections
-
-    from preedit.training.data import source_group
+    from preedit.training.data import source_group  # lazy: pulls torch
 
     cfg = trainer.cfg
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -115,7 +114,7 @@ def write_run_record(trainer, out: Path, argv: List[str]) -> None:
 
 
 def run_validation(trainer, frames: int, max_size: int) -> dict:
-    from preedit.training.validate import format_report, torch_editor, validate
+    from preedit.training.validate import format_report, torch_editor, validate  # lazy: pulls numpy
 
     cfg = trainer.cfg
     clips = [p for p in cfg.heldout_paths() if p.is_file()]
@@ -138,31 +137,31 @@ def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="preedit train", description=__doc__.split("\n")[0])
     setup_args(parser)
     args = parser.parse_args(argv)
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
-    from preedit.training.trainer import Trainer
+    from preedit.training.trainer import Trainer  # lazy: pulls torch
 
     cfg = build_config(args)
     if args.threads > 0:
-        import torch
+        import torch  # lazy: torch
 
         torch.set_num_threads(args.threads)
     if args.write_bank:
-        from preedit.training.data import build_bank
+        from preedit.training.data import build_bank  # lazy: pulls torch
 
         bank, used = build_bank(cfg.train_paths(), cfg.bank)
         np.savez_compressed(args.write_bank, bank=bank, names=json.dumps(used))
         print(f"bank {tuple(bank.shape)} from {len(used)} sources written to {args.write_bank}")
         return 0
     if args.calibrate_alpha:
-        from preedit.training.alpha import main_alpha
+        from preedit.training.alpha import main_alpha  # lazy: pulls numpy
 
-        from preedit.training.alpha import ALPHAS
+        from preedit.training.alpha import ALPHAS  # lazy: pulls numpy
 
         return main_alpha(cfg, args.calibrate_alpha, args.alpha_out, alphas=tuple(args.alphas or ALPHAS))
     if args.fit_kappa:
-        from preedit.training.data import build_bank
-        from preedit.training.kappa import FIT_QPS, fit_kappa
+        from preedit.training.data import build_bank  # lazy: pulls torch
+        from preedit.training.kappa import FIT_QPS, fit_kappa  # lazy: pulls numpy
 
         bank, used = build_bank(cfg.train_paths(), cfg.bank, cache=Path(cfg.out_dir) / "cache")
         t0 = time.time()
@@ -187,7 +186,7 @@ def main(argv: List[str]) -> int:
     if args.bank and "names" in data:
         trainer.sources = json.loads(str(data["names"]))
     if args.init:
-        from preedit.network import load_checkpoint
+        from preedit.network import load_checkpoint  # lazy: pulls torch
 
         init_net, _ = load_checkpoint(args.init)
         trainer.net.load_state_dict(init_net.state_dict())
@@ -197,7 +196,7 @@ def main(argv: List[str]) -> int:
         trainer.resume(src)
         print(f"resumed from {src} at step {trainer.step}")
     write_run_record(trainer, out, argv)
-    from preedit.network import macs_per_frame
+    from preedit.network import macs_per_frame  # lazy: pulls torch
 
     gflop = 2 * macs_per_frame(type(trainer.net)(cfg.net).eval()) / 1e9
     print(f"network {cfg.net}: {sum(p.numel() for p in trainer.net.parameters())} parameters, {gflop:.2f} GFLOP per 1080p frame")

@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from preedit.errors import UsageError
 from preedit.network import NetConfig
-from preedit.training.data import BankConfig
+from preedit.paths import clips_dir
+from preedit.training.data import BankConfig, list_photos
 from preedit.training.losses import LossConfig
 from preedit.training.objective import GuardConfig
 from preedit.training.proxy import CODECS, ProxyConfig
@@ -185,13 +187,10 @@ class TrainConfig:
         return plain(asdict(self))
 
     def resolve_clips_dir(self) -> Path:
-        from preedit.paths import clips_dir
-
         return Path(self.clips_dir) if self.clips_dir else clips_dir()
 
     def train_paths(self) -> List[Path]:
         base = self.resolve_clips_dir()
-        from preedit.training.data import list_photos
 
         paths = [Path(s) if Path(s).is_absolute() else base / s for s in self.train_sources]
         photos = list_photos([Path(s) for s in self.photo_sources]) if self.photo_sources else []
@@ -210,9 +209,8 @@ def load_yaml(path: Optional[str]) -> dict:
     """Read a YAML config file (CLI edge only)."""
     if not path:
         return {}
-    import yaml
+    import yaml  # lazy: yaml
 
-    from preedit.errors import UsageError
 
     p = Path(path)
     if not p.is_file():

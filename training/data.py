@@ -12,6 +12,7 @@ Full-range input (yuvj420p) is converted to limited range, 10-bit input is reduc
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from preedit.color import nv12_full_to_limited, nv12_pack, nv12_split, rgb_to_yuv
 from preedit.errors import InputError
@@ -67,7 +69,7 @@ def read_video_nv12(path: Path, max_frames: int, start: int = 0) -> List[np.ndar
     if path.suffix == ".yuv":
         frames = list(read_raw_yuv(path, start + max_frames))[start:]
         return frames
-    import av
+    import av  # lazy: av
 
     out: List[np.ndarray] = []
     try:
@@ -102,7 +104,7 @@ def read_image_nv12(path: Path, height: int = 0) -> np.ndarray:
 
     With `height` > 0 the image is first scaled (swscale, aspect kept) to that height.
     """
-    import av
+    import av  # lazy: av
 
     try:
         with av.open(str(path)) as container:
@@ -247,7 +249,7 @@ def count_frames(path: Path) -> int:
             raise InputError(f"raw YUV file {path.name} has no WxH in its name")
         w, h = int(m.group(1)), int(m.group(2))
         return path.stat().st_size // (w * h * 3 // 2 * (2 if "10le" in path.name else 1))
-    import av
+    import av  # lazy: av
 
     try:
         with av.open(str(path)) as box:
@@ -319,8 +321,6 @@ def photo_sequence(nv12: np.ndarray, cfg: BankConfig, rng: np.random.Generator) 
     """A synthetic camera move over a still: `seq_len` windows of side `cfg.window` whose centre pans
     by a constant sub-pixel velocity and whose scale changes geometrically (bilinear resampling,
     luma and chroma with the same geometry). None when the photo is too small."""
-    import torch.nn.functional as F
-
     y, u, v = nv12_split(nv12)
     h, w = y.shape
     size, t = cfg.window, cfg.seq_len
@@ -355,8 +355,6 @@ def photo_sequence(nv12: np.ndarray, cfg: BankConfig, rng: np.random.Generator) 
 
 def source_group(path: Path, patterns: Sequence[str]) -> str:
     """Group label of a source: its first matching pattern, the folder of an image, or the file."""
-    import fnmatch
-
     path = Path(path)
     for pat in patterns:
         if fnmatch.fnmatch(path.name, pat) or fnmatch.fnmatch(str(path), pat):
@@ -445,8 +443,6 @@ def add_grain(batch: torch.Tensor, prob: float, sigma_max: float, gen: torch.Gen
     reference too): with probability `prob` per sequence, luma gets Gaussian noise of σ ~ U(0.5,
     sigma_max) code values, new per frame, spatially correlated (3x3 box) half of the time;
     rounded and clamped, so sources stay integer code values."""
-    import torch.nn.functional as F
-
     if prob <= 0 or sigma_max <= 0:
         return batch
     b, t, rows, w = batch.shape

@@ -64,7 +64,7 @@ def encode_decode(frames: np.ndarray, encoder: str, qp: int, fps: int = 25, pres
 
     Returns bits per packet (one packet per frame) and the decoded frames in display order.
     """
-    import av
+    import av  # lazy: av
 
     os.environ.setdefault("SVT_LOG", "1")
     t, rows, width = frames.shape

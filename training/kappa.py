@@ -27,6 +27,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from preedit.color import nv12_split
+from preedit.errors import UsageError
+from preedit.paths import REPO_ROOT
+from preedit.training.encoders import encode_decode
+
 LOG = logging.getLogger(__name__)
 FIT_QPS = (18, 22, 26, 30, 34, 38, 42, 46, 50)
 
@@ -67,12 +72,8 @@ class KappaTable:
             return cls.default()
         p = Path(path)
         if not p.is_absolute() and not p.is_file():
-            from preedit.paths import REPO_ROOT
-
             p = REPO_ROOT / p
         if not p.is_file():
-            from preedit.errors import UsageError
-
             raise UsageError(f"kappa table not found: {path}")
         data = json.loads(p.read_text())
         return cls({k: {"qp": list(v["qp"]), "kappa": list(v["kappa"])} for k, v in data.items() if isinstance(v, dict) and "kappa" in v})
@@ -111,12 +112,10 @@ def fit_kappa(bank: np.ndarray, qps: Sequence[int] = FIT_QPS, families: Sequence
 
     Returns a JSON-able dict: per family `qp`, `kappa` (median over sequences), `iqr`, `n`.
     """
-    import torch
-    from vmaf_torch import VMAF
+    import torch  # lazy: torch
+    from vmaf_torch import VMAF  # lazy: vmaf_torch
 
-    from preedit.color import nv12_split
-    from preedit.training.encoders import encode_decode
-    from preedit.training.objective import real_encoder_settings
+    from preedit.training.objective import real_encoder_settings  # lazy: pulls torch
 
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(bank), size=min(max_seqs, len(bank)), replace=False)

@@ -72,7 +72,7 @@ class LossTerms(NamedTuple):
 
 def fidelity_y(src_y: torch.Tensor, dec_y: torch.Tensor) -> torch.Tensor:
     """0.2·L1/255 + 0.8·(1 − MS-SSIM) on luma `[N, H, W]` code values (H, W ≥ 161)."""
-    from pytorch_msssim import ms_ssim
+    from pytorch_msssim import ms_ssim  # lazy: pytorch_msssim
 
     l1 = (src_y - dec_y).abs().mean() / 255.0
     ms = ms_ssim(src_y.unsqueeze(1), dec_y.unsqueeze(1), data_range=255.0, size_average=True)
@@ -87,7 +87,7 @@ class Losses(torch.nn.Module):
         self.config = config
         self.vmaf_neg = self.vmaf_plain = None
         if config.vmaf_weight > 0:
-            from vmaf_torch import VMAF
+            from vmaf_torch import VMAF  # lazy: vmaf_torch
 
             self.vmaf_neg = VMAF(temporal_pooling=False, enable_motion=False, clip_score=False, NEG=True)
             if config.vmaf_gap_weight > 0:

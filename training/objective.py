@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from preedit.color import nv12_split
+from preedit.qp import av1_quantizer_for_model_qp
 
 EPS = 1e-6
 
@@ -41,7 +42,6 @@ def real_encoder_settings(family: str, qp: float, x265_preset: str = "medium", a
     preset 8 at the CRF of equal quality (`preedit.qp.av1_quantizer_for_model_qp(qp, "crf")`)."""
     if family == "hevc":
         return "libx265", int(round(qp)), x265_preset
-    from preedit.qp import av1_quantizer_for_model_qp
 
     return "libsvtav1", int(round(av1_quantizer_for_model_qp(qp, "crf"))), av1_preset
 
@@ -96,7 +96,7 @@ class BDRateObjective(torch.nn.Module):
 
     def __init__(self, kappa, guards: GuardConfig = GuardConfig()) -> None:
         super().__init__()
-        from vmaf_torch import VMAF
+        from vmaf_torch import VMAF  # lazy: vmaf_torch
 
         self.kappa = kappa
         self.guards = guards

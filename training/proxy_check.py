@@ -20,7 +20,11 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from preedit.color import nv12_pack, nv12_split
 from preedit.errors import InputError, UsageError
+from preedit.paths import clips_dir
+from preedit.qp import av1_model_qp
+from preedit.training.encoders import encode_decode, mse_yuv
 
 LOG = logging.getLogger(__name__)
 DEFAULT_CLIPS = ("asl-book.mkv", "bottle-detection.mp4", "stream-of-water.webm", "face-webcam-1080x720.mp4", "flower.mp4", "sintel-snowfight.mp4", "friday-filmgrain.mp4", "park_joy_480x270_50fps.y4m")
@@ -41,8 +45,7 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _segment(path: Path, frames: int, max_size: int) -> np.ndarray:
-    from preedit.color import nv12_pack, nv12_split
-    from preedit.training.data import read_video_nv12
+    from preedit.training.data import read_video_nv12  # lazy: pulls torch
 
     seq = read_video_nv12(path, frames)
     if len(seq) < frames:
@@ -61,9 +64,9 @@ def _segment(path: Path, frames: int, max_size: int) -> np.ndarray:
 
 def proxy_measure(seg: np.ndarray, qp_hevc: float, codec: str) -> Dict[str, float]:
     """Proxy rate units (intra, inter) and MSE of one segment, averaged over the block sizes."""
-    import torch
+    import torch  # lazy: torch
 
-    from preedit.training.proxy import BLOCK_SIZES, CodecProxy, ProxyConfig
+    from preedit.training.proxy import BLOCK_SIZES, CodecProxy, ProxyConfig  # lazy: pulls torch
 
     proxy = CodecProxy(ProxyConfig(codec=codec))
     x = torch.from_numpy(seg).float().unsqueeze(0)
@@ -79,7 +82,7 @@ def proxy_measure(seg: np.ndarray, qp_hevc: float, codec: str) -> Dict[str, floa
 
 def fit_rate_scales(samples: Sequence[dict]) -> Dict[str, float]:
     """NNLS fit of real bits ≈ a_intra·units_intra + a_inter·units_inter."""
-    from scipy.optimize import nnls
+    from scipy.optimize import nnls  # lazy: scipy
 
     a = np.array([[s["units_intra"], s["units_inter"]] for s in samples])
     b = np.array([s["real_bits"] for s in samples], dtype=np.float64)
@@ -89,7 +92,7 @@ def fit_rate_scales(samples: Sequence[dict]) -> Dict[str, float]:
 
 
 def _rho(a: Sequence[float], b: Sequence[float]) -> float:
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: scipy
 
     if len(a) < 3:
         return float("nan")
@@ -103,11 +106,9 @@ def _nanmean(values: Sequence[float]) -> float:
 
 def run_check(clips: Sequence[Path], qps: Sequence[int], encoders: Sequence[str], frames: int, max_size: int, preset: str) -> dict:
     """Measure samples and correlations; returns a JSON-able report."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: scipy
 
-    from preedit.training.encoders import encode_decode, mse_yuv
-    from preedit.qp import av1_model_qp
-    from preedit.training.proxy import hevc_qp_to_av1_q
+    from preedit.training.proxy import hevc_qp_to_av1_q  # lazy: pulls torch
 
     report: dict = {"qps": list(qps), "frames": frames, "clips": [p.name for p in clips], "encoders": {}}
     segs = {p.name: _segment(p, frames, max_size) for p in clips}
@@ -148,7 +149,6 @@ def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="preedit proxy-check", description=__doc__.split("\n")[0])
     setup_args(parser)
     args = parser.parse_args(argv)
-    from preedit.paths import clips_dir
 
     if len(args.qps) < 4:
         raise UsageError(f"need at least 4 QPs for a rank correlation, got {args.qps}")

@@ -29,6 +29,10 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from preedit.errors import InputError, UsageError
+from preedit.paths import clips_dir
+from preedit.qp import AV1_QUALITY_MAP_PATH, av1_q_to_hevc_qp
+from preedit.training.cli import DEFAULT_CONFIG
+from preedit.training.encoders import encode_decode, psnr_y
 
 LOG = logging.getLogger(__name__)
 DEFAULT_CLIPS = (
@@ -49,13 +53,11 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_map_path() -> Path:
-    from preedit.qp import AV1_QUALITY_MAP_PATH
-
     return AV1_QUALITY_MAP_PATH
 
 
 def _load(path: Path, frames: int, height: int) -> np.ndarray:
-    import av
+    import av  # lazy: av
 
     try:
         with av.open(str(path)) as box:
@@ -86,8 +88,6 @@ def equal_quality_qp(x265_qps: Sequence[float], x265_psnr: Sequence[float], targ
 
 
 def calibrate(clips: Sequence[Path], frames: int, height: int) -> dict:
-    from preedit.training.encoders import encode_decode, psnr_y
-
     per: Dict[str, Dict[int, List[float]]] = {m: {q: [] for q in AV1_QS} for m in MODES}
     for path in clips:
         t0 = time.time()
@@ -113,7 +113,6 @@ def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="preedit qp-calibrate", description=__doc__.split("\n")[0])
     setup_args(parser)
     args = parser.parse_args(argv)
-    from preedit.paths import clips_dir
 
     if args.frames < 1 or args.height < 64 or args.height % 2:
         raise UsageError("--frames must be >= 1 and --height an even number >= 64")
@@ -128,7 +127,6 @@ def main(argv: List[str]) -> int:
     report = calibrate(clips, args.frames, args.height)
     print(f"qp-calibrate: {len(clips)} clips, {args.frames} frames at {args.height}p; x265 QP of equal PSNR-Y (median)")
     print(f"{'AV1 q':>6} " + " ".join(f"{m:>8}" for m in MODES) + "   equal-step QP")
-    from preedit.qp import av1_q_to_hevc_qp
 
     for i, q in enumerate(AV1_QS):
         print(f"{q:>6} " + " ".join(f"{report['table'][m][i][1]:>8.1f}" for m in MODES) + f"   {av1_q_to_hevc_qp(q):>8.1f}")
@@ -139,8 +137,7 @@ def main(argv: List[str]) -> int:
 
 
 def _heldout() -> set:
-    import yaml
+    import yaml  # lazy: yaml
 
-    from preedit.training.cli import DEFAULT_CONFIG
 
     return set(yaml.safe_load(Path(DEFAULT_CONFIG).read_text()).get("heldout", []))

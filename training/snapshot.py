@@ -19,12 +19,13 @@ import sys
 from pathlib import Path
 from typing import List
 
+from preedit.errors import UsageError
+
 
 def snapshot(run: Path, dest: Path) -> dict:
-    import torch
+    import torch  # lazy: torch
 
-    from preedit.errors import UsageError
-    from preedit.network import NetConfig, PreEditorNet, save_checkpoint
+    from preedit.network import NetConfig, PreEditorNet, save_checkpoint  # lazy: pulls torch
 
     src = run / "last.pt"
     if not src.is_file():
@@ -50,7 +51,6 @@ def main(argv: List[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m preedit.training.snapshot RUN_DIR DEST_DIR", file=sys.stderr)
         return 2
-    from preedit.errors import UsageError
 
     try:
         rec = snapshot(Path(argv[0]), Path(argv[1]))

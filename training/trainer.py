@@ -11,23 +11,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import random
+import signal
+import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from preedit.errors import ModelError, UsageError
 from preedit.network import PreEditorNet, save_checkpoint
+from preedit.paths import REPO_ROOT
+from preedit.qp import av1_quantizer_for_model_qp
 from preedit.training.config import TrainConfig
-from preedit.training.data import build_bank, sample_batch
+from preedit.training.data import add_grain, build_bank, sample_batch
+from preedit.training.encoders import encode_decode
+from preedit.training.kappa import KappaTable
 from preedit.training.losses import Losses
-from preedit.training.proxy import BLOCK_SIZES, CodecProxy
+from preedit.training.objective import BDRateObjective, FrameTypeCalibration, real_encoder_settings
+from preedit.training.proxy import BLOCK_SIZES, CodecProxy, to_codec_pixels
 
 LOG = logging.getLogger(__name__)
 
@@ -37,8 +47,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from preedit.errors import UsageError
-
         raise UsageError("device 'cuda' requested but no CUDA device is available; valid here: ['auto', 'cpu']")
     return torch.device(name)
 
@@ -48,8 +56,6 @@ def load_calibration(cfg: TrainConfig) -> dict:
         return {}
     path = Path(cfg.calibration)
     if not path.is_absolute() and not path.is_file():
-        from preedit.paths import REPO_ROOT
-
         path = REPO_ROOT / path
     if not path.is_file():
         LOG.warning("calibration file %s not found; proxy rate scales stay at 1", path)
@@ -75,13 +81,8 @@ def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torc
     Returns:
         `(x̂, bits)`: the reconstruction and the real encoder's bits per sequence `[B]` (float64).
     """
-    from preedit.qp import av1_quantizer_for_model_qp
-    from preedit.training.encoders import encode_decode
-    from preedit.training.proxy import to_codec_pixels
-
     pixels = to_codec_pixels(edited.detach()).to(torch.uint8).cpu().numpy()
     real, bits = [], []
-    from preedit.training.objective import real_encoder_settings
 
     for seq, q in zip(pixels, qp.tolist()):
         if mode == "crf":
@@ -116,14 +117,10 @@ class Trainer:
             self.proxies[codec] = CodecProxy(pc)
         self.objective = None
         if cfg.objective == "bdrate":
-            from preedit.training.kappa import KappaTable
-            from preedit.training.objective import BDRateObjective
-
             self.objective = BDRateObjective(KappaTable.load(cfg.kappa_table), cfg.guards).to(self.device)
             self.losses = None
         else:
             self.losses = Losses(cfg.loss).to(self.device)
-        from preedit.training.objective import FrameTypeCalibration
 
         self.rate_cal = FrameTypeCalibration({c: {"intra": p.config.rate_scale_intra, "inter": p.config.rate_scale_inter} for c, p in self.proxies.items()})
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
@@ -137,8 +134,6 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict:
-        from dataclasses import asdict
-
         return {
             "model": {"config": asdict(self.cfg.net), "state_dict": self.net.state_dict(), "extra": {}},
             "optimizer": self.opt.state_dict(),
@@ -153,8 +148,6 @@ class Trainer:
         }
 
     def bank_sha(self) -> str:
-        import hashlib
-
         return hashlib.sha256(self.bank.numpy().tobytes()).hexdigest()[:16]
 
     def save(self, path: Path) -> None:
@@ -164,8 +157,6 @@ class Trainer:
         tmp.replace(path)
 
     def resume(self, path: Path) -> None:
-        from preedit.errors import ModelError
-
         if not path.is_file():
             raise ModelError(f"cannot resume: checkpoint {path} not found")
         data = torch.load(path, map_location="cpu", weights_only=False)
@@ -195,8 +186,6 @@ class Trainer:
         self.net.train()
         batch = sample_batch(self.bank, cfg.batch_size, cfg.crop, self.gen, self.device)
         if cfg.grain_prob > 0:
-            from preedit.training.data import add_grain
-
             batch = add_grain(batch, cfg.grain_prob, cfg.grain_sigma, self.gen)
         b, t = batch.shape[:2]
         lo, hi = cfg.qp_range
@@ -266,13 +255,10 @@ class Trainer:
         With `time_budget_s` > 0, the speed of the first 20 steps sets a smaller `cfg.steps` when
         the run would not fit (the cosine schedule follows the new horizon).
         """
-        from tqdm import tqdm
-
         cfg = self.cfg
         out = Path(cfg.out_dir)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True, mininterval=2.0)
         t0, s0 = time.time(), self.step
-        import signal
 
         def _term(signum, frame):  # SIGTERM ends the run like Ctrl-C: checkpoint, then stop
             raise KeyboardInterrupt
@@ -313,6 +299,4 @@ class Trainer:
 
 
 def threading_main() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()

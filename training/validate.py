@@ -18,7 +18,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from preedit.color import nv12_split
+from preedit.color import nv12_pack, nv12_split
+from preedit.engines import TorchEngine
+from preedit.qp import model_qp
+from preedit.quality.bdrate import bd_rate
+from preedit.quality.metrics import score
+from preedit.quality.y4m import Y4MHeader, write_y4m
+from preedit.training.encoders import encode_decode, nv12_to_i420_frame
+from preedit.training.proxy_check import _segment
 
 LOG = logging.getLogger(__name__)
 BD_METRICS = ("vmaf_neg", "vmaf_v1", "vmaf", "psnr_y", "xpsnr_y")
@@ -28,20 +35,15 @@ Editor = Callable[[np.ndarray, float], np.ndarray]  # NV12 uint8 [T, H*3/2, W], 
 
 def torch_editor(net, device="cpu", chunk: int = 4) -> Editor:
     """Wrap a `PreEditorNet` as NV12 uint8 `[T, H*3/2, W]` + QP → uint8 of the same shape."""
-    from preedit.engines import TorchEngine
-
     return TorchEngine(net, device, chunk=chunk, eval_mode=False)
 
 
 def unsharp_editor(amount: float = 0.8, size: int = 5) -> Editor:
     """FFmpeg-style `unsharp=size:size:amount` on luma (Gaussian-free box approximation is not
     used: this runs FFmpeg's own filter through PyAV's filter graph)."""
-    import av
+    import av  # lazy: av
 
     def edit(frames: np.ndarray, qp: float) -> np.ndarray:
-        from preedit.training.encoders import nv12_to_i420_frame
-        from preedit.color import nv12_pack
-
         t, rows, width = frames.shape
         height = rows * 2 // 3
         graph = av.filter.Graph()
@@ -67,8 +69,6 @@ def unsharp_editor(amount: float = 0.8, size: int = 5) -> Editor:
 
 
 def _write_y4m(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
-    from preedit.quality.y4m import Y4MHeader, write_y4m
-
     h = frames.shape[1] * 2 // 3
     w = frames.shape[2]
     header = Y4MHeader(w, h, fps, 1, (f"W{w}", f"H{h}", f"F{fps}:1", "Ip", "A1:1", "C420jpeg"))
@@ -77,8 +77,6 @@ def _write_y4m(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
 
 def score_frames(reference: np.ndarray, decoded: np.ndarray) -> Dict[str, float]:
     """libvmaf/XPSNR scores of decoded vs reference NV12 stacks (swap point: `perf.metrics.score`)."""
-    from preedit.quality.metrics import score
-
     with tempfile.TemporaryDirectory(prefix="preedit-val-") as tmp:
         ref = _write_y4m(Path(tmp) / "ref.y4m", reference)
         dist = _write_y4m(Path(tmp) / "dist.y4m", decoded)
@@ -87,8 +85,6 @@ def score_frames(reference: np.ndarray, decoded: np.ndarray) -> Dict[str, float]
 
 def rd_curve(frames: np.ndarray, editor: Optional[Editor], encoder: str, qps: Sequence[int], preset: str, qp_for_model: Callable[[int], float]) -> List[dict]:
     """Encode (optionally pre-edited) frames at each QP; score against the original frames."""
-    from preedit.training.encoders import encode_decode
-
     points = []
     for q in qps:
         src = frames if editor is None else editor(frames, qp_for_model(q))
@@ -101,8 +97,6 @@ def rd_curve(frames: np.ndarray, editor: Optional[Editor], encoder: str, qps: Se
 
 def bd_rates(anchor: List[dict], test: List[dict], metrics: Sequence[str] = BD_METRICS) -> Dict[str, float]:
     """BD-rate (%) of test vs anchor for each metric (PCHIP; NaN when not computable)."""
-    from preedit.quality.bdrate import bd_rate
-
     out = {}
     for m in metrics:
         r = bd_rate([p["kbits"] for p in anchor], [p[m] for p in anchor], [p["kbits"] for p in test], [p[m] for p in test])
@@ -130,8 +124,7 @@ def validate(
         preset: encoder preset.
         max_size: centre-crop side limit (0: full frame).
     """
-    from preedit.training.data import read_video_nv12
-    from preedit.qp import model_qp
+    from preedit.training.data import read_video_nv12  # lazy: pulls torch
 
     family = "hevc" if encoder == "libx265" else "av1"
     to_model_qp = lambda q: model_qp(family, q, "qp")  # noqa: E731
@@ -139,8 +132,6 @@ def validate(
     for clip in clips:
         seq = np.stack(read_video_nv12(clip, frames))
         if max_size:
-            from preedit.training.proxy_check import _segment  # centre crop helper
-
             seq = _segment(clip, frames, max_size)
         entry = {"plain": rd_curve(seq, None, encoder, qps, preset, to_model_qp)}
         for name, ed in editors.items():

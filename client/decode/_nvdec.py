@@ -92,7 +92,7 @@ class NvdecDecoder:
     def __init__(self, path, *, device_id: int = 0, ring_size: int = 8, cuda_stream=None,
                  nvc: Any = None, color_range: Optional[str] = None, time_base: Optional[Fraction] = None,
                  demuxer: Any = None) -> None:
-        import torch
+        import torch  # lazy: torch
 
         self.path = Path(path) if demuxer is None else None
         self.name = str(path) if demuxer is not None else Path(path).name
@@ -151,7 +151,7 @@ class NvdecDecoder:
         return _first_int(self._demux, ("BitDepth",)) if self._demux is not None else None
 
     def _owned(self, view):
-        import torch
+        import torch  # lazy: torch
 
         if not self.ring_size:  # fresh tensor per frame (torch's caching allocator makes this cheap)
             dev = view.device if view.device.type == "cuda" else self.device
@@ -173,7 +173,7 @@ class NvdecDecoder:
         return buf
 
     def __iter__(self) -> Iterator:
-        import torch
+        import torch  # lazy: torch
 
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # iteration may run in another thread (brief §1.2)

@@ -221,8 +221,6 @@ class LiveEsMuxer:
     def __init__(self, codec: str, out_path: Path, *, width: int, height: int, time_base: Fraction,
                  frame_rate: Optional[Fraction] = None, reorder_depth: int = 0,
                  audio_from: Optional[Path] = None) -> None:
-        import av
-
         if codec not in ES_CODECS:
             raise EncodeError(f"cannot mux codec {codec!r}; valid: {', '.join(ES_CODECS)}")
         fmt = container_for(out_path)
@@ -258,8 +256,6 @@ class LiveEsMuxer:
 
     def add(self, data: bytes, frame_index: int, keyframe: bool, frame_pts: Sequence[Optional[int]]) -> None:
         """Mux one packet now. `frame_pts`: source PTS per frame index sent so far."""
-        import av
-
         if not data:
             return
         if not 0 <= frame_index < len(frame_pts):

@@ -341,7 +341,7 @@ def _call_or_none(obj, name: str):
 
 def _as_cuda_nv12(nv12, height: int, width: int, device_id: int):
     """A contiguous uint8 `[H*3/2, W]` tensor on the GPU (NVENC reads the chroma at `Y + W*H`)."""
-    import torch
+    import torch  # lazy: torch
 
     t = nv12 if isinstance(nv12, torch.Tensor) else torch.from_numpy(nv12)
     if tuple(t.shape) != (height * 3 // 2, width) or t.dtype != torch.uint8:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from functools import partial
@@ -27,7 +28,7 @@ from typing import Any, List, Optional, Tuple
 
 import tritonclient.grpc as grpcclient
 
-from preedit.client.transport._ring import SlotIndexRing, qp_offset
+from preedit.client.transport._ring import CLOSE_TIMEOUT_S, SlotIndexRing, qp_offset, unregister_reserve
 from preedit.errors import ModelError, ServerError
 from preedit.spec import DEFAULT_QP, FRAMES_IN, FRAMES_OUT, QP_IN
 
@@ -61,7 +62,7 @@ class CudaShmTransport:
                  qp: Optional[float] = None, device_id: int = 0, output_device: str = "cuda",
                  request_timeout_s: float = 30.0, client: Any = None, cudashm: Any = None,
                  check_model: bool = True, headers: Optional[dict] = None) -> None:
-        import torch
+        import torch  # lazy: torch
 
         if output_device not in ("cuda", "cpu"):
             raise ValueError(f"output_device must be cuda or cpu, got {output_device!r}")
@@ -216,18 +217,23 @@ class CudaShmTransport:
         return self.ring.in_flight
 
     # -- teardown ----------------------------------------------------------------------------
-    def close(self, drain_timeout_s: float = 10.0) -> None:
-        """Wait for in-flight requests, unregister on the server first, then free the regions."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Wait for in-flight requests, unregister on the server first, then free the regions; the
+        drain and the unregister calls together take at most `timeout_s` (as `TritonTransport.close`)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        self.ring.wait_idle(drain_timeout_s)
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        self.ring.wait_idle(max(0.0, deadline - time.monotonic() - unregister_reserve(timeout_s)))
         for name in self._registered:
+            left = deadline - time.monotonic()
+            if left < 0.05:
+                break
             try:
-                self.client.unregister_cuda_shared_memory(name, **self._hdr)
+                self.client.unregister_cuda_shared_memory(name, client_timeout=left, **self._hdr)
             except Exception:  # noqa: BLE001 - server may be gone; the memory is ours to free
-                pass
+                break
         self._registered = []
         for slot in self.slots:
             slot.v_in = slot.v_out = None

@@ -21,6 +21,8 @@ from functools import partial
 from typing import Optional, Tuple
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from preedit.client import telemetry as metrics
 from preedit.client.interfaces import as_numpy
@@ -38,9 +40,6 @@ class GrpcTransport(TritonTransport):
                  qp: Optional[float] = None, request_timeout_s: float = 30.0, retries: int = 2,
                  retry_backoff_s: float = 0.25, connect_timeout_s: float = 10.0,
                  headers: Optional[dict] = None) -> None:
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException, triton_to_np_dtype
-
         self._grpc = grpcclient
         self._exc_type = InferenceServerException
         self.url, self.model = url, model

@@ -16,6 +16,7 @@ Triton maps by key, and gives NumPy views directly (no extra copy through ctypes
 
 from __future__ import annotations
 
+import _posixshmem
 import logging
 import os
 import queue
@@ -32,6 +33,16 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+#: Default bound of a transport's `close()` (drain + unregister), seconds: a run's teardown is <= 5 s
+#: after its last frame even with a frozen server (issue 12 row 10).
+CLOSE_TIMEOUT_S = 5.0
+
+
+def unregister_reserve(timeout_s: float) -> float:
+    """Part of a close's time kept for the unregister calls (pure): a fifth, at most 1 s."""
+    return min(1.0, max(0.0, timeout_s) / 5.0)
+
+
 class ShmRegion:
     """One POSIX shared-memory object, owned (created and unlinked) by this process."""
 
@@ -46,7 +57,7 @@ class ShmRegion:
         except TypeError:  # Python < 3.13 has no `track`
             self._shm = shared_memory.SharedMemory(name=name, create=True, size=byte_size)
             try:
-                from multiprocessing import resource_tracker
+                from multiprocessing import resource_tracker  # lazy: optional dependency
 
                 resource_tracker.unregister(self._shm._name, "shared_memory")  # type: ignore[attr-defined]
             except Exception:  # pragma: no cover - best effort
@@ -75,8 +86,6 @@ class ShmRegion:
         try:
             # SharedMemory.unlink() would also unregister from the resource tracker, which
             # has already forgotten this region (see __init__): unlink the POSIX object directly.
-            import _posixshmem
-
             _posixshmem.shm_unlink(self._shm._name)  # type: ignore[attr-defined]
         except FileNotFoundError:
             pass

@@ -8,7 +8,8 @@
 ```
 Each request holds one frame `[1, H*3/2, W]`; Triton's dynamic batcher groups frames from all
 clients. Failed requests are retried a bounded number of times, then the Future raises
-`ServerError`. `close()` waits for in-flight requests, unregisters and unlinks every region.
+`ServerError`. `close(timeout_s)` waits for in-flight requests, unregisters and unlinks every region,
+all within `timeout_s` (default 5 s, even when the server is frozen).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from preedit.client import telemetry
 from preedit.client.interfaces import as_numpy
-from preedit.client.transport._ring import Slot, SlotRing
+from preedit.client.transport._ring import CLOSE_TIMEOUT_S, Slot, SlotRing, unregister_reserve
 from preedit.errors import ModelError, ServerError
 from preedit.spec import FRAMES_IN, FRAMES_OUT, QP_IN
 
@@ -275,16 +276,27 @@ class TritonTransport:
         return self._inflight
 
     # -- teardown ----------------------------------------------------------------------------
-    def close(self, drain_timeout_s: float = 10.0) -> None:
-        """Wait for in-flight requests (bounded), unregister and unlink every region; idempotent."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Wait for in-flight requests, unregister and unlink every region; idempotent.
+
+        Bounded by `timeout_s` in all (issue 12 row 10): the drain leaves `unregister_reserve(timeout_s)`
+        for the unregister calls, which share the remaining time and stop at the first failure (a frozen
+        or dead server). Regions left registered on a live server are unregistered by the next client
+        (`_sweep_dead_clients`); our /dev/shm files are unlinked here whatever the server does."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        reserve = unregister_reserve(timeout_s)
         with self._lock:
-            self._lock.wait_for(lambda: self._inflight == 0, timeout=drain_timeout_s)
+            self._lock.wait_for(lambda: self._inflight == 0, timeout=max(0.0, deadline - time.monotonic() - reserve))
             self._closed = True
         for name in self._registered:
+            left = deadline - time.monotonic()
+            if left < 0.05:
+                log.warning("close: no time left to unregister %d region(s) on %s", len(self._registered), self.url)
+                break
             try:
-                self.client.unregister_system_shared_memory(name, headers=self.headers, client_timeout=2.0)
+                self.client.unregister_system_shared_memory(name, headers=self.headers, client_timeout=left)
             except Exception:  # noqa: BLE001 - the server may be gone or frozen; the region is ours to unlink
-                break  # one timeout is enough: do not wait 2 s more for every other region
+                break  # one timeout is enough: do not wait for every other region
         self._registered = []
         if self.ring is not None:
             self.ring.destroy()

@@ -15,8 +15,10 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 from preedit.engines import OrtEngine, TorchEngine
-
+from preedit.export.int8.onnx import build_onnx
 from preedit.export.int8.reference import IntModel, reference_forward
+from preedit.export.int8.torch import TorchFloatIntPreEditor, TorchInt8PreEditor, available_engines
+from preedit.export.onnx_export import export_onnx_bytes
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # an Engine, or any uint8 [N, H*3/2, W], fp32 [N, 1] -> uint8
 
@@ -33,8 +35,6 @@ def ort_variants(onnx_bytes: bytes, prefix: str = "ort") -> Dict[str, Runner]:
 def float_backends(net, onnx_bytes: Optional[bytes] = None) -> Dict[str, Runner]:
     """PyTorch eager fp32 and the ORT variants of the float model's ONNX export."""
     if onnx_bytes is None:
-        from preedit.export.onnx_export import export_onnx_bytes
-
         onnx_bytes = export_onnx_bytes(net)
     return {"torch-fp32": TorchEngine(net), **ort_variants(onnx_bytes)}
 
@@ -42,9 +42,6 @@ def float_backends(net, onnx_bytes: Optional[bytes] = None) -> Dict[str, Runner]
 def int8_backends(model: IntModel, onnx_bytes: Optional[bytes] = None,
                   engines: Optional[Sequence[str]] = None) -> Dict[str, Runner]:
     """NumPy reference, ORT variants of the int8 ONNX, and PyTorch quantized engines."""
-    from preedit.export.int8.onnx import build_onnx
-    from preedit.export.int8.torch import TorchFloatIntPreEditor, TorchInt8PreEditor, available_engines
-
     if onnx_bytes is None:
         onnx_bytes = build_onnx(model)
     out: Dict[str, Runner] = {"numpy-ref": lambda x, q: reference_forward(model, x, q)}

@@ -19,21 +19,26 @@ import argparse
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from preedit.engines import TritonEngine
 from preedit.errors import ModelError, UsageError
-from preedit.paths import clips_dir
-
-from preedit.export.int8.frames import load_frames
 from preedit.export.int8.backends import float_backends, int8_backends
 from preedit.export.int8.compare import frame_qps, pairwise, run_frames
+from preedit.export.int8.frames import load_frames
+from preedit.export.int8.quantize import perturbed_net
 from preedit.export.int8.reference import IntModel
 from preedit.export.int8.write import INT8_MODEL_NAME, export_deterministic, load_int_model
+from preedit.export.repository import export_model_repository
+from preedit.network import NetConfig, PreEditorNet, load_checkpoint
+from preedit.paths import clips_dir
+from preedit.serve import ServerConfig, TritonServer
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +160,8 @@ def _parse_clip(text: str) -> Tuple[str, int, Optional[int]]:
 def net_from_model_dir(model_dir: Path):
     """Rebuild the float `PreEditorNet` from an exported float model (`model.onnx` initializers +
     `contract.json` net_config), for when only the model repository is at hand."""
-    import onnx
-    import torch
+    import onnx  # lazy: onnx
 
-    from preedit.network import NetConfig, PreEditorNet
 
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "contract.json").read_text())
@@ -185,9 +188,6 @@ def net_from_model_dir(model_dir: Path):
 def load_net(checkpoint: Optional[Path]):
     """Float network from a checkpoint (.pt), an exported float model dir, or (None) the seeded
     perturbed stand-in; returns (net, description)."""
-    from preedit.network import load_checkpoint
-
-    from preedit.export.int8.quantize import perturbed_net
 
     if checkpoint is None:
         return perturbed_net(0), "perturbed_net(seed=0)"
@@ -199,8 +199,6 @@ def load_net(checkpoint: Optional[Path]):
 
 def main(argv: Optional[List[str]] = None) -> int:
     """`preedit int8 measure`: the cross-backend mismatch tables (Markdown)."""
-    import tempfile
-
     args = setup_args(argparse.ArgumentParser(prog="preedit int8 measure",
                                               description=main.__doc__)).parse_args(argv)
     net, source = load_net(args.checkpoint)
@@ -214,9 +212,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         urls = None
         server = None
         if args.triton:
-            from preedit.serve import ServerConfig, TritonServer
-
-            from preedit.export.repository import export_model_repository
 
             repo = Path(tmp) / "repo"
             export_model_repository(net, repo, "preedit_float")

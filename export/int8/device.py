@@ -16,32 +16,37 @@ import argparse
 import copy
 import json
 import platform
+import statistics
+import tempfile
+import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 
+from preedit.engines import OrtEngine
 from preedit.export.int8.backends import float_backends, int8_backends
+from preedit.export.int8.check import load_net
 from preedit.export.int8.compare import frame_qps, mismatch, run_frames
+from preedit.export.int8.frames import load_frames
+from preedit.export.int8.onnx import build_onnx
+from preedit.export.int8.reference import IntModel
+from preedit.export.int8.torch import TorchFloatIntPreEditor
+from preedit.export.int8.write import export_deterministic, load_int_model
+from preedit.export.onnx_export import export_onnx_bytes
+from preedit.network import NetConfig, NV12PreEditor, PreEditorNet
+from preedit.paths import clips_dir
 
 BUNDLE_CLIPS = (("park_joy_480x270_50fps.y4m", 4, None), ("CiscoVT2people_320x192_12fps.yuv", 4, None),
                 ("flower.mp4", 3, 960))
 
 
 def prepare(bundle: Path, checkpoint: Optional[Path] = None) -> None:
-    import torch
-
-    from preedit.paths import clips_dir
-    from preedit.export.int8.check import load_net
-    from preedit.export.int8.write import export_deterministic, load_int_model
-    from preedit.export.int8.frames import load_frames
-    from preedit.export.int8.onnx import build_onnx
-    from preedit.export.onnx_export import export_onnx_bytes
 
     bundle.mkdir(parents=True, exist_ok=True)
     net, source = load_net(checkpoint)
     frames = [f for name, n, w in BUNDLE_CLIPS for f in load_frames(clips_dir() / name, n, max_width=w)]
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         model = load_int_model(export_deterministic(net, Path(tmp)))
@@ -63,9 +68,6 @@ def prepare(bundle: Path, checkpoint: Optional[Path] = None) -> None:
 
 
 def _cuda_float_runners(net) -> Dict:
-    import torch
-
-    from preedit.network import NV12PreEditor
 
     if not torch.cuda.is_available():
         return {}
@@ -97,10 +99,6 @@ def _cuda_float_runners(net) -> Dict:
 
 
 def run(bundle: Path) -> Dict:
-    import torch
-
-    from preedit.network import NetConfig, PreEditorNet
-    from preedit.export.int8.reference import IntModel
 
     meta = json.loads((bundle / "meta.json").read_text())
     fz = np.load(bundle / "frames.npz")
@@ -116,15 +114,13 @@ def run(bundle: Path) -> Dict:
                                                "torch": torch.__version__,
                                                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: optional dependency
 
         report["machine"]["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
     int8 = int8_backends(model, (bundle / "int8.onnx").read_bytes())
     if torch.cuda.is_available():
-        from preedit.export.int8.torch import TorchFloatIntPreEditor
-
         int8["torch-cuda-fp32-int"] = TorchFloatIntPreEditor(model, "cuda")
 
         def tf32_runner(x, q, _r=TorchFloatIntPreEditor(model, "cuda")):
@@ -153,12 +149,6 @@ def run(bundle: Path) -> Dict:
 
 def speed(bundle: Path, frames: List[np.ndarray], repeats: int = 15) -> List[Dict]:
     """ORT CPU ms/frame, float vs int8 (QLinearConv and ConvInteger forms), interleaved runs, median."""
-    import statistics
-    import time
-
-    from preedit.engines import OrtEngine
-    from preedit.export.int8.onnx import build_onnx
-    from preedit.export.int8.reference import IntModel
 
     model = IntModel.from_npz_bytes((bundle / "int_model.npz").read_bytes())
     graphs = {"float": (bundle / "float.onnx").read_bytes(), "int8-qlinear": build_onnx(model, "qlinear"),

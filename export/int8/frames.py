@@ -48,7 +48,7 @@ def _raw_frames(path: Path, count: int, start: int) -> List[np.ndarray]:
 
 
 def _av_frames(path: Path, count: int, start: int, max_width: Optional[int]) -> List[np.ndarray]:
-    import av
+    import av  # lazy: av
 
     frames = []
     try:

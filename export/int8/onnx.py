@@ -41,14 +41,14 @@ class _Graph:
         return f"{hint}_{self._n}"
 
     def const(self, value, dtype, hint: str = "c") -> str:
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # lazy: onnx
 
         name = self.name(hint)
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
     def op(self, op_type: str, inputs: List[str], hint: str = "", **attrs) -> str:
-        from onnx import helper
+        from onnx import helper  # lazy: onnx
 
         out = self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
@@ -118,8 +118,8 @@ def build_onnx(model: IntModel, form: str = "qlinear") -> bytes:
     """
     if form not in FORMS:
         raise ValueError(f"unknown ONNX form {form!r}; valid: {', '.join(FORMS)}")
-    import onnx
-    from onnx import TensorProto, helper
+    import onnx  # lazy: onnx
+    from onnx import TensorProto, helper  # lazy: onnx
 
     model.check()
     g = _Graph()

@@ -21,12 +21,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.ao.quantization import observer as obs
 
 from preedit.errors import UsageError
-from preedit.network import PreEditorNet, _qp_norm
-from preedit.spec import DEFAULT_QP, PAD_MULTIPLE
-
 from preedit.export.int8.reference import QP_TABLE_SIZE, WEIGHT_QMAX, ConvQ, FilmQ, IntModel
+from preedit.network import NetConfig, PreEditorNet, _qp_norm
+from preedit.spec import DEFAULT_QP, PAD_MULTIPLE
 
 OBSERVERS = ("minmax", "moving_average", "histogram", "percentile")
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -154,8 +154,6 @@ class _PercentileObserver:
 
 
 def _make_observer(scheme: QuantScheme):
-    from torch.ao.quantization import observer as obs
-
     qscheme = torch.per_tensor_symmetric if scheme.activation_symmetry == "symmetric" else torch.per_tensor_affine
     if scheme.observer == "minmax":
         return obs.MinMaxObserver(dtype=torch.quint8, qscheme=qscheme)
@@ -326,8 +324,6 @@ def perturbed_net(seed: int = 0, scale: float = 0.05, config=None) -> PreEditorN
 
     Stands in for a trained model (same shapes); `scale` sets the size of the edit.
     """
-    from preedit.network import NetConfig
-
     gen = torch.Generator().manual_seed(seed)
     net = PreEditorNet(config or NetConfig())
     # Re-initialise all layers from the seeded generator so the result never depends on global RNG.

@@ -24,17 +24,16 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from preedit.engines import OrtEngine, TorchEngine
-from preedit.paths import clips_dir
-
-from preedit.splits import HELDOUT_CLIPS
-
 from preedit.export.int8.backends import int8_backends
 from preedit.export.int8.check import load_net
 from preedit.export.int8.compare import frame_qps, pairwise, run_frames
-from preedit.export.int8.write import default_calibration_frames
 from preedit.export.int8.frames import load_frames
 from preedit.export.int8.onnx import build_onnx
 from preedit.export.int8.quantize import QuantScheme, all_schemes, quantize
+from preedit.export.int8.write import default_calibration_frames
+from preedit.export.onnx_export import export_onnx_bytes
+from preedit.paths import clips_dir
+from preedit.splits import HELDOUT_CLIPS
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +159,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     quality = heldout_frames()
     float_out = run_frames(TorchEngine(net), quality, frame_qps(len(quality)))
     speed_frame = load_frames(clips_dir() / "sintel-snowfight.mp4", 1)[0]
-    from preedit.export.onnx_export import export_onnx_bytes
 
     meta = {"network": source, "exact_frames": len(exact), "quality_frames": len(quality),
             "exact_sizes": sorted({f"{f.shape[1]}x{f.shape[0] * 2 // 3}" for f in exact}),

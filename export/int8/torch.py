@@ -19,9 +19,10 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.ao.nn.intrinsic.quantized import ConvReLU2d
+from torch.ao.nn.quantized import Conv2d
 
 from preedit.errors import UsageError
-
 from preedit.export.int8.reference import ConvQ, IntModel, qp_index
 
 
@@ -44,9 +45,6 @@ def quantized_engine(engine: str) -> Iterator[None]:
 
 
 def _qconv(conv: ConvQ, rows: slice, out_scale: float, out_zp: int):
-    from torch.ao.nn.intrinsic.quantized import ConvReLU2d
-    from torch.ao.nn.quantized import Conv2d
-
     w_int = conv.weight[rows].astype(np.float64)
     c_out, c_in, kh, kw = w_int.shape
     w_scale = np.asarray(conv.weight_scale, dtype=np.float64)[rows]

@@ -14,6 +14,7 @@ on the repository).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,10 +24,13 @@ import numpy as np
 
 from preedit.engines import OrtEngine, TritonEngine
 from preedit.errors import InputError, ModelError, UsageError, VerifyError
-from preedit.paths import clips_dir, model_repository
 from preedit.export.int8.compare import first_mismatch, run_frames
-from preedit.export.int8.write import INT8_MODEL_NAME, load_int_model
 from preedit.export.int8.frames import load_frames
+from preedit.export.int8.reference import reference_forward
+from preedit.export.int8.torch import TorchFloatIntPreEditor, TorchInt8PreEditor
+from preedit.export.int8.write import INT8_MODEL_NAME, load_int_model
+from preedit.paths import clips_dir, model_repository
+from preedit.serve import ServerConfig, TritonServer
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +59,14 @@ def _runner(name: str, model_dir: Path, model_name: str, url: Optional[str], sta
         onnx = (model_dir / "1" / "model.onnx").read_bytes()
         return OrtEngine(onnx, threads=1 if name == "ort-1thread" else 0)
     if name == "numpy":
-        from preedit.export.int8.reference import reference_forward
-
         model = load_int_model(model_dir)
         return lambda x, q: reference_forward(model, x, q)
     if name in ("torch-fp32-cpu", "torch-fp32-cuda"):
-        from preedit.export.int8.torch import TorchFloatIntPreEditor
-
         return TorchFloatIntPreEditor(load_int_model(model_dir), name.rsplit("-", 1)[1])
     if name.startswith("torch-"):
-        from preedit.export.int8.torch import TorchInt8PreEditor
-
         return TorchInt8PreEditor(load_int_model(model_dir), name[len("torch-"):])
     if name == "triton":
         if url is None:
-            from preedit.serve import ServerConfig, TritonServer
-
             server = TritonServer(ServerConfig(model_repository=model_dir.parent, http_port=0, grpc_port=0,
                                                metrics_port=0, models=[model_name]))
             server.start()
@@ -90,8 +86,6 @@ def verify(model_dir: Path, backends: List[str], url: Optional[str] = None,
         InputError: the clip is missing or decodes to different input frames.
         VerifyError: a backend's output differs from the recorded digests.
     """
-    import hashlib
-
     model_dir = Path(model_dir)
     record = read_record(model_dir)
     onnx_path = model_dir / "1" / "model.onnx"
@@ -118,8 +112,6 @@ def verify(model_dir: Path, backends: List[str], url: Optional[str] = None,
             if bad is not None:
                 detail = ""
                 if (model_dir / "1" / "int_model.npz").is_file():
-                    from preedit.export.int8.reference import reference_forward
-
                     model = load_int_model(model_dir)
                     i = bad["frame"]
                     want = reference_forward(model, frames[i][None], np.array([[record["qps"][i]]], np.float32))[0]

@@ -17,11 +17,13 @@ import numpy as np
 
 from preedit.engines import OrtEngine
 from preedit.errors import ModelError
-from preedit.paths import clips_dir
-
 from preedit.export.int8.compare import VERIFY_CLIP, first_mismatch, run_frames, verification_frames, verification_record
 from preedit.export.int8.frames import load_frames
+from preedit.export.int8.onnx import build_onnx
+from preedit.export.int8.quantize import DEFAULT_SCHEME, quantize
 from preedit.export.int8.reference import IntModel
+from preedit.export.repository import write_onnx_model
+from preedit.paths import clips_dir
 
 #: Calibration clips: training side of the split (quality is measured on the held-out clips).
 CALIB_CLIPS = ("bottle-detection.mp4", "asl-book.mkv", "stream-of-water.webm", "face-webcam-1080x720.mp4")
@@ -62,10 +64,6 @@ def export_deterministic(net, repo_dir: Path, calib_frames: Optional[Sequence[np
     Raises:
         ModelError: when ONNX Runtime's output differs from the NumPy integer reference.
     """
-    from preedit.export.int8.onnx import build_onnx
-    from preedit.export.int8.quantize import DEFAULT_SCHEME, quantize
-    from preedit.export.repository import write_onnx_model
-
     scheme = scheme or DEFAULT_SCHEME
     if calib_frames is None:
         calib_frames = default_calibration_frames(scheme.calib_frames)

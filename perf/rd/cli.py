@@ -20,9 +20,13 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from preedit.codecs import CODECS
 from preedit.engines import OrtEngine, TorchEngine, TritonEngine, sha256_file
 from preedit.errors import ModelError, UsageError
-from preedit.paths import model_repository
+from preedit.paths import REPO_ROOT, cache_dir, clips_dir, model_repository
+from preedit.perf.rd import eval as ev, report as eval_report
+from preedit.perf.rd.sources import resolve_clips
+from preedit.perf.rd.variants import VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +37,6 @@ _YAML_KEYS = {"clips", "codecs", "variants", "ladders", "presets", "frames", "ma
 
 def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register `preedit eval` options."""
-    from preedit.codecs import CODECS
-    from preedit.perf.rd.variants import VARIANTS
-
     parser.add_argument("clips", nargs="*", help="clip files, folders, or names under the shared clip folder "
                         "(default: the held-out clips of preedit.splits under that folder)")
     parser.add_argument("--codecs", default=None,
@@ -92,7 +93,7 @@ def _load_yaml(path: Optional[Path]) -> Dict:
         return {}
     if not path.is_file():
         raise UsageError(f"config file {path} not found")
-    import yaml
+    import yaml  # lazy: yaml
 
     data = yaml.safe_load(path.read_text()) or {}
     unknown = sorted(set(data) - _YAML_KEYS)
@@ -140,12 +141,6 @@ def make_editor(args_model_repo: Optional[Path], model_name: str, checkpoint: Op
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run `preedit eval`; returns 0 on success (expected faults raise `PreeditError`)."""
-    from preedit.paths import REPO_ROOT, cache_dir, clips_dir
-    from preedit.perf.rd import eval as ev
-    from preedit.perf.rd import report as eval_report
-    from preedit.codecs import CODECS
-    from preedit.perf.rd.sources import resolve_clips
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = setup_args(argparse.ArgumentParser(prog="preedit eval", description=__doc__.splitlines()[0]))
     args = parser.parse_args(argv)

@@ -44,12 +44,14 @@ import numpy as np
 from preedit.codecs import CODECS, bitstream_suffix, ffmpeg_argv, get_codec, model_qp
 from preedit.color import i420_to_nv12, nv12_to_i420
 from preedit.engines import Engine
-from preedit.errors import ModelError, UsageError
-from preedit.perf.rd import variants as _codecs
-from preedit.quality.metrics import METRICS, VMAF_DEVICES
-from preedit.quality.y4m import iter_batches, read_y4m, write_y4m
-from preedit.spec import QP_RANGE
+from preedit.errors import InputError, ModelError, UsageError
+from preedit.perf.rd import report as eval_report, variants as _codecs
+from preedit.perf.rd.sources import build_reference_cmd, source_bit_depth
 from preedit.perf.rd.summary import ANCHOR, compute_bd, summarize  # noqa: F401  (re-exported)
+from preedit.quality.ffmpeg import run_command
+from preedit.quality.metrics import METRICS, VMAF_DEVICES, resolve_vmaf_device, score, tool_versions
+from preedit.quality.y4m import iter_batches, parse_header, read_y4m, write_y4m
+from preedit.spec import QP_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,7 @@ def _probe_range(clip: Path) -> str:
     if clip.suffix.lower() in (".yuv", ".y4m"):
         return "limited"
     try:
-        import av
+        import av  # lazy: optional dependency
 
         with av.open(str(clip)) as c:
             s = c.streams.video[0]
@@ -211,11 +213,6 @@ def _probe_range(clip: Path) -> str:
 
 def prepare_clip(clip: Path, cfg: EvalConfig, work: Path) -> ClipInfo:
     """Write (or reuse) the reference .y4m of `clip` and return its description."""
-    from preedit.errors import InputError
-    from preedit.quality.ffmpeg import run_command
-    from preedit.perf.rd.sources import build_reference_cmd, source_bit_depth
-    from preedit.quality.y4m import parse_header
-
     st = clip.stat()
     depth = min(cfg.bit_depth or 10, source_bit_depth(clip))
     # An 8-bit reference keeps the key it had before 10-bit references existed (caches stay valid).
@@ -295,9 +292,6 @@ def plan_jobs(clips: Sequence[ClipInfo], cfg: EvalConfig, preedited: Dict[Tuple[
 
 def run_point(job: PointJob, cfg: EvalConfig, work: Path) -> Dict:
     """Encode, measure the bitstream, score it against the reference; cached by `job.key`."""
-    from preedit.quality.ffmpeg import run_command
-    from preedit.quality.metrics import score
-
     codec = get_codec(job.codec)
     variant = _codecs.get_variant(job.variant)
     pdir = work / "points"
@@ -377,8 +371,6 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
         editor: a `preedit.engines.Engine` (with `model_hash`); required when `preedit` is a variant.
         progress: show a tqdm progress bar on stderr.
     """
-    from preedit.quality.metrics import resolve_vmaf_device, tool_versions
-
     t_start = time.perf_counter()
     if "preedit" in cfg.variants and editor is None:
         raise UsageError("the preedit variant needs a pre-editor (model repository, --checkpoint or --url)")
@@ -446,8 +438,6 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
         result = EvalResult(config, tools, model, clips, points, bd_rows, summarize(bd_rows), notes,
                             time.perf_counter() - t_start)  # fmt: skip
         if cfg.plots or cfg.crops:
-            from preedit.perf.rd import report as eval_report
-
             eval_report.write_figures(result, cfg.out_dir, plots=cfg.plots, crops=cfg.crops)
         return result
     finally:
@@ -456,7 +446,7 @@ def run_eval(cfg: EvalConfig, editor=None, *, progress: bool = True) -> EvalResu
 
 
 def _run_jobs(jobs: Sequence[PointJob], cfg: EvalConfig, work: Path, progress: bool) -> List[Dict]:
-    from tqdm import tqdm
+    from tqdm import tqdm  # lazy: tqdm
 
     points: List[Dict] = []
     bar = tqdm(total=len(jobs), desc="eval points", unit="pt", disable=not progress, dynamic_ncols=True)

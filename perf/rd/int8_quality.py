@@ -18,13 +18,15 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-
 from preedit.engines import OrtEngine
-from preedit.paths import cache_dir, clips_dir
-
-from preedit.splits import HELDOUT_CLIPS
 from preedit.export.int8.check import load_net
-from preedit.export.int8.write import load_int_model
+from preedit.export.int8.quantize import QuantScheme
+from preedit.export.int8.write import export_deterministic, load_int_model
+from preedit.export.onnx_export import export_onnx_bytes
+from preedit.paths import cache_dir, clips_dir
+from preedit.perf.rd.eval import EvalConfig, run_eval
+from preedit.quality.bdrate import bd_quality, bd_rate
+from preedit.splits import HELDOUT_CLIPS
 
 
 def curves(points: List[Dict], variant: str = "preedit") -> Dict[str, Dict[str, List[float]]]:
@@ -39,8 +41,6 @@ def curves(points: List[Dict], variant: str = "preedit") -> Dict[str, Dict[str, 
 
 def compare(float_points: List[Dict], int_points: List[Dict]) -> List[Dict]:
     """Per clip: BD-rate and BD-quality of int8 vs float (the float curve is the anchor)."""
-    from preedit.quality.bdrate import bd_quality, bd_rate
-
     fc, ic = curves(float_points), curves(int_points)
     rows = []
     for clip in fc:
@@ -84,10 +84,6 @@ def markdown(rows: List[Dict], meta: Dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Evaluate float vs int8 final encodes on the held-out clips; print the Markdown table."""
-    from preedit.perf.rd.eval import EvalConfig, run_eval
-    from preedit.export.int8.write import export_deterministic
-    from preedit.export.onnx_export import export_onnx_bytes
-
     parser = argparse.ArgumentParser(prog="preedit int8 quality", description=main.__doc__)
     parser.add_argument("--checkpoint", type=Path, default=None, help="float checkpoint (default: perturbed net)")
     parser.add_argument("--frames", type=int, default=12)
@@ -101,8 +97,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     net, source = load_net(args.checkpoint)
     ladder = [float(v) for v in args.ladder.split(",")]
     with tempfile.TemporaryDirectory(prefix="preedit_detq_") as tmp:
-        from preedit.export.int8.quantize import QuantScheme
-
         scheme = QuantScheme.parse(args.scheme) if args.scheme else None
         model_dir = export_deterministic(net, Path(tmp), scheme=scheme)
         model = load_int_model(model_dir)

@@ -13,9 +13,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from preedit.errors import InputError
+from preedit.quality.ffmpeg import ffmpeg_exe, run_command
 from preedit.quality.metrics import METRICS
 
 SHORT = {"vmaf": "VMAF", "vmaf_neg": "NEG", "vmaf_v1": "v1", "psnr_y": "PSNR-Y", "psnr_yuv": "PSNR-YUV",
@@ -166,7 +169,7 @@ def write_reports(result, out_dir: Path) -> Dict[str, Path]:
 
 def write_figures(result, out_dir: Path, *, plots: bool = True, crops: bool = True) -> List[Path]:
     """RD plots per clip and metric, and source/plain/pre-edited crops at matched bitrate."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib
 
     matplotlib.use("Agg")
     out_dir = Path(out_dir)
@@ -186,7 +189,7 @@ def write_figures(result, out_dir: Path, *, plots: bool = True, crops: bool = Tr
 
 
 def _rd_plot(result, clip: str, metric: str, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib
 
     codecs = result.config["codecs"]
     fig, axes = plt.subplots(1, len(codecs), figsize=(4.2 * len(codecs), 3.4), squeeze=False)
@@ -210,9 +213,7 @@ def _rd_plot(result, clip: str, metric: str, path: Path) -> Path:
 
 
 def _decode_frame(bitstream: str, index: int, tmp: Path):
-    from preedit.errors import InputError
-    from preedit.quality.ffmpeg import ffmpeg_exe, run_command
-    from preedit.quality.y4m import read_y4m
+    from preedit.quality.y4m import read_y4m  # lazy: pulls numpy
 
     out = tmp / f"f{abs(hash((bitstream, index)))}.y4m"
     run_command([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", bitstream,
@@ -223,9 +224,9 @@ def _decode_frame(bitstream: str, index: int, tmp: Path):
 
 
 def _to_rgb(planes, matrix: str):
-    import numpy as np
+    import numpy as np  # lazy: numpy
 
-    from preedit.color import yuv_to_rgb
+    from preedit.color import yuv_to_rgb  # lazy: pulls numpy
 
     y, u, v = (p.astype(np.float32) for p in planes)
     u = np.repeat(np.repeat(u, 2, axis=0), 2, axis=1)
@@ -238,11 +239,9 @@ def _to_rgb(planes, matrix: str):
 
 
 def _crop_figure(result, clip, codec: str, path: Path) -> Optional[Path]:
-    import tempfile
+    import matplotlib.pyplot as plt  # lazy: matplotlib
 
-    import matplotlib.pyplot as plt
-
-    from preedit.quality.y4m import read_y4m
+    from preedit.quality.y4m import read_y4m  # lazy: pulls numpy
 
     pts = [p for p in result.points if p["clip"] == clip.name and p["codec"] == codec]
     plain = sorted((p for p in pts if p["variant"] == "source"), key=lambda p: p["rate_kbps"])

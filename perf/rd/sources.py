@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 from preedit.errors import InputError, UsageError
+from preedit.quality.ffmpeg import ffmpeg_exe
 from preedit.splits import HELDOUT_CLIPS
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,6 @@ def build_reference_cmd(
     if max_height < 0:
         raise UsageError(f"max_height must be >= 0, got {max_height}")
     if ffmpeg is None:
-        from preedit.quality.ffmpeg import ffmpeg_exe
-
         ffmpeg = ffmpeg_exe()
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     if clip.suffix.lower() == ".yuv":

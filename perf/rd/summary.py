@@ -22,7 +22,7 @@ ANCHOR = "source"
 
 def compute_bd(points: Sequence[Dict], min_overlap: float = 0.5) -> Tuple[List[Dict], List[str]]:
     """BD-rate (PCHIP, Akima) and BD-quality (PCHIP) of every variant vs `source`, per clip x codec x metric."""
-    from preedit.quality.bdrate import bd_quality, bd_rate
+    from preedit.quality.bdrate import bd_quality, bd_rate  # lazy: pulls numpy
 
     curves: Dict[Tuple[str, str, str], List[Dict]] = {}
     for p in points:

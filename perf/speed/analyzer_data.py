@@ -88,7 +88,7 @@ def load_nv12_frames(clip: Path, width: int, height: int, n_frames: int = 8) -> 
     Raises:
         InputError: missing or undecodable clip.
     """
-    import av
+    import av  # lazy: av
 
     clip = Path(clip)
     if not clip.is_file():

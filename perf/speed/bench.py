@@ -39,7 +39,9 @@ import numpy as np
 from preedit.engines import OrtEngine
 from preedit.errors import ModelError, ServerError, UsageError
 from preedit.paths import model_repository
-from preedit.serve import auth_headers, child_env, process_tree
+from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
+from preedit.perf.speed.report import append_results, command_line, replace_marked_block, results_section, simple_table
+from preedit.serve import ServerConfig, TritonServer, auth_headers, child_env, descendants
 from preedit.spec import DEFAULT_QP
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class BenchRow:
 
 def served_shape(model_dir: Path) -> str:
     """How the served model runs: instances and intra-op threads (config.pbtxt; 0 = auto)."""
-    from preedit.export import read_model_config
+    from preedit.export import read_model_config  # lazy: pulls torch
 
     config = read_model_config(model_dir / "config.pbtxt")
     value = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0")
@@ -99,7 +101,7 @@ class CpuProfile:
     def sample(self) -> Dict[str, float]:
         sample = {"client": cpu_seconds(os.getpid()), "children": children_cpu_seconds()}
         if self.server_pid is not None:
-            tree = process_tree(self.server_pid)
+            tree = descendants(self.server_pid)
             if tree:
                 sample["tritonserver"] = cpu_seconds(tree[0])
                 sample["stubs"] = sum(_cpu_or_zero(p) for p in tree[1:])
@@ -167,7 +169,7 @@ class TritonRunner:
     """Frames through the client transport (`client/transport.py`: gRPC + system-shm ring)."""
 
     def __init__(self, url: str, model: str, frames: np.ndarray, inflight: int) -> None:
-        from preedit.client.transport import TritonTransport
+        from preedit.client.transport import TritonTransport  # lazy: pulls tritonclient
 
         self.frames = frames
         self.inflight = inflight
@@ -176,7 +178,7 @@ class TritonRunner:
         self.transport.submit(frames[0]).result(timeout=120)  # warm-up
 
     def run(self, duration_s: float) -> tuple:
-        from preedit.perf.speed.multistream import drive_transport
+        from preedit.perf.speed.multistream import drive_transport  # lazy: pulls tritonclient
 
         result = drive_transport(self.transport, self.frames, duration_s, self.inflight)
         if result.errors:
@@ -198,7 +200,7 @@ def encode_x264(frames: np.ndarray, fps: float = 24.0, preset: str = "medium", c
     Returns:
         (frames, wall seconds, encoded bytes).
     """
-    import av
+    import av  # lazy: av
 
     n, h3, w = frames.shape
     ctx = av.CodecContext.create("libx264", "w")
@@ -262,8 +264,6 @@ def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium", max
 
 def bench_table(rows: List[BenchRow]) -> str:
     """Side-by-side Markdown table with the ratio to libx264 medium (pure)."""
-    from preedit.perf.speed.report import simple_table
-
     ref = next((r.fps for r in rows if r.name == "x264"), None)
     body = [[r.what, f"{r.fps:.1f}", f"{r.ms_per_frame:.1f}", f"{r.fps / ref:.2f}x" if ref else "-",
              str(r.frames), r.note] for r in rows]
@@ -346,9 +346,6 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from preedit.perf.speed.report import append_results, command_line, replace_marked_block, results_section
-    from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
-
     argv = list(argv or [])
     args = setup_args(argparse.ArgumentParser(prog="preedit bench", description=__doc__.split("\n")[0])).parse_args(argv)
     if args.duration_s <= 0 or min(args.inflight, args.frames, args.rounds) < 1:
@@ -394,8 +391,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "pipeline" in selected:
             run_clip = pipeline_clip(clip, width, height, pipeline_frames, Path(scratch.name))
         if url is None and ("triton" in selected or "pipeline" in selected):
-            from preedit.serve import ServerConfig, TritonServer
-
             server = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
                                                models=(args.model,)))
             server.start()
@@ -471,7 +466,7 @@ def _row_result(row: BenchRow) -> tuple:
 
 
 def _clip_size(clip: Path) -> tuple:
-    import av
+    import av  # lazy: av
 
     with av.open(str(clip)) as container:
         ctx = container.streams.video[0].codec_context

@@ -19,12 +19,12 @@ from typing import List, Optional, Sequence
 
 from preedit.errors import ServerError, UsageError
 from preedit.paths import REPO_ROOT, model_repository
-
-from preedit.perf.speed.report import (RESULTS_MD, append_results, command_line, markdown_table,
-                              plot_throughput_latency, results_section, write_csv)
-from preedit.perf.speed.perf_analyzer import SHARED_MEMORY_KINDS, PerfAnalyzerConfig, PerfResult, run_perf_analyzer
 from preedit.perf.speed.analyzer_data import (default_clip, load_nv12_frames, nv12_shape, parse_resolution,
                                  resolution_label, write_input_data)
+from preedit.perf.speed.perf_analyzer import SHARED_MEMORY_KINDS, PerfAnalyzerConfig, PerfResult, run_perf_analyzer
+from preedit.perf.speed.report import (RESULTS_MD, append_results, command_line, markdown_table,
+                              plot_throughput_latency, results_section, write_csv)
+from preedit.serve import PERF_ANALYZER_APIS, ServerConfig, TritonServer
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     server = None
     url = args.url
     if url is None:
-        from preedit.serve import PERF_ANALYZER_APIS, ServerConfig, TritonServer
-
         # perf_analyzer over gRPC sends no headers: model-config, shm, statistics unkeyed here.
         server = TritonServer(ServerConfig(model_repository=args.model_repository or model_repository(),
                                            http_port=0, grpc_port=0, metrics_port=0,

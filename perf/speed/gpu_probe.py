@@ -21,13 +21,17 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
+
 from preedit import doctor
 from preedit.client.hardware import capabilities
+from preedit.paths import clips_dir
 
 CLIPS = ("edge-rotate-buck-bunny.mp4", "flower.mp4")
 
@@ -44,7 +48,7 @@ def _ver(name):
 
 
 def versions() -> dict:
-    import torch
+    import torch  # lazy: torch
 
     out = {"python": sys.version.split()[0], "torch": torch.__version__, "torch_cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
@@ -52,13 +56,13 @@ def versions() -> dict:
                  "onnxruntime-gpu", "tensorrt", "torch_tensorrt", "setuptools"):
         out[name] = _ver(name)
     try:
-        import PyNvVideoCodec as nvc
+        import PyNvVideoCodec as nvc  # lazy: optional dependency
 
         out["PyNvVideoCodec"] = getattr(nvc, "__version__", "?")
     except Exception as exc:  # noqa: BLE001
         out["PyNvVideoCodec"] = f"import failed: {str(exc).splitlines()[0][:200]}"
     try:
-        import tritonclient
+        import tritonclient  # lazy: optional dependency
 
         out["tritonclient_path"] = str(Path(tritonclient.__file__).parent)
     except Exception:  # noqa: BLE001
@@ -69,7 +73,7 @@ def versions() -> dict:
                             "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
         out["nvidia_smi"] = q.stdout.strip()
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: optional dependency
 
         out["onnxruntime_providers"] = onnxruntime.get_available_providers()
     except Exception:  # noqa: BLE001
@@ -109,9 +113,9 @@ print(json.dumps(res))
 
 
 def _decode_once(path: Path, keep_first: bool = False) -> dict:
-    import torch
+    import torch  # lazy: torch
 
-    from preedit.client.decode import NvdecDecoder
+    from preedit.client.decode import NvdecDecoder  # lazy: pulls av
 
     t0 = time.perf_counter()
     dec = NvdecDecoder(path, ring_size=4)
@@ -131,9 +135,7 @@ def _decode_once(path: Path, keep_first: bool = False) -> dict:
 
 
 def bench_decode(clips_dir: Path, repeats: int) -> dict:
-    import threading
-
-    import torch
+    import torch  # lazy: torch
 
     out = {}
     for name in CLIPS:
@@ -177,11 +179,10 @@ def bench_decode(clips_dir: Path, repeats: int) -> dict:
 
 
 def bench_cuda_shm() -> dict:
-    import numpy as np
-    import torch
+    import torch  # lazy: torch
 
     try:
-        import tritonclient.utils.cuda_shared_memory as cudashm
+        import tritonclient.utils.cuda_shared_memory as cudashm  # lazy: optional dependency
     except Exception as exc:  # noqa: BLE001
         return {"import": "error: " + repr(exc)[:300]}
     out = {}
@@ -222,7 +223,7 @@ def bench_cuda_shm() -> dict:
 
 
 def _timed(fn, iters: int, warmup: int = 5) -> float:
-    import torch
+    import torch  # lazy: torch
 
     for _ in range(warmup):
         fn()
@@ -237,10 +238,10 @@ def _timed(fn, iters: int, warmup: int = 5) -> float:
 
 
 def bench_network(quick: bool) -> dict:
-    import torch
+    import torch  # lazy: torch
 
-    from preedit.export.onnx_export import synthetic_frames
-    from preedit.network import NV12PreEditor, NetConfig, PreEditorNet, to_uint8
+    from preedit.export.onnx_export import synthetic_frames  # lazy: pulls torch
+    from preedit.network import NV12PreEditor, NetConfig, PreEditorNet, to_uint8  # lazy: pulls torch
 
     gen = torch.Generator().manual_seed(0)
     net = PreEditorNet(NetConfig())
@@ -321,12 +322,12 @@ def count_flops_bytes() -> dict:
     FLOPs from `torch.utils.flop_counter` (2 per MAC); bytes = inputs + outputs of every non-view
     aten op (what eager PyTorch moves), and the fused minimum (NV12 uint8 in + out).
     """
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_leaves
-    from torch.utils.flop_counter import FlopCounterMode
+    import torch  # lazy: torch
+    from torch.utils._python_dispatch import TorchDispatchMode  # lazy: torch
+    from torch.utils._pytree import tree_leaves  # lazy: torch
+    from torch.utils.flop_counter import FlopCounterMode  # lazy: torch
 
-    from preedit.network import NV12PreEditor, NetConfig, PreEditorNet
+    from preedit.network import NV12PreEditor, NetConfig, PreEditorNet  # lazy: pulls torch
 
     views = {"slice", "alias", "unsqueeze", "squeeze", "view", "expand", "split", "chunk", "select",
              "t", "transpose", "_unsafe_view", "detach", "split_with_sizes"}
@@ -368,7 +369,7 @@ def count_flops_bytes() -> dict:
 
 def software_nv12_digests(clip_path: Path):
     """(per-frame sha256 of FFmpeg's software decode as NV12, pts, first NV12 frame, time base)."""
-    import av
+    import av  # lazy: av
 
     digests, pts, first = [], [], None
     with av.open(str(clip_path)) as c:
@@ -382,8 +383,6 @@ def software_nv12_digests(clip_path: Path):
 
 
 def make_reference(clips_dir: Path, out_dir: Path) -> None:
-    import numpy as np
-
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in CLIPS:
         digests, pts, first, time_base = software_nv12_digests(clips_dir / name)
@@ -406,9 +405,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def bench(args: argparse.Namespace) -> dict:
     """The GPU stage measurements (`--bench`): versions, raw encoder probe, decode, CUDA shm, network."""
-    import torch
+    import torch  # lazy: torch
 
-    from preedit.paths import clips_dir
 
     clips = args.clips or clips_dir()
     if not torch.cuda.is_available():
@@ -440,8 +438,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         log(json.dumps(count_flops_bytes(), indent=1))
         return 0
     if args.make_reference:
-        from preedit.paths import clips_dir
-
         make_reference(args.clips or clips_dir(), args.make_reference)
         return 0
     return doctor.run(args, capabilities, bench if args.bench else None)

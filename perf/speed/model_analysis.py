@@ -24,6 +24,9 @@ from typing import Dict, List, Optional, Sequence
 
 from preedit.errors import ModelError, ServerError, UsageError
 from preedit.paths import model_repository
+from preedit.perf.speed.perf_analyzer import PerfAnalyzerConfig, run_perf_analyzer
+from preedit.perf.speed.report import append_results, command_line, results_section, simple_table
+from preedit.serve import PERF_ANALYZER_APIS, ServerConfig, TritonServer
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +104,6 @@ def choose_config(results: Sequence[VariantResult], latency_concurrency: int, th
 def analysis_table(results: Sequence[VariantResult], concurrencies: Sequence[int],
                    chosen: Optional[VariantResult] = None) -> str:
     """Markdown table: one row per variant, fps / p95 ms / avg batch per concurrency (pure)."""
-    from preedit.perf.speed.report import simple_table
-
     header = ["instances", "ORT threads", "max batch", "queue delay us"]
     for c in concurrencies:
         header += [f"fps @c{c}", f"p95 ms @c{c}", f"batch @c{c}"]
@@ -121,7 +122,7 @@ def analysis_table(results: Sequence[VariantResult], concurrencies: Sequence[int
 
 def write_variant_repository(onnx_path: Path, variants: Sequence[ConfigVariant], repo_dir: Path) -> Path:
     """A model repository with one served model per variant (same ONNX graph)."""
-    from preedit.export import write_onnx_model
+    from preedit.export import write_onnx_model  # lazy: pulls torch
 
     onnx_bytes = Path(onnx_path).read_bytes()
     for v in variants:
@@ -139,11 +140,9 @@ def run_analysis(onnx_path: Path, variants: Sequence[ConfigVariant], input_data:
     With `passes` 2 the grid is measured forwards then backwards and each figure is the mean of
     its passes, so a load drift on a shared machine does not favour the variants measured first.
     """
-    import tritonclient.http as httpclient
+    import tritonclient.http as httpclient  # lazy: tritonclient
 
-    from preedit.serve import PERF_ANALYZER_APIS, ServerConfig, TritonServer
 
-    from preedit.perf.speed.perf_analyzer import PerfAnalyzerConfig, run_perf_analyzer
 
     repo = write_variant_repository(onnx_path, variants, work_dir / "repository")
     # Explicit model control (opt-in, keyed: load/unload send the key); perf_analyzer over gRPC
@@ -221,8 +220,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from preedit.perf.speed.report import append_results, command_line, results_section
-    from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, nv12_shape, parse_resolution, resolution_label, write_input_data
+    from preedit.perf.speed.analyzer_data import (  # lazy: pulls numpy
+        default_clip, load_nv12_frames, nv12_shape, parse_resolution, resolution_label, write_input_data)
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = setup_args(argparse.ArgumentParser(prog="preedit bench model-analysis",

@@ -19,22 +19,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from preedit.errors import ServerError, UsageError
 from preedit.paths import model_repository
-from preedit.serve import auth_headers, child_env
+from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
+from preedit.perf.speed.cli import parse_int_list
+from preedit.perf.speed.report import append_results, command_line, results_section, simple_table
+from preedit.serve import ServerConfig, TritonServer, auth_headers, child_env
 
 log = logging.getLogger(__name__)
 
@@ -136,53 +139,68 @@ def aggregate(runs: Sequence[StreamRun]) -> Dict[str, float]:
             "errors": sum(r.errors for r in runs), **lat}
 
 
-_METRIC_RE = re.compile(r'^(nv_inference_count|nv_inference_exec_count)\{model="([^"]+)",version="[^"]*"\}\s+([0-9.e+]+)',
-                        re.M)
+def batch_totals(stats: dict, model: str) -> Dict[str, int]:
+    """Inferences and executions of `model` from Triton's statistics JSON, both read from its
+    per-batch statistics (pure).
+
+    Triton counts a batch's size and the execution in one locked update, so one snapshot of these is
+    consistent; the model-level `inference_count` is updated per request in another call, before
+    the batch's (pairing it with the execution count, as the Prometheus counters do, can race)."""
+    inferences = executions = 0
+    for m in stats.get("model_stats", []):
+        if m.get("name") != model:
+            continue
+        for batch in m.get("batch_stats", []):
+            n = int(batch.get("compute_infer", {}).get("count", 0))
+            inferences += int(batch.get("batch_size", 0)) * n
+            executions += n
+    return {"inferences": inferences, "executions": executions}
 
 
-def parse_batch_counters(text: str, model: str) -> Dict[str, float]:
-    """`nv_inference_count` and `nv_inference_exec_count` of `model` from Triton's metrics text (pure)."""
-    out = {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0}
-    for name, m, value in _METRIC_RE.findall(text):
-        if m == model:
-            out[name] += float(value)
-    return out
+def read_batch_totals(url: str, model: str, at_least: Optional[Dict[str, int]] = None, inferences: int = 0,
+                      wait_s: float = 30.0) -> Optional[Dict[str, int]]:
+    """`batch_totals` of `model` on the server at gRPC `url` (keyed statistics API: the key of a server
+    this process started, `PREEDIT_TRITON_KEY` or the key file; None without one).
 
-
-def read_batch_counters(metrics_url: Optional[str], model: str, at_least: Optional[Dict[str, float]] = None,
-                        inferences: int = 0, wait_s: float = 15.0) -> Optional[Dict[str, float]]:
-    """The batch counters of `model`; with `at_least`, wait (bounded) until they count `inferences`
-    more than it: the python backend reports a batch's statistics after its responses are sent, so a
-    scrape right after the client ends can miss them (the cause of an `avg_batch_size` 0.0 flake).
-    A failed scrape raises ServerError rather than reading as 0."""
-    if not metrics_url:
-        return None
+    With `at_least`, wait until the batch statistics count `inferences` more than it: the python
+    backend reports a batch's statistics after its responses are sent, so a read right after the
+    client ends can miss the last batches. Not reached within `wait_s`: ServerError, never a
+    silently partial figure."""
+    client = grpcclient.InferenceServerClient(url)
     deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            with urllib.request.urlopen(metrics_url, timeout=10) as resp:
-                counters = parse_batch_counters(resp.read().decode(), model)
-        except OSError as exc:
-            raise ServerError(f"cannot read Triton metrics at {metrics_url}: {exc}") from None
-        if at_least is None or counters["nv_inference_count"] - at_least["nv_inference_count"] >= inferences \
-                or time.monotonic() > deadline:
-            return counters
-        time.sleep(0.1)
+    try:
+        while True:
+            try:
+                stats = client.get_inference_statistics(model, as_json=True, headers=auth_headers(url),
+                                                        client_timeout=10.0)
+            except InferenceServerException as exc:
+                log.warning("no batch statistics from %s (%s); avg batch not reported", url, exc.message())
+                return None
+            totals = batch_totals(stats, model)
+            if at_least is None or totals["inferences"] - at_least["inferences"] >= inferences:
+                return totals
+            if time.monotonic() > deadline:
+                raise ServerError(f"Triton's batch statistics of {model!r} count "
+                                  f"{totals['inferences'] - at_least['inferences']} of {inferences} inferences "
+                                  f"after {wait_s:.0f} s")
+            time.sleep(0.05)
+    finally:
+        client.close()
 
 
-def avg_batch_size(before: Optional[Dict[str, float]], after: Optional[Dict[str, float]]) -> float:
-    """Inferences per model execution between two counter snapshots (pure; 0 when unknown)."""
+def avg_batch_size(before: Optional[Dict[str, int]], after: Optional[Dict[str, int]]) -> float:
+    """Inferences per model execution between two `batch_totals` snapshots (pure; 0 when unknown)."""
     if not before or not after:
         return 0.0
-    execs = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
-    infers = after["nv_inference_count"] - before["nv_inference_count"]
+    execs = after["executions"] - before["executions"]
+    infers = after["inferences"] - before["inferences"]
     return infers / execs if execs > 0 else 0.0
 
 
 def run_serving(url: str, model: str, frames: np.ndarray, n_streams: int, duration_s: float, inflight: int,
-                stream_fps: Optional[float] = None, metrics_url: Optional[str] = None) -> Dict[str, float]:
+                stream_fps: Optional[float] = None) -> Dict[str, float]:
     """`n_streams` concurrent transports on one server; returns `aggregate(...)` plus `avg_batch_size`."""
-    from preedit.client.transport import TritonTransport
+    from preedit.client.transport import TritonTransport  # lazy: pulls prometheus_client
 
     shape = tuple(frames.shape[1:])
     transports = [TritonTransport(url, model, shape, n_slots=inflight, headers=auth_headers(url))
@@ -191,7 +209,7 @@ def run_serving(url: str, model: str, frames: np.ndarray, n_streams: int, durati
         # Warm-up: one frame per stream, so first-request costs stay out of the window.
         for t in transports:
             t.submit(frames[0]).result(timeout=120)
-        before = read_batch_counters(metrics_url, model)
+        before = read_batch_totals(url, model)
         runs: List[Optional[StreamRun]] = [None] * n_streams
         start_at = time.perf_counter() + 0.2
 
@@ -203,7 +221,8 @@ def run_serving(url: str, model: str, frames: np.ndarray, n_streams: int, durati
             th.start()
         for th in threads:
             th.join()
-        after = read_batch_counters(metrics_url, model)
+        done = sum(r.frames for r in runs if r is not None)
+        after = read_batch_totals(url, model, at_least=before, inferences=done) if before else None
     finally:
         for t in transports:
             t.close()
@@ -215,7 +234,7 @@ def run_serving(url: str, model: str, frames: np.ndarray, n_streams: int, durati
 
 def run_pipeline_streams(url: str, model: str, clip: Path, n_streams: int, codec: str = "h264",
                          preset: str = "ultrafast", max_frames: Optional[int] = None,
-                         metrics_url: Optional[str] = None, timeout_s: float = 900.0) -> Dict[str, float]:
+                         timeout_s: float = 900.0) -> Dict[str, float]:
     """`preedit run` (client/) with the clip `n_streams` times against one server; parses its summaries."""
     with tempfile.TemporaryDirectory(prefix="preedit-ms-") as tmp:
         summary = Path(tmp) / "summary.json"
@@ -225,7 +244,7 @@ def run_pipeline_streams(url: str, model: str, clip: Path, n_streams: int, codec
         cmd = [sys.executable, "-m", "preedit", "run", *([str(clip)] * n_streams), *outputs, "--url", url, "--model", model, "--codec", codec, "--preset", preset, "--summary-json", str(summary)]
         if max_frames:
             cmd += ["--max-frames", str(max_frames)]
-        before = read_batch_counters(metrics_url, model)
+        before = read_batch_totals(url, model)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False,
                               env=child_env(url))  # the key: the child registers shm on a locked server
         if proc.returncode != 0 or not summary.is_file():
@@ -234,7 +253,7 @@ def run_pipeline_streams(url: str, model: str, clip: Path, n_streams: int, codec
         payload = json.loads(summary.read_text())
     streams = payload["streams"] if "streams" in payload else [payload]
     frames = sum(s["frames"] for s in streams)
-    after = read_batch_counters(metrics_url, model, at_least=before, inferences=frames)
+    after = read_batch_totals(url, model, at_least=before, inferences=frames) if before else None
     wall = max(s["wall_s"] for s in streams) or 1e-9
     e2e = [s["latency_ms"]["end_to_end"] for s in streams]
     pre = [s["latency_ms"]["preedit"] for s in streams]
@@ -250,8 +269,6 @@ def run_pipeline_streams(url: str, model: str, clip: Path, n_streams: int, codec
 
 def scaling_table(results: Sequence[Dict[str, float]], mode: str) -> str:
     """Markdown table of the scaling, with speed-up against one stream (pure)."""
-    from preedit.perf.speed.report import simple_table
-
     base = results[0]["aggregate_fps"] if results and results[0]["aggregate_fps"] > 0 else None
     header = ["streams", "aggregate fps", "per-stream fps", "speed-up vs 1", "p50 ms", "p99 ms", "avg batch"]
     if mode == "pipeline":
@@ -283,7 +300,6 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--codec", default="h264", help="pipeline mode encoder (default h264)")
     parser.add_argument("--preset", default="ultrafast", help="pipeline mode encoder preset (default ultrafast)")
     parser.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: embedded)")
-    parser.add_argument("--metrics-url", default=None, help="Triton metrics URL with --url (for the batch size)")
     parser.add_argument("--model", default="preedit")
     parser.add_argument("--model-repository", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
@@ -293,10 +309,6 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from preedit.perf.speed.cli import parse_int_list
-    from preedit.perf.speed.report import append_results, command_line, results_section
-    from preedit.perf.speed.analyzer_data import default_clip, load_nv12_frames, parse_resolution, resolution_label
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = setup_args(argparse.ArgumentParser(prog="preedit bench multistream",
                                               description=__doc__.split("\n")[0])).parse_args(argv)
@@ -308,25 +320,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     frames = load_nv12_frames(clip, width, height, args.frames) if args.mode == "serving" else None
 
     server = None
-    url, metrics_url = args.url, args.metrics_url
+    url = args.url
     if url is None:
-        from preedit.serve import ServerConfig, TritonServer
-
         server = TritonServer(ServerConfig(model_repository=args.model_repository or model_repository(),
                                            http_port=0, grpc_port=0, metrics_port=0))
         server.start()
-        url, metrics_url = server.grpc_url, server.metrics_url
+        url = server.grpc_url
     results = []
     try:
         if server is not None:
             server.wait_model_ready(args.model)
         for n in counts:
             if args.mode == "serving":
-                res = run_serving(url, args.model, frames, n, args.duration_s, args.inflight, args.stream_fps,
-                                  metrics_url)
+                res = run_serving(url, args.model, frames, n, args.duration_s, args.inflight, args.stream_fps)
             else:
-                res = run_pipeline_streams(url, args.model, clip, n, args.codec, args.preset, args.max_frames,
-                                           metrics_url)
+                res = run_pipeline_streams(url, args.model, clip, n, args.codec, args.preset, args.max_frames)
             log.info("%d streams: %.1f fps aggregate, p50 %.1f ms, p99 %.1f ms, batch %.2f", n,
                      res["aggregate_fps"], res["p50_ms"], res["p99_ms"], res["avg_batch_size"])
             results.append(res)
@@ -345,7 +353,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   command_line("preedit bench multistream", argv), table,
                                   facts={"Setup": f"{what}{pace}; one Triton server (dynamic batcher), "
                                                   "latency = client round trip per frame (shm copy in/out included); "
-                                                  "avg batch = Triton inferences / executions"})
+                                                  "avg batch = inferences / executions from Triton's per-batch statistics"})
         append_results(section, args.results_md)
     return 0
 

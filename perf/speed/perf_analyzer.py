@@ -12,7 +12,9 @@ links the copies shipped in the pinned wheels into `.cache/triton/lib`, so no ap
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from preedit.errors import ServerError, UsageError
+from preedit.install_support import library_env, prepare
 
 SHARED_MEMORY_KINDS = ("none", "system", "cuda")
 LOAD_MODES = ("concurrency", "request_rate")
@@ -174,8 +177,6 @@ def parse_avg_batch_size(stdout: str) -> float:
 
     Returns 0.0 when the report has no server section (pure).
     """
-    import re
-
     inferences = re.findall(r"Inference count:\s*(\d+)", stdout)
     executions = re.findall(r"Execution count:\s*(\d+)", stdout)
     if not inferences or not executions or int(executions[-1]) == 0:
@@ -236,9 +237,6 @@ def run_perf_analyzer(cfg: PerfAnalyzerConfig, csv_path: Path, timeout_s: float 
     Raises:
         ServerError: perf_analyzer failed or timed out (its last output line is in the message).
     """
-    import dataclasses
-
-    from preedit.install_support import library_env, prepare
 
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)

@@ -87,10 +87,10 @@ def simple_table(header: Sequence[str], rows: Sequence[Sequence[object]], align_
 
 def plot_throughput_latency(rows: Sequence[PerfResult], path: Path, title: str = "preedit on Triton") -> Path:
     """Throughput (fps) against p95 latency (ms), one line per resolution and load mode."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib
 
     groups: Dict[tuple, List[PerfResult]] = {}
     for r in rows:

@@ -22,11 +22,16 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from preedit.client.workers import segment_command
+from preedit.paths import clips_dir, model_repository
+from preedit.quality.metrics import score
+from preedit.serve import ServerConfig, TritonServer
+
 BD_METRICS = ("vmaf_neg", "vmaf_v1", "vmaf", "psnr_y", "xpsnr_y")
 
 
 def _video_kbps(path: Path) -> float:
-    import av
+    import av  # lazy: av
 
     with av.open(str(path)) as c:
         v = c.streams.video[0]
@@ -38,7 +43,7 @@ def _video_kbps(path: Path) -> float:
 
 
 def _stream_facts(path: Path) -> dict:
-    import av
+    import av  # lazy: av
 
     with av.open(str(path)) as c:
         pts = [float(f.pts * f.time_base) for f in c.decode(video=0)]
@@ -48,7 +53,7 @@ def _stream_facts(path: Path) -> dict:
 
 
 def _ffmpeg_plays(path: Path) -> bool:
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # lazy: imageio_ffmpeg
 
     proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "null", "-"],
                           capture_output=True, text=True)
@@ -64,12 +69,8 @@ def _run(cmd: List[str]) -> float:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from preedit.client.segment import index_source, plan_segments
-    from preedit.client.workers import segment_command
-    from preedit.paths import clips_dir, model_repository
-    from preedit.quality.bdrate import bd_rate
-    from preedit.quality.metrics import score
-    from preedit.serve import ServerConfig, TritonServer
+    from preedit.client.segment import index_source, plan_segments  # lazy: pulls av
+    from preedit.quality.bdrate import bd_rate  # lazy: pulls numpy
 
     ap = argparse.ArgumentParser(prog="preedit bench scale-out", description=__doc__.split("\n")[0])
     ap.add_argument("--clip", default="friday-filmgrain.mp4")

@@ -100,7 +100,7 @@ def _delta(
     method: str, min_overlap: float,
 ) -> Tuple[float, float, Optional[str]]:
     """Mean of (f_test - f_anchor) over the overlap of the x ranges; both x strictly increasing."""
-    import bjontegaard as bd
+    import bjontegaard as bd  # lazy: bjontegaard
 
     share, lo, hi = _overlap(x_anchor, x_test)
     if share <= 0.0 or hi <= lo:

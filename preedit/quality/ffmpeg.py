@@ -7,6 +7,7 @@ module is the only I/O wrapper that executes them, so tests can check commands w
 from __future__ import annotations
 
 import functools
+import os
 import re
 import subprocess
 from typing import Optional, Sequence, Type
@@ -21,12 +22,10 @@ def ffmpeg_exe() -> str:
 
     `IMAGEIO_FFMPEG_EXE` (imageio-ffmpeg's own override) points at another build with libvmaf.
     """
-    import os
-
     env = os.environ.get("IMAGEIO_FFMPEG_EXE")
     if env:
         return env
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # lazy: imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
 

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from preedit.errors import InputError, UsageError
+from preedit.quality.ffmpeg import ffmpeg_exe, ffmpeg_version, run_command
 
 PathLike = Union[str, Path]
 log = logging.getLogger(__name__)
@@ -179,8 +180,6 @@ def build_score_cmd(
     if cuda and (bit_depth != 8 or skip or cuda_log is None):
         raise UsageError("libvmaf_cuda scoring needs 8-bit input, every metric and a cuda_log path")
     if ffmpeg is None:
-        from preedit.quality.ffmpeg import ffmpeg_exe
-
         ffmpeg = ffmpeg_exe()
     on_gpu = CUDA_VMAF_MODELS if cuda else ()
     models = _model_option(key for key in VMAF_MODELS.values() if key not in skip and key not in on_gpu)
@@ -304,11 +303,11 @@ def probe_size(path: PathLike) -> Tuple[int, int]:
     with open(path, "rb") as fh:
         head = fh.read(256)
     if head.startswith(b"YUV4MPEG2"):
-        from preedit.quality.y4m import parse_header
+        from preedit.quality.y4m import parse_header  # lazy: pulls numpy
 
         hdr = parse_header(head.split(b"\n", 1)[0])
         return hdr.width, hdr.height
-    import av
+    import av  # lazy: av
 
     try:
         with av.open(str(path)) as c:
@@ -325,7 +324,7 @@ def probe_bit_depth(path: PathLike) -> int:
     if head.startswith(b"YUV4MPEG2"):
         tags = head.split(b"\n", 1)[0].split(b" ")
         return 10 if any(t.startswith(b"C") and b"p1" in t for t in tags) else 8
-    import av
+    import av  # lazy: av
 
     try:
         with av.open(str(path)) as c:
@@ -370,8 +369,6 @@ def score(
     Returns:
         `Scores` with per-clip means and the frame count scored.
     """
-    from preedit.quality.ffmpeg import run_command
-
     for p in (distorted, reference):
         if not Path(p).is_file():
             raise InputError(f"no such file: {p}")
@@ -429,8 +426,6 @@ def _remember_libvmaf(version: str) -> None:
 @functools.lru_cache(maxsize=1)
 def tool_versions() -> Dict[str, str]:
     """Versions of the scoring tools: `ffmpeg` (version line), `libvmaf` (git hash from a log), models."""
-    from preedit.quality.ffmpeg import ffmpeg_exe, ffmpeg_version, run_command
-
     if not _LIBVMAF_VERSION:
         with tempfile.TemporaryDirectory(prefix="preedit_vmafver_") as tmp:
             src = Path(tmp) / "a.y4m"

@@ -39,13 +39,8 @@ from preedit.training.proxy._predict import (
     upsample_blocks,
 )
 from preedit.training.proxy._quantize import (
-    AV1_ROUNDING,
-    AV1_ZBIN,
-    INTER_ROUNDING,
-    INTRA_ROUNDING,
-    hevc_chroma_qp,
-    hevc_qstep,
-)
+    AV1_ROUNDING, AV1_ZBIN, INTER_ROUNDING, INTRA_ROUNDING, deadzone_quantize, hevc_chroma_qp,
+    hevc_qstep)
 from preedit.training.proxy._ste import clip_ste, to_codec_pixels
 
 CODECS = PROXY_FAMILIES
@@ -120,8 +115,6 @@ def _code_residual(resid, qstep, rounding, zbin, n):
 
 
 def _quantize(coeffs, qstep, rounding, zbin):
-    from preedit.training.proxy._quantize import deadzone_quantize
-
     return deadzone_quantize(coeffs, qstep, rounding, zbin)
 
 
