@@ -231,7 +231,7 @@ TUNES: Dict[str, Tuple[str, ...]] = {
 def control_options(family: str, opts: Dict[str, str], *, keyint: Optional[int] = None,
                     maxrate_kbps: Optional[float] = None, bufsize_kbps: Optional[float] = None,
                     tune: Optional[str] = None, params: Optional[str] = None,
-                    closed_gop: bool = False) -> Dict[str, str]:
+                    closed_gop: bool = False, bitrate_kbps: Optional[float] = None) -> Dict[str, str]:
     """`opts` (from `pyav_options`) plus GOP, VBV, tune and pass-through encoder parameters.
 
     keyint/maxrate/bufsize use FFmpeg's generic AVCodecContext options (`g`, `maxrate`, `bufsize`),
@@ -239,12 +239,16 @@ def control_options(family: str, opts: Dict[str, str], *, keyint: Optional[int] 
     CRF) all read. `closed_gop` makes every keyframe an IDR at exactly `keyint` frames with scene-cut
     keyframes off, so renditions encoded separately cut at the same timestamps. `params` joins the
     encoder's own `x265-params` / `svtav1-params` / `x264-params` string (after ours, so it wins).
+    SVT-AV1 caps only CRF ("Max Bitrate only supported with CRF mode": it refuses to open): with a
+    `bitrate_kbps` target its cap becomes `overshoot-pct`, the most VBR may exceed the target by.
     """
     out = dict(opts)
     extra: List[str] = []
     if keyint is not None:
         out["g"] = str(int(keyint))
-    if maxrate_kbps is not None:
+    if maxrate_kbps is not None and family == "av1" and bitrate_kbps:
+        extra.append(f"overshoot-pct={min(100, max(0, round(100 * (maxrate_kbps / bitrate_kbps - 1))))}")
+    elif maxrate_kbps is not None:
         out["maxrate"] = f"{int(maxrate_kbps * 1000)}"
     if bufsize_kbps is not None:
         out["bufsize"] = f"{int(bufsize_kbps * 1000)}"

@@ -75,6 +75,21 @@ def test_control_options_put_gop_vbv_and_params_in_the_encoders_vocabulary():
     assert codecs.control_options("h264", {"preset": "fast"}) == {"preset": "fast"}
 
 
+def test_av1_bitrate_with_a_cap_encodes_every_frame_when_run(capsys, tmp_path, media):  # noqa: F811
+    # SVT-AV1 refuses maxrate outside CRF (avcodec_open2 returned 22 at the first frame): the cap
+    # goes to its VBR overshoot-pct instead, so `--bitrate --maxrate` (what ladders use) works for AV1.
+    from preedit.client.encode._pyav import encoder_options
+
+    _lib, opts, _ = encoder_options(EncoderSettings(codec="av1", bitrate_kbps=200, maxrate_kbps=220))
+    assert "maxrate" not in opts and "overshoot-pct=10" in opts["svtav1-params"]
+    src, out = media("flower.mp4"), tmp_path / "capped.mkv"
+    code, errors = _run(capsys, src, "-o", out, "--bypass", "--codec", "av1", "--preset", "12",
+                        "--bitrate", "200", "--maxrate", "220", "--bufsize", "400")
+    assert (code, errors) == (0, [])
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        assert sum(1 for _ in b.decode(video=0)) == sum(1 for _ in a.decode(video=0))
+
+
 def test_bitrate_qp_hint_follows_rate_and_resolution_when_bitrate_is_given():
     def hint(kbps, w, h):
         info = StreamInfo(width=w, height=h, time_base=None, average_rate=30, color_range="limited")

@@ -122,7 +122,7 @@ def encoder_options(settings: EncoderSettings) -> Tuple[str, Dict[str, str], Opt
     opts = codecs.pyav_options(codec, qp=settings.qp, crf=crf, preset=settings.preset)
     opts = codecs.control_options(codec, opts, keyint=settings.keyint, maxrate_kbps=settings.maxrate_kbps,
                                   bufsize_kbps=settings.bufsize_kbps, tune=settings.tune, params=settings.params,
-                                  closed_gop=settings.closed_gop)
+                                  closed_gop=settings.closed_gop, bitrate_kbps=settings.bitrate_kbps)
     return codecs.ENCODER_OF[codec], opts, bit_rate
 
 
