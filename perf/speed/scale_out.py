@@ -102,6 +102,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--closed-gop", action="store_true", help="fixed closed GOP (segments cut on its grid)")
     ap.add_argument("--baseline-single", action="store_true",
                     help="also encode a single run with the encoder's default GOP (the cost of --closed-gop)")
+    ap.add_argument("--baseline-json", type=Path, default=None,
+                    help="take the default-GOP single run from this earlier scale_out.json (same clip, "
+                         "CRFs and scorer: a default-GOP run's `single` or a --baseline-single run's "
+                         "`baseline` points) instead of encoding it again")
     ap.add_argument("--no-workers", action="store_true", help="skip the --workers 1 vs K timing")
     ap.add_argument("--out", type=Path, default=Path("perf/results/scale_out"))
     args = ap.parse_args(argv)
@@ -110,6 +114,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     crfs = [float(c) for c in args.crfs.split(",")]
+    baseline = {}
+    if args.baseline_json is not None:
+        prior = json.loads(args.baseline_json.read_text())
+        default_run = not prior.get("gop_args")  # its `single` is a default-GOP run; else its `baseline`
+        key = "single" if default_run else "baseline"
+        if prior["clip"] != Path(args.clip).name or not all(key in p for p in prior["points"]):
+            raise SystemExit(f"{args.baseline_json}: no default-GOP single run of {args.clip}")
+        baseline = {p["crf"]: {"single_kbps": p[f"{key}_kbps"], "single": p[key]} for p in prior["points"]}
+        if set(crfs) - set(baseline):
+            raise SystemExit(f"{args.baseline_json} lacks CRF {sorted(set(crfs) - set(baseline))}")
     idx = index_source(str(src))
     gop = args.keyint if args.closed_gop else None
     segs = plan_segments(idx, args.segments, str(src), gop)
@@ -152,7 +166,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "single": score(single, src, n_threads=2, expect_frames=len(idx.pts)).metrics,
                 "joined": score(joined, src, n_threads=2, expect_frames=len(idx.pts)).metrics,
             }
-            if args.baseline_single:
+            if crf in baseline:
+                point.update(baseline_kbps=baseline[crf]["single_kbps"], baseline=baseline[crf]["single"],
+                             baseline_from=str(args.baseline_json))
+            elif args.baseline_single:
                 base = work / f"baseline_{tag}.mp4"
                 _run([py, "-m", "preedit", "run", str(src), "-o", str(base), *enc, "--crf", f"{crf:g}"])
                 point.update(baseline_kbps=_video_kbps(base), baseline_keys=_key_frames(base),
@@ -161,7 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(json.dumps({k: v for k, v in point.items() if k not in ("single", "joined", "baseline")}), flush=True)
             (out / "scale_out.partial.json").write_text(json.dumps(result, indent=2))
         pts = result["points"]
-        pairs = [("joined", "single")] + ([("single", "baseline"), ("joined", "baseline")] if args.baseline_single else [])
+        with_base = args.baseline_single or bool(baseline)
+        pairs = [("joined", "single")] + ([("single", "baseline"), ("joined", "baseline")] if with_base else [])
         for test, ref in pairs:
             table = result[f"bd_rate_{test}_vs_{ref}"] = {}
             for m in BD_METRICS:
@@ -210,9 +228,11 @@ def report(r: dict) -> str:
             continue
         row = [f"single {p['single_keys']['key_frames']} {100 * p['single_keys']['key_bytes_share']:.1f} %",
                f"joined {p['joined_keys']['key_frames']} {100 * p['joined_keys']['key_bytes_share']:.1f} %"]
-        if "baseline_keys" in p:
-            row.append(f"default-GOP single {p['baseline_keys']['key_frames']} "
-                       f"{100 * p['baseline_keys']['key_bytes_share']:.1f} % ({p['baseline_kbps']:.1f} kbps)")
+        if "baseline_keys" in p or "baseline_kbps" in p:
+            k = p.get("baseline_keys")
+            where = (f"{k['key_frames']} {100 * k['key_bytes_share']:.1f} %" if k
+                     else f"(from {p['baseline_from']})")
+            row.append(f"default-GOP single {where} ({p['baseline_kbps']:.1f} kbps)")
         lines.append(f"- CRF {p['crf']:g}: " + "; ".join(row) + f"; equal: {p['key_frames_equal']}")
     lines.append("")
     for key in sorted(k for k in r if k.startswith("bd_rate_")):
