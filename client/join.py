@@ -66,8 +66,10 @@ def order_segments(paths: List[str]) -> tuple:
                          f"finish has none); rerun those segments")
     sources = {m["source"] for m in manifests}
     counts = {m["count"] for m in manifests}
-    if len(sources) != 1 or len(counts) != 1:
-        raise InputError(f"segments come from different splits: sources {sorted(sources)}, counts {sorted(counts)}")
+    gops = {m.get("gop") for m in manifests}
+    if len(sources) != 1 or len(counts) != 1 or len(gops) != 1:
+        raise InputError(f"segments come from different splits: sources {sorted(sources)}, counts {sorted(counts)}, "
+                         f"closed-GOP grids {sorted(gops, key=str)}")
     count = counts.pop()
     by_index = {}
     for p, m in zip(paths, manifests):

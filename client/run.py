@@ -78,6 +78,10 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     enc.add_argument("--bit-depth", type=int, default=None, choices=[8, 10],
                      help="output bit depth (default: the input's; 10-bit input → HEVC Main10 / AV1 10-bit)")
     enc.add_argument("--keyint", type=int, default=None, metavar="FRAMES", help="max GOP length (default: encoder's)")
+    enc.add_argument("--closed-gop", action="store_true",
+                     help="fixed closed GOP (needs --keyint): an IDR every --keyint frames exactly, no scene-cut "
+                          "or open-GOP key frames; with --segment/--workers the cuts fall on this GOP grid, so "
+                          "the joined file has the key frames of one whole run")
     enc.add_argument("--maxrate", type=float, default=None, metavar="KBPS", help="VBV peak rate cap, kbit/s (with --crf or --bitrate)")
     enc.add_argument("--bufsize", type=float, default=None, metavar="KBITS", help="VBV buffer size, kbit")
     enc.add_argument("--tune", default=None, help="x264/x265 tune name, or SVT-AV1 tune 0|1|2")
@@ -193,7 +197,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise UsageError(f"--{opt} is for --codec {fam}, not {args.codec}")
     encoder = EncoderSettings(codec=args.codec, crf=args.crf, qp=args.qp, bitrate_kbps=args.bitrate,
                               preset=args.preset, keyint=args.keyint, maxrate_kbps=args.maxrate,
-                              bufsize_kbps=args.bufsize, tune=args.tune,
+                              bufsize_kbps=args.bufsize, tune=args.tune, closed_gop=args.closed_gop,
                               params=getattr(args, PARAMS_OPTION[args.codec].replace("-", "_")),
                               bit_depth=getattr(args, "bit_depth", None),
                               hls_time_s=args.hls_time, hls_list_size=args.hls_list_size)
@@ -280,7 +284,7 @@ def open_decoders(cfg: RunConfig, backends: Backends, streams: List[_Stream]) ->
         kw["open_timeout_s"] = cfg.read_timeout_s
     for s in streams:
         if cfg.segment is not None:
-            s.decoder = scale_out.make_decoder(s.src, cfg.segment, **kw)
+            s.decoder = scale_out.make_decoder(s.src, cfg.segment, gop=scale_out.gop_grid(cfg.encoder), **kw)
         else:
             s.decoder = backends.make_decoder(s.src, **kw)
 

@@ -3,7 +3,8 @@
 ```
  source packets (demux only, no decode) ──> presentation timestamps + key frames
    │ plan_segments(): N-1 boundaries on the key frames nearest equal durations
-   │                  (intra-only sources: exact equal frame ranges)
+   │                  (intra-only sources: exact equal frame ranges;
+   │                   --keyint K --closed-gop: the output's GOP grid, frames 0, K, 2K, ...)
    v
  segment I = frames with pts in [start_pts, end_pts)         (first segment: from the start,
    seek to the key frame at/before start_pts, decode,          last segment: to the end)
@@ -11,6 +12,11 @@
    v
  pipeline (pre-edit, encode at source pts) ──> SEG (starts with an IDR/key frame) + SEG.segment.json
 ```
+With `--keyint K --closed-gop` every segment starts on a multiple of K frames of the title, so
+the IDR each segment opens with is one a single closed-GOP run of the whole title also makes: the
+joined file has the single run's key frames (and, as measured in BENCHMARKS §6, its rate and
+quality). Without it the cuts are the source's key frames and each cut adds an IDR the encoder's
+own GOP would not have there.
 Every frame belongs to exactly one segment (membership is by presentation timestamp), so the
 segments of a title hold exactly its frames; `preedit join` concatenates them by stream copy.
 Segments are video only: the title's audio is copied whole from the source by `preedit join`
@@ -139,16 +145,38 @@ def index_source(source: str) -> SourceIndex:
     return SourceIndex(tuple(pts), tuple(sorted(set(keys))), time_base, step)
 
 
-def plan_segments(idx: SourceIndex, count: int, source: str = "input") -> List[Segment]:
+def gop_grid(encoder) -> Optional[int]:
+    """The output GOP length segments are cut on: `--keyint` when `--closed-gop`, else None."""
+    return int(encoder.keyint) if getattr(encoder, "closed_gop", False) and encoder.keyint else None
+
+
+def plan_segments(idx: SourceIndex, count: int, source: str = "input", gop: Optional[int] = None) -> List[Segment]:
     """N segments of equal duration as near as the key frames allow (pure).
 
     Boundaries are key frames nearest `start + j * duration / N`; an intra-only source is cut at
-    exact equal frame ranges. Raises `UsageError` when the source has fewer than N GOPs.
+    exact equal frame ranges. With `gop` (the output's fixed closed GOP, in frames) the candidate
+    boundaries are frames 0, gop, 2*gop, ... of the title instead of the source's key frames (a
+    segment then decodes from the source key frame before its start). Raises `UsageError` when
+    the source has fewer than N GOPs.
     """
     if count < 1:
         raise UsageError(f"segment count must be >= 1, got {count}")
+    if gop is not None and gop < 1:
+        raise UsageError(f"GOP length must be >= 1 frame, got {gop}")
     pts = idx.pts
-    if idx.intra_only:
+    if gop is not None:
+        candidates = list(range(gop, len(pts), gop))  # frame numbers of the output's IDRs after the first
+        if len(candidates) < count - 1:
+            raise UsageError(f"{source} has {len(pts)} frames = {len(candidates) + 1} GOPs of --keyint {gop}; "
+                             f"it splits into at most {len(candidates) + 1} segments, not {count}")
+        bounds, lo = [], 0
+        for j in range(1, count):
+            target = len(pts) * j / count
+            hi = len(candidates) - (count - 1 - j)
+            best = min(range(lo, hi), key=lambda c: (abs(candidates[c] - target), c))
+            bounds.append(pts[candidates[best]])
+            lo = best + 1
+    elif idx.intra_only:
         bounds = [pts[(j * len(pts)) // count] for j in range(1, count)]
         if len(set(bounds)) != count - 1 or (bounds and bounds[0] == pts[0]):
             raise UsageError(f"{source} has {len(pts)} frames; it cannot be split into {count} segments")
@@ -180,21 +208,23 @@ def plan_segments(idx: SourceIndex, count: int, source: str = "input") -> List[S
     return segments
 
 
-def plan(source: str, index: int, count: int) -> Segment:
-    """Segment `index` of `count` of the file `source`."""
-    return plan_segments(index_source(source), count, source)[index]
+def plan(source: str, index: int, count: int, gop: Optional[int] = None) -> Segment:
+    """Segment `index` of `count` of the file `source` (`gop`: see `plan_segments`)."""
+    return plan_segments(index_source(source), count, source, gop)[index]
 
 
 # -- the decoder ----------------------------------------------------------------------------------
 
 
-def make_decoder(source: str, spec: Tuple[int, int], **kw):
-    """A `SegmentDecoder` for segment `spec` = (I, N) of `source` (CPU/PyAV decode)."""
-    segment = plan(source, *spec)
-    log.info("%s: segment %d/%d, pts [%s, %s) x %s s, %d frames, decoding from key frame %s",
+def make_decoder(source: str, spec: Tuple[int, int], gop: Optional[int] = None, **kw):
+    """A `SegmentDecoder` for segment `spec` = (I, N) of `source` (CPU/PyAV decode); `gop`: cut on
+    the output's closed-GOP grid (`plan_segments`)."""
+    segment = plan(source, *spec, gop=gop)
+    log.info("%s: segment %d/%d, pts [%s, %s) x %s s, %d frames, decoding from key frame %s%s",
              source, segment.index, segment.count, segment.start_pts, segment.end_pts, segment.time_base,
-             segment.frames, segment.seek_pts)
-    return SegmentDecoder(source, segment, **kw)
+             segment.frames, segment.seek_pts, f", cut on the closed-GOP grid of {gop} frames" if gop else
+             " (cut on source key frames: each cut adds an IDR; --keyint K --closed-gop cuts on the output's GOPs)")
+    return SegmentDecoder(source, segment, gop=gop, **kw)
 
 
 class SegmentDecoder(PyAvDecoder):
@@ -203,8 +233,10 @@ class SegmentDecoder(PyAvDecoder):
     Audio is not carried (the join copies the title's audio whole).
     """
 
-    def __init__(self, source: str, segment: Segment, max_frames: Optional[int] = None, **kw) -> None:
+    def __init__(self, source: str, segment: Segment, max_frames: Optional[int] = None,
+                 gop: Optional[int] = None, **kw) -> None:
         self.segment = segment
+        self.gop = gop
         self._segment_max = max_frames
         super().__init__(source, **kw)
         self.audio_streams = []
@@ -252,12 +284,14 @@ def manifest_path(segment_file: str) -> Path:
     return Path(str(segment_file) + MANIFEST_SUFFIX)
 
 
-def write_manifest(source: str, output: str, segment: Segment, frames: int, summary: dict) -> Path:
+def write_manifest(source: str, output: str, segment: Segment, frames: int, summary: dict,
+                   gop: Optional[int] = None) -> Path:
     """`SEG.segment.json`: which part of which title SEG holds (read by `preedit join`)."""
     path = manifest_path(output)
     data = {
         "version": MANIFEST_VERSION, "source": str(Path(source).resolve()), "index": segment.index,
         "count": segment.count, "start_pts": segment.start_pts, "end_pts": segment.end_pts,
+        "gop": gop,  # closed-GOP grid the cuts are on (None: the source's key frames)
         "time_base": str(segment.time_base), "frames_planned": segment.frames, "frames": frames,
         "wall_s": summary.get("wall_s"), "codec": summary.get("codec"), "model": summary.get("model"),
     }
@@ -321,5 +355,5 @@ def finish_run(args, stream) -> None:
     if args.segment is None or segment is None:
         return
     frames = stream.pipeline.stats.frames_encoded
-    path = write_manifest(stream.src, stream.dst, segment, frames, stream.summary)
+    path = write_manifest(stream.src, stream.dst, segment, frames, stream.summary, getattr(stream.decoder, "gop", None))
     log.info("segment manifest %s", path)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from preedit.codecs import PARAMS_OPTION
 from preedit.errors import InputError, PreeditError, UsageError
 from preedit.paths import model_repository
 from preedit.serve import ServerConfig, TritonServer, child_env
@@ -43,9 +44,14 @@ def passthrough_args(args, url: Optional[str]) -> List[str]:
     """The encoder / pre-editor options of this run, for its workers."""
     out: List[str] = ["--codec", args.codec]
     for flag, value in (("--crf", args.crf), ("--qp", args.qp), ("--bitrate", args.bitrate),
-                        ("--preset", args.preset), ("--model", args.model)):
+                        ("--preset", args.preset), ("--model", args.model), ("--keyint", args.keyint),
+                        ("--maxrate", args.maxrate), ("--bufsize", args.bufsize), ("--tune", args.tune),
+                        ("--bit-depth", getattr(args, "bit_depth", None)),
+                        *((f"--{o}", getattr(args, o.replace("-", "_"), None)) for o in PARAMS_OPTION.values())):
         if value is not None:
             out += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if getattr(args, "closed_gop", False):
+        out.append("--closed-gop")
     if args.deterministic:
         out.append("--deterministic")
     if args.bypass:
@@ -90,7 +96,10 @@ def run_workers(args) -> int:
     source, output = args.inputs[0], args.output[0]
     container_for(output, args.codec)
     k = args.workers
-    plan_segments(index_source(source), k, source)  # fails early when the title has too few GOPs
+    if getattr(args, "closed_gop", False) and args.keyint is None:
+        raise UsageError("--closed-gop needs --keyint FRAMES (the fixed GOP length)")
+    gop = args.keyint if getattr(args, "closed_gop", False) else None
+    plan_segments(index_source(source), k, source, gop)  # fails early when the title has too few GOPs
     out_dir = Path(output).resolve().parent
     if not out_dir.is_dir():
         raise UsageError(f"output folder does not exist: {out_dir}")

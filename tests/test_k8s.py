@@ -17,7 +17,7 @@ import yaml
 from preedit.cli import main as cli_main
 from preedit.paths import REPO_ROOT
 
-from test_segment import facts, ffmpeg_clean, make_clip
+from test_segment import facts, ffmpeg_clean, key_frames, make_clip
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 OVERLAYS = ("cpu", "gpu")
@@ -133,6 +133,7 @@ def test_catalog_job_is_indexed_and_its_n_matches_segment_and_join(docs):
     args = container(job)["args"]
     assert args[args.index("--segment") + 1] == f"$(JOB_COMPLETION_INDEX)/{n}"
     assert args[args.index("--url") + 1] == "$(TRITON_URL)" and args[args.index("--transport") + 1] == "grpc"
+    assert args[args.index("--keyint") + 1] == "$(KEYINT)" and "--closed-gop" in args  # cuts on the GOP grid
     join = container(one(items, "Job", "preedit-catalog-join"))["args"]
     parts = join[1:join.index("-o")]
     out = args[args.index("-o") + 1]
@@ -189,7 +190,8 @@ def test_the_catalog_job_command_line_runs_and_joins(tmp_path):
         server.wait_model_ready("preedit")
         for i in range(n):
             argv = expand(c["args"], c["env"], {"TITLE": str(title), "OUTPUT_DIR": str(out_dir),
-                                                "TRITON_URL": server.grpc_url, "JOB_COMPLETION_INDEX": str(i)})
+                                                "TRITON_URL": server.grpc_url, "JOB_COMPLETION_INDEX": str(i),
+                                                "KEYINT": "6"})
             assert cli_main(argv) == 0, argv
         # The in-band gRPC transport the pods use gives the same frames as system shm on one host.
         shm = [a if a != "grpc" else "shm" for a in argv]
@@ -201,3 +203,4 @@ def test_the_catalog_job_command_line_runs_and_joins(tmp_path):
     joined = Path(argv[argv.index("-o") + 1])
     f, src = facts(joined), facts(title)
     assert f["pts"] == src["pts"] and len(f["audio"]) == len(src["audio"]) and ffmpeg_clean(joined)
+    assert key_frames(joined) == list(range(0, 6 * n, 6))  # KEYINT 6: one IDR per GOP, none extra

@@ -179,3 +179,71 @@ def test_workers_split_run_and_join_in_one_command(tmp_path, title):
     f, src = facts(out), facts(title)
     assert f["pts"] == src["pts"] and len(f["audio"]) == len(src["audio"])
     assert [p.name for p in tmp_path.iterdir()] == ["w.mp4"]  # parts folder removed after the join
+
+
+# -- cuts on the output's closed-GOP grid (--keyint K --closed-gop) -------------------------------
+
+
+def test_closed_gop_boundaries_are_multiples_of_keyint_not_source_key_frames():
+    segs = plan_segments(_index(100, 7), 3, gop=10)  # source key frames every 7; output GOP 10
+    assert [(s.start_pts, s.end_pts) for s in segs] == [(None, 300), (300, 700), (700, None)]
+    assert [s.frames for s in segs] == [30, 40, 30]
+    assert [s.seek_pts for s in segs] == [None, 280, 700]  # decode from the source key frame at/before
+    with pytest.raises(UsageError, match="3 GOPs of --keyint 40"):
+        plan_segments(_index(100, 7), 4, gop=40)
+
+
+def key_frames(path: Path) -> list:
+    """Presentation indices of the key-frame packets of the video stream."""
+    import av
+
+    with av.open(str(path)) as c:
+        pk = [(int(p.pts), bool(p.is_keyframe)) for p in c.demux(c.streams.video[0]) if p.size]
+    order = {pts: i for i, pts in enumerate(sorted(p for p, _ in pk))}
+    return sorted(order[p] for p, k in pk if k)
+
+
+@pytest.fixture(scope="module")
+def grid_title(tmp_path_factory) -> Path:
+    from synthetic import make_clip as synthetic_clip
+
+    return synthetic_clip(tmp_path_factory.mktemp("grid") / "title.mp4", width=128, height=96, frames=44,
+                          audio=True)
+
+
+GOP = ["--codec", "hevc", "--preset", "ultrafast", "--bypass", "--crf", "30", "--keyint", "8", "--closed-gop"]
+
+
+def test_closed_gop_segments_join_to_the_key_frames_of_one_run(tmp_path, grid_title, capsys):
+    single = tmp_path / "single.mp4"
+    assert cli_main(["run", str(grid_title), "-o", str(single), *GOP]) == 0
+    assert key_frames(single) == [0, 8, 16, 24, 32, 40]  # an IDR every 8 frames, nothing else
+    parts = []
+    for i in range(3):
+        parts.append(tmp_path / f"part{i}.mp4")
+        assert cli_main(["run", str(grid_title), "-o", str(parts[-1]), "--segment", f"{i}/3", *GOP]) == 0
+    src = facts(grid_title)
+    sizes = [len(facts(p)["pts"]) for p in parts]
+    assert sizes == [16, 16, 12] and all(key_frames(p)[0] == 0 for p in parts)  # cuts at frames 16, 32
+    joined = tmp_path / "joined.mp4"
+    assert cli_main(["join", *map(str, parts), "-o", str(joined)]) == 0
+    j = facts(joined)
+    assert key_frames(joined) == key_frames(single)  # no extra IDR at a cut
+    assert j["pts"] == src["pts"] == facts(single)["pts"]  # frame count and timestamps exact
+    assert len(j["audio"]) == len(src["audio"]) and ffmpeg_clean(joined)
+    # --workers forwards the GOP options to its segment processes
+    workers = tmp_path / "w.mp4"
+    assert cli_main(["run", str(grid_title), "-o", str(workers), "--workers", "2", *GOP]) == 0
+    assert key_frames(workers) == key_frames(single) and facts(workers)["pts"] == src["pts"]
+    # a segment cut on another grid does not join with these
+    other = tmp_path / "other.mp4"
+    assert cli_main(["run", str(grid_title), "-o", str(other), "--segment", "1/3", *GOP[:-3], "--keyint", "4",
+                     "--closed-gop"]) == 0
+    capsys.readouterr()
+    assert cli_main(["join", str(parts[0]), str(other), str(parts[2]), "-o", str(tmp_path / "x.mp4")]) == 3
+    assert "closed-GOP grids" in capsys.readouterr().err
+
+
+def test_closed_gop_needs_keyint(tmp_path, grid_title, capsys):
+    assert cli_main(["run", str(grid_title), "-o", str(tmp_path / "s.mp4"), *GOP[:-3], "--closed-gop"]) == 2
+    assert "--closed-gop needs --keyint" in capsys.readouterr().err

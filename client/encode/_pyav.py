@@ -91,6 +91,8 @@ class EncoderSettings:
                 raise UsageError(f"unknown preset {self.preset!r} for {self.codec}; valid: {', '.join(valid)}")
         if self.keyint is not None and self.keyint < 1:
             raise UsageError(f"--keyint must be >= 1 frame, got {self.keyint}")
+        if self.closed_gop and self.keyint is None:
+            raise UsageError("--closed-gop needs --keyint FRAMES (the fixed GOP length)")
         for name, value in (("--maxrate", self.maxrate_kbps), ("--bufsize", self.bufsize_kbps)):
             if value is not None and value <= 0:
                 raise UsageError(f"{name} must be positive (kbit/s), got {value}")
