@@ -269,6 +269,7 @@ class Pipeline:
     def run(self) -> RunStats:
         """Run to the end of the input; raises the first error after the output is finalised."""
         self._t_start = time.monotonic()
+        cpu0 = time.process_time()
         threads: List[threading.Thread] = [
             threading.Thread(target=fn, name=f"preedit-{fn.__name__.strip('_')}", daemon=True)
             for fn in (self._decode, self._submit, self._collect, self._encode)
@@ -277,6 +278,7 @@ class Pipeline:
             run_threads(threads, on_interrupt=self.stop.set)
         finally:
             self.stats.wall_s = time.monotonic() - self._t_start
+            self.stats.cpu_s = time.process_time() - cpu0
             self.stats.media_duration_s = _media_duration_s(self.encoder, self.stats.frames_encoded)
         if self._error is not None:
             raise self._error

@@ -28,6 +28,7 @@ class RunStats:
     output_bits: int = 0
     media_duration_s: float = 0.0
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # CPU seconds of the whole process (all threads) while the pipeline ran
     on_frame: Optional[Callable[[int], None]] = None  # called with frames_encoded after each frame (API progress)
 
     def add(self, stage: str, seconds: float) -> None:
@@ -45,6 +46,7 @@ class RunStats:
             "frames": self.frames_encoded,
             "frames_decoded": self.frames_decoded,
             "wall_s": round(self.wall_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
             "fps": round(fps, 2),
             "latency_ms": latency,
             "output_bits": self.output_bits,

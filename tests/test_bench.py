@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from preedit.perf.speed.bench import (BenchRow, bench_ratios, bench_table, bench_verdicts, build_x264_settings,
@@ -50,6 +51,13 @@ def test_benchmarks_block_is_replaced_in_place_when_rerun(tmp_path):
     assert "first" not in text and text.count("second") == 1 and "other" in text and text.startswith("# B\n\nbefore")
 
 
+def test_encode_rows_cycle_the_decoded_frames_when_more_are_asked():
+    from preedit.perf.speed.bench import cycled
+
+    frames = np.arange(3, dtype=np.uint8).reshape(3, 1, 1)
+    assert cycled(frames, 7).ravel().tolist() == [0, 1, 2, 0, 1, 2, 0]
+
+
 def test_serial_ideal_is_the_harmonic_combination_of_the_two_stages():
     assert serial_ideal_fps(55.7, 17.3) == pytest.approx(13.2, abs=0.05)  # the figures
     assert serial_ideal_fps(0.0, 17.3) == 0.0
@@ -62,11 +70,11 @@ def test_bench_measures_inprocess_and_x264_on_real_frames_when_run(tmp_path, med
     out = tmp_path / "bench.json"
     assert bench.main(["--clip", str(media("flower.mp4")), "--resolution", "320x180", "--frames", "6",
                        "--duration-s", "0.6", "--rounds", "2", "--only", "inprocess", "--only", "x264",
-                       "--json", str(out)]) == 0
+                       "--pipeline-max-frames", "9", "--json", str(out)]) == 0
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"inprocess", "x264"}
     assert rows["inprocess"]["fps"] > 0 and rows["inprocess"]["frames"] >= 2
-    assert rows["x264"]["frames"] == 12 and rows["x264"]["fps"] > 0  # 6 frames per round, 2 rounds
+    assert rows["x264"]["frames"] == 18 and rows["x264"]["fps"] > 0  # 9 (the 6 decoded, cycled) a round, 2 rounds
 
 
 @pytest.mark.needs_triton
