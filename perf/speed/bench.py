@@ -466,7 +466,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.benchmarks_md:
         section = results_section(f"`preedit bench` at {label}", command_line("preedit bench", argv),
                                   table + "\n" + "\n".join(f"- {v}" for v in verdicts))
-        replace_marked_block(args.benchmarks_md, f"preedit bench {label}", section)
+        replace_marked_block(args.benchmarks_md, f"preedit bench {label}", "#" + section)  # a §3 sub-block
     return 0
 
 
