@@ -170,6 +170,20 @@ def descendants(pid: int) -> List[int]:
     return out
 
 
+def group_members(pgid: int) -> List[int]:
+    """Live processes whose process group is `pgid` (from /proc)."""
+    members = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid):
+            members.append(int(stat.split("/")[2]))
+    return members
+
+
 def regions_of(pid: int) -> set:
     """Paths of the python-backend shm regions `pid` and its descendants (the stubs) map."""
     found = set()
@@ -590,8 +604,11 @@ class TritonServer:
         if timeout_s is None:
             timeout_s = self.config.exit_timeout_s + 2.0
         ours = set(self._regions_seen)
-        if proc is not None and proc.poll() is None:
-            ours |= regions_of(proc.pid)
+        if proc is not None:
+            # The server and its stubs share its process group; stubs can outlive a server that
+            # exited on its own (e.g. its metrics port was taken after the models loaded): theirs too.
+            for pid in group_members(proc.pid):
+                ours |= regions_of(pid)
         if proc is not None and proc.poll() is None:
             if _is_stopped(proc.pid):
                 log.warning("tritonserver is frozen (stopped); killing it")

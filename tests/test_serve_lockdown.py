@@ -279,6 +279,7 @@ def test_metrics_port_taken_during_start_is_refused_or_retried(monkeypatch):
     other.bind(("127.0.0.1", 0))
     other.listen(1)
     taken = other.getsockname()[1]
+    regions_before = set(glob.glob(serve_mod.PYTHON_SHM_GLOB))
     try:
         monkeypatch.setattr(serve_mod, "port_is_free", lambda host, port: True)  # the check ran before the take
         server = TritonServer(ServerConfig(http_port=0, grpc_port=0, metrics_port=taken, models=("preedit",)))
@@ -300,5 +301,8 @@ def test_metrics_port_taken_during_start_is_refused_or_retried(monkeypatch):
                 assert "nv_" in resp.read().decode()
         finally:
             server.stop()
+        # The failed starts' servers exited on their own with their stubs still up: their 64 MiB
+        # regions (one per model instance) must go too (they were left in /dev/shm).
+        assert set(glob.glob(serve_mod.PYTHON_SHM_GLOB)) - regions_before == set()
     finally:
         other.close()
