@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import struct
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -204,15 +204,19 @@ def signal_of(frame) -> ColorSignal:
                        master_display=master, max_cll=cll)
 
 
+def _colour_entries(sig: ColorSignal, keys: Tuple[str, str, str], by_name: bool) -> List[str]:
+    """`key=value` entries for the primaries, transfer and matrix of `sig` that are specified; values
+    by name (x265) or by their ITU-T H.273 number (SVT-AV1)."""
+    parts = []
+    for key, value, table in zip(keys, (sig.primaries, sig.transfer, sig.matrix), (PRIMARIES, TRANSFERS, MATRICES)):
+        if value in table:
+            parts.append(f"{key}={table[value] if by_name else value}")
+    return parts
+
+
 def x265_params(sig: ColorSignal) -> str:
     """x265 `-x265-params` entries carrying `sig` (VUI colour description and HDR10 SEI)."""
-    parts = []
-    if sig.primaries in PRIMARIES:
-        parts.append(f"colorprim={PRIMARIES[sig.primaries]}")
-    if sig.transfer in TRANSFERS:
-        parts.append(f"transfer={TRANSFERS[sig.transfer]}")
-    if sig.matrix in MATRICES:
-        parts.append(f"colormatrix={MATRICES[sig.matrix]}")
+    parts = _colour_entries(sig, ("colorprim", "transfer", "colormatrix"), by_name=True)
     if sig.master_display:
         parts.append(f"master-display={sig.master_display}")
     if sig.max_cll:
@@ -224,13 +228,7 @@ def x265_params(sig: ColorSignal) -> str:
 
 def svtav1_params(sig: ColorSignal) -> str:
     """SVT-AV1 `-svtav1-params` entries carrying `sig` (sequence header colour config + HDR10 OBUs)."""
-    parts = []
-    if sig.primaries in PRIMARIES:
-        parts.append(f"color-primaries={sig.primaries}")
-    if sig.transfer in TRANSFERS:
-        parts.append(f"transfer-characteristics={sig.transfer}")
-    if sig.matrix in MATRICES:
-        parts.append(f"matrix-coefficients={sig.matrix}")
+    parts = _colour_entries(sig, ("color-primaries", "transfer-characteristics", "matrix-coefficients"), by_name=False)
     if sig.master_display:
         # SVT-AV1 takes the x265 syntax with chromaticities / luminances as decimals.
         nums = [int(n) for n in sig.master_display.replace("(", ",").replace(")", ",").split(",")

@@ -11,13 +11,13 @@ took a whole core for hours). Containers often run as root, so this is the produ
 and, unless told not to, the bounding set): SVT-AV1's request then fails (it logs "Failed to set
 thread priority" and carries on at normal priority), and threads and processes started from that
 thread afterwards cannot go real-time either. `child_preexec()` does the same in a child between
-fork and exec (for FFmpeg). Called at the CLI entry (before any thread exists), by the encoder (for
-library use), by the FFmpeg runner, and by the test suite. Nothing in preedit needs CAP_SYS_NICE:
+fork and exec (for FFmpeg). Called at the CLI entry (before any thread exists), by the encoder's constructor
+(for library use: the pipeline starts its encode thread afterwards, which inherits it), by the FFmpeg runner, and by the test suite. Nothing in preedit needs CAP_SYS_NICE:
 lowering one's own priority (nice) never does.
 
 ```
  preedit.cli.main ──forbid_realtime()──> every thread / child of the run: no SCHED_FIFO/RR
- PyAvEncoder() / .encode() ──forbid_realtime()──> the same for the thread that opens the codec
+ PyAvEncoder() ──forbid_realtime()──> the same for the threads started after it (the encode thread)
  run_command(ffmpeg ...) ──preexec_fn=child_preexec()──> the FFmpeg child cannot go real-time
 ```
 """

@@ -213,7 +213,9 @@ class PyAvEncoder:
 
     def __init__(self, path: str, info: StreamInfo, settings: EncoderSettings,
                  audio_streams: Sequence = (), sample_aspect_ratio: Optional[Fraction] = None) -> None:
-        forbid_realtime()  # SVT-AV1 opened as root would put this thread and its workers on SCHED_FIFO 99
+        # SVT-AV1 opened as root would put the opening thread and its workers on SCHED_FIFO 99; the
+        # codec opens at the first encode, in a thread started after this one (which it inherits).
+        forbid_realtime()
         self._av = av
         self.path = str(path)
         self.info = info
@@ -299,7 +301,6 @@ class PyAvEncoder:
 
     def encode(self, frame: Frame) -> None:
         """Encode one frame (uint8 NV12, limited range) at its source timestamp."""
-        forbid_realtime()  # the codec opens in the thread of the first encode (no-op once done here)
         nv12 = as_numpy(frame.nv12)
         if self.ten_bit:
             planes10 = frame.meta.get("yuv10")

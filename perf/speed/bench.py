@@ -69,16 +69,6 @@ class BenchRow:
         return 1e3 * self.wall_s / self.frames if self.frames else 0.0
 
 
-def served_shape(model_dir: Path) -> str:
-    """How the served model runs: instances and intra-op threads (config.pbtxt; 0 = auto)."""
-    from preedit.export import read_model_config  # lazy: pulls torch
-
-    config = read_model_config(model_dir / "config.pbtxt")
-    value = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0")
-    count = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1
-    return f"{count} instance(s), intra-op threads {'auto' if value == '0' else value} each"
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a live process has used, all its threads (/proc/PID/stat)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -395,6 +385,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     runners: Dict[str, object] = {}
     measured: Dict[str, BenchRow] = {}
     x264_bytes = 0
+    served = ""
     scratch = tempfile.TemporaryDirectory(prefix="preedit-bench-")
     try:
         if "pipeline" in selected:
@@ -426,17 +417,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                      ", ".join(f"{k} {v[0] / v[1]:.1f} fps" for k, v in totals.items() if v[1] > 0))
     finally:
         if "triton" in runners:
+            served = runners["triton"].transport.served_shape()
             runners["triton"].close()
         if server is not None:
             server.stop()
         scratch.cleanup()
     threads = intra or "default"
     names = {"inprocess": f"pre-editor in-process (ONNX Runtime, intra-op threads {threads})",
-             "triton": f"pre-editor through Triton (gRPC + system shm, {args.inflight} in flight)",
+             "triton": f"pre-editor through Triton (gRPC + system shm, {args.inflight} in flight; served: {served})",
              "x264": f"libx264 `{args.x264_preset}` encode (crf 23, PyAV, default threads)",
              "pipeline": f"full pipeline (`preedit run`: PyAV decode → Triton → libx264 `{args.x264_preset}`)"}
-    if "triton" in selected or "pipeline" in selected:
-        names["triton"] = names["triton"].rstrip(")") + f"; served: {served_shape(model_dir)})"
     for name, (n, wall) in totals.items():
         note = f"{x264_bytes * 8 / (n / 24.0) / 1e3:.0f} kbit/s at 24 fps" if name == "x264" and n else ""
         if name == "pipeline":
