@@ -79,13 +79,24 @@ def frame10_of(planes10: Planes):
     return frame
 
 
+def split_frame10(frame) -> Tuple[np.ndarray, Callable[[np.ndarray], object]]:
+    """A yuv420p10le AVFrame as (its 8-bit NV12 view, a function taking the model's edit of that
+    view to the edited yuv420p10le frame, the edit applied at 10 bits by `edit_planes10`, limited range)."""
+    planes10 = planes10_of(frame, frame.width, frame.height)
+
+    def finish(edited8: np.ndarray):
+        out = frame10_of(edit_planes10(planes10, edited8))
+        out.color_range = 1
+        return out
+
+    return nv12_view(planes10), finish
+
+
 def edit_frame10(frame, run: Callable[[np.ndarray], np.ndarray]):
     """Pre-edit a yuv420p10le AVFrame: `run` maps the 8-bit NV12 view to the model's edit of it,
     applied at 10 bits (`edit_planes10`); returns a new yuv420p10le frame (limited range)."""
-    planes10 = planes10_of(frame, frame.width, frame.height)
-    out = frame10_of(edit_planes10(planes10, run(nv12_view(planes10))))
-    out.color_range = 1
-    return out
+    view, finish = split_frame10(frame)
+    return finish(run(view))
 
 
 def bare_frame(frame):

@@ -14,6 +14,12 @@
 One segmenting path: FFmpeg's hls muxer (fMP4) cuts every rendition; the manifest is written from
 what it cut.
 
+Pre-editing goes in batches of `--batch` source frames (`_BatchEditor`): each size is scaled once;
+rungs of one size share a request (a row per rung and frame, each with its rung's QP hint), and the
+requests of all sizes are in flight together (`engines.run_many`). Each rung's hint is a
+`QpFollower`: the bits-per-pixel estimate of its target at first, then, at every GOP (= segment)
+start, the CRF-equivalent of the mean QP its encoder reported for the packets since the last one.
+
     preedit ladder in.mp4 -o out/ --rendition 720:3000 --rendition 360:800 --codec h264 --bypass
     preedit ladder in.mp4 -o out/ --format both          # master.m3u8 + manifest.mpd, one set of segments
 """
@@ -37,11 +43,11 @@ import numpy as np
 from preedit import codecs
 from preedit.client import bitdepth
 from preedit.client.encode import EncoderSettings
-from preedit.client.encode._pyav import encoder_options, model_qp, nv12_to_frame
+from preedit.client.encode._pyav import QpFollower, encoder_options, nv12_to_frame
 from preedit.client.interfaces import StreamInfo
 from preedit.client.progress import progress_bar
 from preedit.client.run import HelpFormatter
-from preedit.engines import TritonEngine
+from preedit.engines import TritonEngine, run_many
 from preedit.errors import InputError, UsageError
 from preedit.paths import model_repository
 from preedit.serve import ServerConfig, TritonServer
@@ -106,6 +112,21 @@ class Rendition:
     frames: int = 0
     segments: List[Tuple[float, int]] = field(default_factory=list)  # (EXTINF seconds, bytes)
     signal: Optional[bitdepth.ColorSignal] = None  # the source's colour tags / HDR10 metadata it carries
+    name: str = ""  # its folder and id: `<HEIGHT>p`, or `<HEIGHT>p_<KBPS>k` when two rungs share a height
+    follower: Optional[QpFollower] = None  # the model's QP hint, following the QP the encoder uses
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        return self.width, self.height
+
+
+def rendition_names(rungs: Sequence[Tuple[int, int]]) -> List[str]:
+    """Folder names: `<HEIGHT>p`, with `_<KBPS>k` added where several rungs share a height."""
+    heights = [h for h, _ in rungs]
+    names = [f"{h}p_{k}k" if heights.count(h) > 1 else f"{h}p" for h, k in rungs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--rendition given twice: {', '.join(n for n in names if names.count(n) > 1)}")
+    return names
 
 
 def _even(x: float) -> int:
@@ -129,6 +150,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="renditions' bit depth (default: the source's; 10-bit kept for hevc/av1)")
     parser.add_argument("--url", default=None, help="gRPC host:port of a running Triton (default: start one)")
     parser.add_argument("--model", default="preedit", help="served model name")
+    parser.add_argument("--batch", type=int, default=4,
+                        help="source frames per request: every rendition's frames of a batch go to the server at once")
     return parser
 
 
@@ -136,6 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = setup_args(argparse.ArgumentParser(prog="preedit ladder")).parse_args(argv)
     if args.segment_s <= 0:
         raise UsageError(f"--segment-s must be positive, got {args.segment_s}")
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1 frame, got {args.batch}")
     outdir = Path(args.output)
     try:
         src = av.open(args.input)
@@ -166,7 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     bar = progress_bar(vin.frames or None, Path(args.input).name)  # source frames (all renditions), TTY only
     sw, sh = vin.codec_context.width, vin.codec_context.height
-    rends = [Rendition(h, k, width=_even(sw * h / sh)) for h, k in rungs]
+    rends = [Rendition(h, k, width=_even(sw * h / sh), name=n) for (h, k), n in zip(rungs, rendition_names(rungs))]
 
     def hls_out(sub: str):
         d = outdir / sub
@@ -184,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                          maxrate_kbps=VBV_MAXRATE * r.kbps, bufsize_kbps=VBV_BUFSIZE * r.kbps,
                                          closed_gop=True)
             lib, opts, bit_rate = encoder_options(r.settings)
-            r.out = hls_out(f"{r.height}p")
+            r.out = hls_out(r.name)
             r.stream = r.out.add_stream(lib, rate=rate, options=fmt.encoder_options(opts))
             r.stream.width, r.stream.height, r.stream.pix_fmt = r.width, r.height, fmt.pix_fmt
             fmt.tag(r.stream.codec_context)
@@ -193,39 +218,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 r.stream.codec_context.codec_tag = "hvc1"
             r.stream.codec_context.bit_rate = bit_rate
             r.stream.codec_context.time_base = vin.time_base
-            r.qp = model_qp(r.settings, StreamInfo(r.width, r.height, vin.time_base, rate))
+            r.follower = QpFollower(r.settings, StreamInfo(r.width, r.height, vin.time_base, rate))
         if ain is not None:
             aout = hls_out("audio")
             astream = aout.add_stream("aac", rate=ain.codec_context.sample_rate)
             astream.bit_rate = 128_000
         sync = _AvSync(rends[0], aout, astream)
+        editor = _BatchEditor(rends, engine, fmt, sync, batch=args.batch)
         for packet in packets:
             for frame in packet.decode():
                 if packet.stream is vin:
-                    for r in rends:
-                        scaled = frame.reformat(width=r.width, height=r.height, format=fmt.pix_fmt,
-                                                interpolation="LANCZOS")
-                        if engine is not None and fmt.bits == 10:  # the edit on the 8-bit view, applied at 10 bits
-                            scaled = bitdepth.edit_frame10(scaled, lambda nv12: engine.run(nv12[None], r.qp)[0])
-                        elif engine is not None:
-                            nv12 = scaled.reformat(format="nv12").to_ndarray()
-                            edited = nv12_to_frame(engine.run(nv12[None], r.qp)[0], False)
-                            scaled = edited
-                        else:  # without the input's side data (HEVC input: libx265 crashed on its SEI)
-                            scaled = bitdepth.bare_frame(scaled)
-                        fmt.tag(scaled)
-                        scaled.pts, scaled.time_base = frame.pts, frame.time_base
-                        # The decoder's picture type would force the source's I/P/B pattern on the
-                        # encoder (libx264/libx265 honour it): GOPs misaligned, and x265's lookahead
-                        # crashes with VBV. Every rendition picks its own types within the closed GOP.
-                        scaled.pict_type = av.video.frame.PictureType.NONE
-                        sync.video(r, r.stream.encode(scaled))
-                        r.frames += 1
-                    bar.update(1)
+                    if editor.taken % gop == 0:  # a new segment: each hint follows what its encoder used
+                        for r in rends:
+                            r.follower.advance(editor.taken)
+                    bar.update(editor.add(frame))
                 elif astream is not None:
                     sync.audio(frame)
+        bar.update(editor.flush())
         for r in rends:
-            sync.video(r, r.stream.encode())
+            sync.video(r, r.follower.observe(r.stream.encode()))
         sync.audio(None)
         finished = True
     finally:
@@ -242,13 +253,86 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if server is not None:
             server.stop()
         if not finished and rends and all(r.frames for r in rends):
-            try:  # what was encoded stays a playable ladder
+            try:  # what was encoded stays a playable ladder (frames held for a batch not yet encoded are lost)
                 _package(args.format, outdir, rends, args.codec, rate, audio=ain is not None)
                 log.warning("ladder stopped after %d frames; %s packages what was encoded", rends[-1].frames, outdir)
             except Exception as exc:  # noqa: BLE001 - the original error is the one to report
                 log.warning("ladder stopped; could not package the partial ladder: %s", exc)
     _package(args.format, outdir, rends, args.codec, rate, audio=ain is not None)
+    for r in rends if engine is not None else []:
+        if r.follower.history:
+            log.info("%s: model QP hint per segment %s", r.name,
+                     " ".join(f"{q:.1f}" for q in [r.follower.start] + [q for _, q in r.follower.history]))
     return 0
+
+
+class _BatchEditor:
+    """Scales, pre-edits and encodes the renditions' frames in batches of `batch` source frames.
+
+    Renditions of one size share the scaled frame and one request (a row per rendition and frame,
+    each with that rendition's QP hint when the frame was taken); the requests of the different
+    sizes go to the server together (`engines.run_many`: its instances work on them side by side).
+    Frames reach every encoder in source order, with the source timestamps.
+    """
+
+    def __init__(self, rends: List[Rendition], engine, fmt, sync, batch: int) -> None:
+        self.rends, self.engine, self.fmt, self.sync, self.batch = rends, engine, fmt, sync, max(1, batch)
+        self.groups: Dict[Tuple[int, int], List[Rendition]] = {}
+        for r in rends:
+            self.groups.setdefault(r.size, []).append(r)
+        self.held: List[Tuple[object, Dict[Tuple[int, int], object], Dict[str, Optional[float]]]] = []
+        self.taken = 0  # source frames taken so far
+
+    def add(self, frame) -> int:
+        """Take one decoded source frame; returns how many source frames were encoded now."""
+        scaled = {size: frame.reformat(width=size[0], height=size[1], format=self.fmt.pix_fmt, interpolation="LANCZOS")
+                  for size in self.groups}
+        self.held.append((frame, scaled, {r.name: r.follower.qp for r in self.rends}))
+        self.taken += 1
+        return self.flush() if len(self.held) >= self.batch else 0
+
+    def flush(self) -> int:
+        held, self.held = self.held, []
+        if not held:
+            return 0
+        edited: Dict[Tuple[str, int], object] = {}
+        if self.engine is None:  # without the input's side data (HEVC input: libx265 crashed on its SEI)
+            for j, (_, scaled, _) in enumerate(held):
+                for r in self.rends:
+                    edited[r.name, j] = bitdepth.bare_frame(scaled[r.size])
+        else:
+            jobs, rows = [], []
+            for size, group in self.groups.items():
+                views, finishes, qps = [], [], []
+                for j, (_, scaled, hints) in enumerate(held):
+                    view, finish = self._split(scaled[size])
+                    for r in group:
+                        views.append(view)
+                        finishes.append((r.name, j, finish))
+                        qps.append(hints[r.name])
+                jobs.append((np.stack(views), np.asarray(qps, dtype=np.float32).reshape(-1, 1)))
+                rows.append(finishes)
+            for out, finishes in zip(run_many(self.engine, jobs), rows):
+                for nv12, (name, j, finish) in zip(out, finishes):
+                    edited[name, j] = finish(nv12)
+        for j, (frame, _, _) in enumerate(held):
+            for r in self.rends:
+                picture = edited[r.name, j]
+                self.fmt.tag(picture)
+                picture.pts, picture.time_base = frame.pts, frame.time_base
+                # The decoder's picture type would force the source's I/P/B pattern on the
+                # encoder (libx264/libx265 honour it): GOPs misaligned, and x265's lookahead
+                # crashes with VBV. Every rendition picks its own types within the closed GOP.
+                picture.pict_type = av.video.frame.PictureType.NONE
+                self.sync.video(r, r.follower.observe(r.stream.encode(picture)))
+                r.frames += 1
+        return len(held)
+
+    def _split(self, scaled):
+        """(the 8-bit NV12 the model sees, how its edit becomes the frame to encode)."""
+        if self.fmt.bits == 10:  # the edit on the 8-bit view, applied at 10 bits
+            return bitdepth.split_frame10(scaled)
+        return scaled.reformat(format="nv12").to_ndarray(), lambda nv12: nv12_to_frame(nv12, False)
 
 
 class _AvSync:
@@ -327,8 +411,8 @@ def _rates(segs: List[Tuple[float, int]]) -> Tuple[int, int]:
 
 def _measure(outdir: Path, r: Rendition, family: str) -> Tuple[int, int, str]:
     """(peak bit/s, average bit/s, RFC 6381 codec) of one encoded rendition."""
-    r.segments = read_media_playlist(outdir / f"{r.height}p" / "index.m3u8")
-    init = (outdir / f"{r.height}p" / "init.mp4").read_bytes()
+    r.segments = read_media_playlist(outdir / r.name / "index.m3u8")
+    init = (outdir / r.name / "init.mp4").read_bytes()
     ext = _box_payload(init, {"h264": b"avcC", "hevc": b"hvcC", "av1": b"av1C"}[family])
     return (*_rates(r.segments), codecs_string(family, ext, r.signal))
 
@@ -355,7 +439,7 @@ def write_master(outdir: Path, rends: List[Rendition], family: str, fps: float, 
                  f"VIDEO-RANGE={video_range(r.signal)}")
         if audio:
             attrs += ',AUDIO="aud"'
-        lines += [f"#EXT-X-STREAM-INF:{attrs}", f"{r.height}p/index.m3u8"]
+        lines += [f"#EXT-X-STREAM-INF:{attrs}", f"{r.name}/index.m3u8"]
     path = outdir / "master.m3u8"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -480,9 +564,9 @@ def write_mpd(outdir: Path, rends: List[Rendition], family: str, rate: Fraction,
     duration = 0.0
     for r in rends:
         peak, _avg, cs = _measure(outdir, r, family)
-        rep = ET.SubElement(vset, "Representation", id=f"{r.height}p", bandwidth=str(peak), width=str(r.width),
+        rep = ET.SubElement(vset, "Representation", id=r.name, bandwidth=str(peak), width=str(r.width),
                             height=str(r.height), codecs=cs, sar="1:1")
-        duration = max(duration, _segment_template(rep, outdir / f"{r.height}p"))
+        duration = max(duration, _segment_template(rep, outdir / r.name))
     if audio:
         aset = ET.SubElement(period, "AdaptationSet", id="1", contentType="audio", mimeType="audio/mp4",
                              segmentAlignment="true", startWithSAP="1", lang="und")

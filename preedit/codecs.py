@@ -322,3 +322,31 @@ def bitrate_model_qp(kbps: float, width: int, height: int, fps: float) -> float:
     """
     bpp = kbps * 1000.0 / max(1.0, width * height * max(fps, 1e-3))
     return float(min(51.0, max(12.0, 28.0 - 5.0 * math.log2(bpp / 0.064))))
+
+
+# libavcodec's QP → "quality" factor of AV_PKT_DATA_QUALITY_STATS (FF_QP2LAMBDA).
+FF_QP2LAMBDA = 118
+
+
+def reported_qp(packet) -> Optional[float]:
+    """The frame QP an encoder reported with an encoded packet, or None when it reported none.
+
+    libx264, libx265 and libsvtav1 attach AV_PKT_DATA_QUALITY_STATS to each packet: a little-endian
+    int32 quality (QP × FF_QP2LAMBDA; x26x QP 0..51, AV1 quantizer 0..63), then the picture type.
+    """
+    data = packet.get_sidedata("quality_stats") if packet.has_sidedata("quality_stats") else None
+    if data is None:
+        return None
+    raw = bytes(data)
+    if len(raw) < 4:
+        return None
+    return int.from_bytes(raw[:4], "little", signed=True) / FF_QP2LAMBDA
+
+
+def followed_model_qp(family: str, reported_mean: float, qp_range: Optional[Tuple[float, float]] = None) -> float:
+    """The model's QP hint for a rate-controlled encode whose frames reported `reported_mean` on
+    average: the hint of the CRF encode that reports the same mean QP (`preedit.qp.reported_qp_to_crf`)."""
+    crf = qp_scale.reported_qp_to_crf(family, reported_mean)
+    if family == "av1":
+        crf = min(max(crf, 0.0), 63.0)
+    return model_qp(family, crf, "crf", qp_range)

@@ -5,7 +5,8 @@
  QP: float or fp32 [N, 1] ─┴─> Engine.run(nv12, qp) ─> uint8 NV12 [N, H*3/2, W]
     OrtEngine       ONNX Runtime (ONNX bytes or file; CPU, or the TensorRT/CUDA EPs)
     TorchEngine     a PreEditorNet in-process (its deploy form NV12PreEditor), any torch device
-    TritonEngine    the served model over gRPC or HTTP (batches of at most `max_batch`)
+    TritonEngine    the served model over gRPC or HTTP (batches of at most `max_batch`; `run_many`
+                    sends several inputs' requests at once)
     TensorRTEngine  a serialized TensorRT engine on this GPU (torch CUDA tensors)
 ```
 Tensor names come from `preedit.spec`. An engine is also callable (`engine(nv12, qp)`), so a
@@ -16,8 +17,10 @@ Evaluation caches key on `model_hash` (None: unknown content, pre-edited points 
 from __future__ import annotations
 
 import hashlib
+import threading
+from functools import partial
 from pathlib import Path
-from typing import List, Optional, Protocol, Sequence, Union
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -34,6 +37,15 @@ class Engine(Protocol):
     description: str
 
     def run(self, nv12: np.ndarray, qp: QP) -> np.ndarray: ...
+
+
+def run_many(engine: Engine, jobs: Sequence[Tuple[np.ndarray, QP]]) -> List[np.ndarray]:
+    """`engine.run` of each (nv12, qp) job: all at once where the engine can (`TritonEngine.run_many`:
+    every request in flight together), one after the other otherwise."""
+    many = getattr(engine, "run_many", None)
+    if many is not None:
+        return many(jobs)
+    return [engine.run(nv12, qp) for nv12, qp in jobs]
 
 
 def qp_column(qp: QP, n: int) -> np.ndarray:
@@ -178,10 +190,12 @@ class TritonEngine(_Callable):
         elif protocol == "http":
             import tritonclient.http as client_mod  # lazy: tritonclient
 
-            make = lambda: client_mod.InferenceServerClient(url=url, network_timeout=timeout_s)  # noqa: E731
+            make = lambda: client_mod.InferenceServerClient(url=url, network_timeout=timeout_s,  # noqa: E731
+                                                             concurrency=4)
         else:
             raise ValueError(f"unknown Triton protocol {protocol!r}; valid: grpc, http")
         self._mod = client_mod
+        self._grpc = protocol == "grpc"
         try:
             self._client = make()
             ready = self._client.is_model_ready(model_name) if check_ready else True
@@ -196,22 +210,55 @@ class TritonEngine(_Callable):
         self.source = self.description
 
     def run(self, nv12: np.ndarray, qp: QP) -> np.ndarray:
+        return self.run_many([(nv12, qp)])[0]
+
+    def run_many(self, jobs: Sequence[Tuple[np.ndarray, QP]]) -> List[np.ndarray]:
+        """Run several inputs (of different frame sizes, say) with all their requests in flight at
+        once, so the server's instances work on them side by side; outputs in the order given."""
         g = self._mod
-        q_all = qp_column(qp, nv12.shape[0])
-        step = self.max_batch or max(len(nv12), 1)
-        outs: List[np.ndarray] = []
-        for i in range(0, nv12.shape[0], step):
-            chunk = np.ascontiguousarray(nv12[i : i + step], dtype=np.uint8)
-            a = g.InferInput(FRAMES_IN.name, list(chunk.shape), FRAMES_IN.client_dtype)
-            a.set_data_from_numpy(chunk)
-            b = g.InferInput(QP_IN.name, [chunk.shape[0], 1], QP_IN.client_dtype)
-            b.set_data_from_numpy(q_all[i : i + step])
+        pending: List[Tuple[int, object]] = []  # (job index, request handle)
+        done: Dict[int, object] = {}
+        lock, all_back = threading.Lock(), threading.Event()
+        total = sum(-(-len(nv12) // (self.max_batch or max(len(nv12), 1))) for nv12, _ in jobs)
+
+        def back(key, result, error) -> None:
+            with lock:
+                done[key] = error if error is not None else result
+                if len(done) == total:
+                    all_back.set()
+
+        n = 0
+        for j, (nv12, qp) in enumerate(jobs):
+            q_all = qp_column(qp, nv12.shape[0])
+            step = self.max_batch or max(len(nv12), 1)
+            for i in range(0, nv12.shape[0], step):
+                chunk = np.ascontiguousarray(nv12[i : i + step], dtype=np.uint8)
+                a = g.InferInput(FRAMES_IN.name, list(chunk.shape), FRAMES_IN.client_dtype)
+                a.set_data_from_numpy(chunk)
+                b = g.InferInput(QP_IN.name, [chunk.shape[0], 1], QP_IN.client_dtype)
+                b.set_data_from_numpy(q_all[i : i + step])
+                out = [g.InferRequestedOutput(FRAMES_OUT.name)]
+                try:
+                    if self._grpc:
+                        self._client.async_infer(self.model_name, [a, b], partial(back, n), outputs=out)
+                        pending.append((j, n))
+                    else:
+                        pending.append((j, self._client.async_infer(self.model_name, [a, b], outputs=out)))
+                except Exception as exc:  # noqa: BLE001 - any client error is a server fault here
+                    raise ServerError(f"Triton inference failed: {exc}") from None
+                n += 1
+        if self._grpc and total:
+            all_back.wait()
+        outs: List[List[np.ndarray]] = [[] for _ in jobs]
+        for j, handle in pending:
             try:
-                res = self._client.infer(self.model_name, [a, b], outputs=[g.InferRequestedOutput(FRAMES_OUT.name)])
+                res = done[handle] if self._grpc else handle.get_result()
+                if isinstance(res, Exception):
+                    raise res
             except Exception as exc:  # noqa: BLE001 - any client error is a server fault here
                 raise ServerError(f"Triton inference failed: {exc}") from None
-            outs.append(res.as_numpy(FRAMES_OUT.name))
-        return np.concatenate(outs, axis=0)
+            outs[j].append(res.as_numpy(FRAMES_OUT.name))
+        return [np.concatenate(o, axis=0) if o else np.empty_like(nv12) for o, (nv12, _) in zip(outs, jobs)]
 
     def close(self) -> None:
         self._client.close()

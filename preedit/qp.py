@@ -29,6 +29,9 @@ from typing import Tuple
 import numpy as np
 
 AV1_QUALITY_MAP_PATH = Path(__file__).resolve().parent / "av1_quality_map.json"
+# The encoders' reported frame QP (AV_PKT_DATA_QUALITY_STATS) → the CRF of equal reported QP, per family:
+# fitted on training clips by `preedit qp-calibrate --reported`.
+REPORTED_QP_MAP_PATH = Path(__file__).resolve().parent / "reported_qp_map.json"
 
 # (qindex, AC step in orthonormal-DCT units): lookup/8 for qindex <= 80, then HEVC-equivalent
 # QPs 28.0, 30.8, 34.9, 39.3, 43.2, 47.2, 51 at qindex 108, 128, 156, 184, 208, 232, 255.
@@ -114,3 +117,23 @@ def model_qp(family: str, value: float, mode: str = "crf") -> float:
     if family == "av1":
         return av1_model_qp(value, mode)
     return float(value)
+
+
+@lru_cache(maxsize=None)
+def _reported_fit(family: str) -> Tuple[float, float]:
+    data = json.loads(REPORTED_QP_MAP_PATH.read_text())
+    if family not in data["fit"]:
+        raise ValueError(f"no reported-QP fit for {family!r}; valid: {sorted(data['fit'])}")
+    a, b = data["fit"][family]
+    return float(a), float(b)
+
+
+def reported_qp_to_crf(family: str, reported: float) -> float:
+    """The CRF whose encode reports this mean frame QP (the encoder's own statistic), per family.
+
+    A rate-controlled encode (target bitrate / VBV) is told apart from a CRF encode only by the QPs
+    it ends up using: the model's hint for it is the hint of the CRF encode that reports the same
+    mean QP (`crf = a + b * reported`, fitted per family in `reported_qp_map.json`).
+    """
+    a, b = _reported_fit(family)
+    return a + b * float(reported)

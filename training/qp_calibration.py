@@ -15,6 +15,16 @@ equal PSNR-Y (interpolated on each clip's x265 curve, median over clips):
 ```
 
 Only plain (unedited) encodes are used, so the fit is a property of the codecs, not of a model.
+
+`--reported` fits the other table the model-QP scale needs, `preedit/reported_qp_map.json`: for a
+rate-controlled encode (`preedit ladder`, `preedit run --bitrate`) the QP hint follows the QP the
+encoder reports with each packet (AV_PKT_DATA_QUALITY_STATS), read as "the CRF whose encode
+reports this mean QP":
+
+```
+ training clips ─> libx265 / libx264 medium, SVT-AV1 preset 8, each over a CRF ladder
+               ─> mean reported frame QP per (clip, CRF) ─> least squares crf = a + b·reported, per family
+```
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import argparse
 import json
 import logging
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -30,7 +41,8 @@ import numpy as np
 
 from preedit.errors import InputError, UsageError
 from preedit.paths import clips_dir
-from preedit.qp import AV1_QUALITY_MAP_PATH, av1_q_to_hevc_qp
+from preedit import codecs
+from preedit.qp import AV1_QUALITY_MAP_PATH, REPORTED_QP_MAP_PATH, av1_q_to_hevc_qp
 from preedit.training.cli import DEFAULT_CONFIG
 from preedit.training.encoders import encode_decode, psnr_y
 
@@ -41,6 +53,7 @@ DEFAULT_CLIPS = (
 )  # fmt: skip
 X265_QPS = tuple(range(10, 52, 3)) + (51,)
 AV1_QS = (12, 20, 28, 36, 44, 51, 57, 63)
+REPORTED_CRFS = {"hevc": (22, 27, 32, 37, 42), "h264": (22, 27, 32, 37, 42), "av1": (36, 43, 50, 56, 62)}
 MODES = {"crf": "8", "qp": "12"}  # rate-control mode → SVT-AV1 preset (eval/client use CRF p8; training's real forward QP p12)
 
 
@@ -48,12 +61,58 @@ def setup_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS), help="training clip names (shared clips folder) or paths")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (from the start)")
     parser.add_argument("--height", type=int, default=360, help="clips are scaled to this height")
-    parser.add_argument("--out", default=str(_default_map_path()), help="JSON written (default: the packaged map read by preedit.qp)")
+    parser.add_argument("--out", default=None,
+                        help="JSON written (default: the packaged map read by preedit.qp: av1_quality_map.json, "
+                             "or reported_qp_map.json with --reported)")
+    parser.add_argument("--reported", action="store_true",
+                        help="fit the reported-QP → CRF map (rate-controlled encodes' QP hint) instead of the AV1 map")
     parser.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
 
 
-def _default_map_path() -> Path:
-    return AV1_QUALITY_MAP_PATH
+def mean_reported_qp(seq: np.ndarray, family: str, crf: float, fps: int = 25) -> float:
+    """Mean frame QP the encoder reports (`codecs.reported_qp`) over a CRF encode of NV12 `seq`."""
+    import av  # lazy: av
+
+    ctx = av.CodecContext.create(codecs.ENCODER_OF[family], "w")
+    ctx.width, ctx.height, ctx.pix_fmt = seq.shape[2], seq.shape[1] * 2 // 3, "yuv420p"
+    ctx.time_base, ctx.framerate = Fraction(1, fps), fps
+    ctx.options = codecs.pyav_options(family, crf=crf)
+    ctx.open()
+    qps: List[float] = []
+    for i, nv12 in enumerate(seq):
+        frame = av.VideoFrame.from_ndarray(nv12, format="nv12").reformat(format="yuv420p")
+        frame.pts = i
+        qps += [codecs.reported_qp(p) for p in ctx.encode(frame)]
+    qps += [codecs.reported_qp(p) for p in ctx.encode(None)]
+    if not qps or any(q is None for q in qps):
+        raise InputError(f"{codecs.ENCODER_OF[family]} reported no frame QP (AV_PKT_DATA_QUALITY_STATS)")
+    return float(np.mean(qps))
+
+
+def calibrate_reported(clips: Sequence[Path], frames: int, height: int) -> dict:
+    """Least-squares `crf = a + b * mean reported QP` per family over clips × the CRF ladder."""
+    points: Dict[str, List[List[float]]] = {f: [] for f in REPORTED_CRFS}
+    for path in clips:
+        t0 = time.time()
+        seq = _load(path, frames, height)
+        for family, crfs in REPORTED_CRFS.items():
+            points[family] += [[crf, round(mean_reported_qp(seq, family, crf), 3), path.name] for crf in crfs]
+        LOG.info("%s: %.0f s", path.name, time.time() - t0)
+    fit = {}
+    for family, pts in points.items():
+        crf = np.array([p[0] for p in pts], dtype=np.float64)
+        rep = np.array([p[1] for p in pts], dtype=np.float64)
+        b, a = np.polyfit(rep, crf, 1)
+        resid = crf - (a + b * rep)
+        fit[family] = [round(float(a), 3), round(float(b), 4)]
+        LOG.info("%s: crf = %.2f + %.3f * reported (rms %.2f)", family, a, b, float(np.sqrt(np.mean(resid ** 2))))
+    return {
+        "metric": "mean frame QP reported by the encoder (AV_PKT_DATA_QUALITY_STATS) of a plain CRF encode",
+        "encoders": {f: f"{codecs.ENCODER_OF[f]} preset {codecs.DEFAULT_PRESET[f]}, CRF {','.join(map(str, c))}"
+                     for f, c in REPORTED_CRFS.items()},
+        "clips": [p.name for p in clips], "frames": frames, "height": height,
+        "fit": fit, "fit_form": "crf = a + b * reported", "points": points,
+    }  # fmt: skip
 
 
 def _load(path: Path, frames: int, height: int) -> np.ndarray:
@@ -124,6 +183,16 @@ def main(argv: List[str]) -> int:
     missing = [str(c) for c in clips if not c.is_file()]
     if missing:
         raise InputError(f"clips not found: {missing}")
+    if args.reported:
+        report = calibrate_reported(clips, args.frames, args.height)
+        print(f"qp-calibrate --reported: {len(clips)} clips, {args.frames} frames at {args.height}p")
+        for family, (a, b) in report["fit"].items():
+            print(f"{family:>5}: crf = {a:6.2f} + {b:.3f} x reported QP")
+        out = Path(args.out or REPORTED_QP_MAP_PATH)
+        if not args.dry_run:
+            out.write_text(json.dumps(report, indent=1) + "\n")
+            print(f"written to {out}")
+        return 0
     report = calibrate(clips, args.frames, args.height)
     print(f"qp-calibrate: {len(clips)} clips, {args.frames} frames at {args.height}p; x265 QP of equal PSNR-Y (median)")
     print(f"{'AV1 q':>6} " + " ".join(f"{m:>8}" for m in MODES) + "   equal-step QP")
@@ -131,8 +200,9 @@ def main(argv: List[str]) -> int:
     for i, q in enumerate(AV1_QS):
         print(f"{q:>6} " + " ".join(f"{report['table'][m][i][1]:>8.1f}" for m in MODES) + f"   {av1_q_to_hevc_qp(q):>8.1f}")
     if not args.dry_run:
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-        print(f"written to {args.out}")
+        out = Path(args.out or AV1_QUALITY_MAP_PATH)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"written to {out}")
     return 0
 
 

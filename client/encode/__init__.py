@@ -13,9 +13,9 @@ writes its trailer in `finish()`, also after errors, so a stopped run leaves a p
 from preedit.client.encode._mux import EsSpool, decode_timestamps, mux_elementary
 from preedit.client.encode._nvenc import (ClientNvencEncoder, NvencConfig, NvencEncoder, normalize_packets,
                                           nvenc_config_from_settings, nvenc_options)
-from preedit.client.encode._pyav import (EncoderSettings, PyAvEncoder, container_for, encoder_options, model_qp,
+from preedit.client.encode._pyav import (EncoderSettings, PyAvEncoder, container_for, encoder_options, model_qp, QpFollower,
                                          nv12_to_frame)
 
-__all__ = ["EncoderSettings", "PyAvEncoder", "container_for", "encoder_options", "model_qp", "nv12_to_frame",
+__all__ = ["EncoderSettings", "PyAvEncoder", "container_for", "encoder_options", "model_qp", "QpFollower", "nv12_to_frame",
            "NvencConfig", "NvencEncoder", "ClientNvencEncoder", "normalize_packets", "nvenc_options",
            "nvenc_config_from_settings", "EsSpool", "decode_timestamps", "mux_elementary"]

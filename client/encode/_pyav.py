@@ -148,6 +148,44 @@ def model_qp(settings: EncoderSettings, info: Optional[StreamInfo] = None) -> Op
     return codecs.model_qp(settings.codec, value, "qp" if settings.qp is not None else "crf")
 
 
+class QpFollower:
+    """The model's QP hint for one encode, following the QP the encoder actually uses.
+
+    CRF / constant QP: the value itself (`model_qp`), never changed. A bitrate target: starts at the
+    bits-per-pixel estimate, and at each `advance()` (the ladder calls it at every GOP start, i.e.
+    every segment) moves to the hint of the mean frame QP the encoder reported
+    (`preedit.codecs.reported_qp`) for the packets it returned since the last advance, mapped by
+    `preedit.codecs.followed_model_qp`. Packets lag frames by the encoder's look-ahead, so the
+    hint of segment k comes from the part of segment k-1 already encoded.
+    """
+
+    def __init__(self, settings: EncoderSettings, info: Optional[StreamInfo] = None) -> None:
+        self.family = settings.codec
+        self.qp = model_qp(settings, info)
+        self.start = self.qp  # the hint before the encoder reported anything
+        self.follows = settings.bitrate_kbps is not None and settings.crf is None and settings.qp is None
+        self._window: List[float] = []
+        self.history: List[Tuple[int, float]] = []  # (frame index the hint starts at, hint)
+
+    def observe(self, packets: Sequence) -> Sequence:
+        """Note the QP each packet reports; returns the packets."""
+        if self.follows:
+            for p in packets:
+                q = codecs.reported_qp(p)
+                if q is not None:
+                    self._window.append(q)
+        return packets
+
+    def advance(self, at_frame: int) -> Optional[float]:
+        """Move the hint, from frame `at_frame` on, to what the packets since the last advance
+        reported (unchanged when there were none)."""
+        if self.follows and self._window:
+            self.qp = codecs.followed_model_qp(self.family, float(np.mean(self._window)))
+            self._window = []
+            self.history.append((at_frame, self.qp))
+        return self.qp
+
+
 def is_url(path: str) -> bool:
     return "://" in str(path)
 

@@ -56,7 +56,7 @@ def check_ladder(outdir: Path, rungs: Sequence[tuple], frames: int, fps: float, 
     """The issue's acceptance checks on one ladder folder; every figure is returned, `ok` says if all held."""
     import av
 
-    from preedit.client.ladder import read_media_playlist
+    from preedit.client.ladder import read_media_playlist, rendition_names
 
     master = (outdir / "master.m3u8").read_text()
     bandwidth = [int(b) for b in re.findall(r"[^-]BANDWIDTH=(\d+)", master)]
@@ -71,8 +71,8 @@ def check_ladder(outdir: Path, rungs: Sequence[tuple], frames: int, fps: float, 
                 key = (packet.stream.codec_context.width, packet.stream.codec_context.height)
                 pyav_frames[key] += 1
     mpd = str((outdir / "manifest.mpd").resolve())
-    for i, ((h, kbps), bw) in enumerate(zip(rungs, bandwidth)):
-        sub = outdir / f"{h}p"
+    for i, ((h, kbps), bw, name) in enumerate(zip(rungs, bandwidth, rendition_names(rungs))):
+        sub = outdir / name
         with av.open(str(sub / "index.m3u8")) as c:
             v = c.streams.video[0]
             decoded = [(float(f.pts * v.time_base), f.key_frame) for f in c.decode(v)]
@@ -83,7 +83,7 @@ def check_ladder(outdir: Path, rungs: Sequence[tuple], frames: int, fps: float, 
         video_bits = sum(b for _, b in segs) * 8
         avg = video_bits / sum(d for d, _ in segs)
         peak = max(b * 8 / d for d, b in segs)
-        r = {"height": h, "target_kbps": kbps, "size": list(size), "frames": len(decoded),
+        r = {"name": name, "height": h, "target_kbps": kbps, "size": list(size), "frames": len(decoded),
              "pyav_master_frames": pyav_frames.get(size), "ffmpeg_master_frames": _ffmpeg_frames(str(outdir / "master.m3u8"), i),
              "ffmpeg_mpd_frames": _ffmpeg_frames(mpd, i), "keyframes_s": keys,
              "segments_s": [round(d, 4) for d, _ in segs], "avg_kbps": avg / 1000, "peak_kbps": peak / 1000,
@@ -158,7 +158,7 @@ def main(argv: List[str] = None) -> int:
             wall = time.monotonic() - t0
             checks = check_ladder(lad, rungs, frames, fps, args.segment_s)
             for r in checks["renditions"]:
-                dist = _upscaled_y4m(lad / f"{r['height']}p" / "index.m3u8", size, work / "dist.y4m")
+                dist = _upscaled_y4m(lad / r["name"] / "index.m3u8", size, work / "dist.y4m")
                 s = score(dist, ref, expect_frames=frames, size=size)
                 r["scores"] = {k: s.metrics[k] for k in s.metrics}
                 dist.unlink()
