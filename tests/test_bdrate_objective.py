@@ -319,3 +319,31 @@ def test_resume_cli_rejects_a_deploy_checkpoint_with_one_line(tmp_path):
         _checkpoint_config(tmp_path / "model.pt")
     with pytest.raises(UsageError, match="not found"):
         _checkpoint_config(tmp_path / "missing.pt")
+
+
+def test_directional_log_rate_has_the_real_value_and_pushes_the_edit_by_the_real_slope():
+    from preedit.training.objective import directional_log_rate
+
+    torch.manual_seed(0)
+    src = torch.rand(2, 3, 24, 16) * 255
+    delta = torch.randn(2, 3, 24, 16)
+    real_lr, real_lr0 = torch.tensor([10.05, 9.90]), torch.tensor([10.0, 10.0])  # seq 0 costs bits, seq 1 saves
+    for b in range(2):
+        d = delta.clone().requires_grad_(True)
+        lr = directional_log_rate(src + d, src, real_lr, real_lr0)
+        assert torch.allclose(lr.detach(), real_lr)
+        lr[b].backward()
+        g = d.grad[b]
+        slope = float(real_lr[b] - real_lr0[b])
+        # the gradient is along the edit itself, slope / |δ|² per unit of δ: descending it scales the
+        # edit down where the real encoder charged for it (slope > 0) and up where it saved bits
+        assert torch.allclose(g, slope * delta[b] / (delta[b] ** 2).sum(), rtol=1e-4, atol=1e-9)
+        assert float((g * delta[b]).sum()) == pytest.approx(slope, rel=1e-4)
+        assert d.grad[1 - b].abs().max() == 0  # one sequence's rate moves only its own edit
+
+
+def test_config_rejects_an_unknown_rate_gradient(tmp_path):
+    from preedit.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="rate_gradient"):
+        TrainConfig.from_dict({"rate_gradient": "guess", "out_dir": str(tmp_path)})

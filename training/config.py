@@ -81,6 +81,11 @@ class TrainConfig:
             rate unit from the real per-packet bits (`objective.FrameTypeCalibration`).
         grain_prob: share of training sequences given synthetic grain (`data.add_grain`).
         grain_sigma: largest grain σ in code values.
+        rate_gradient: where the BD-rate objective's rate gradient comes from on real-encoder steps:
+            "proxy" (ln R = ln R_proxy + sg(ln R_real − ln R_proxy): the proxy's gradient) or
+            "directional" (`objective.directional_log_rate`: the real encoder's own Δ ln R of the
+            edit, applied along the edit's direction: shrink an edit that costs real bits, grow one
+            that saves them).
     """
 
     clips_dir: str = ""
@@ -119,6 +124,7 @@ class TrainConfig:
     frame_type_calibration: bool = False
     grain_prob: float = 0.0
     grain_sigma: float = 3.0
+    rate_gradient: str = "proxy"
 
     def __post_init__(self) -> None:
         self.codecs = tuple(self.codecs)
@@ -135,6 +141,8 @@ class TrainConfig:
             raise ValueError(f"crop {self.crop} larger than the bank window {self.bank.window}")
         if self.batch_size < 1 or self.steps < 1 or self.lr <= 0:
             raise ValueError("batch_size and steps must be >= 1 and lr > 0")
+        if self.rate_gradient not in ("proxy", "directional"):
+            raise ValueError(f"rate_gradient must be 'proxy' or 'directional', got {self.rate_gradient!r}")
         lo, hi = self.qp_range
         if not 0 <= lo <= hi <= 51:
             raise ValueError(f"qp_range must satisfy 0 <= lo <= hi <= 51, got {self.qp_range}")

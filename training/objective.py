@@ -46,6 +46,25 @@ def real_encoder_settings(family: str, qp: float, x265_preset: str = "medium", a
     return "libsvtav1", int(round(av1_quantizer_for_model_qp(qp, "crf"))), av1_preset
 
 
+def directional_log_rate(edited: torch.Tensor, source: torch.Tensor, real_lr: torch.Tensor,
+                         real_lr0: torch.Tensor) -> torch.Tensor:
+    """ln R of each edited sequence `[B]` with the real encoder's value and a gradient along the edit.
+
+    With δ = edited − source and a = <δ, sg(δ)> / <sg(δ), sg(δ)> (a = 1 in value; its gradient is
+    sg(δ)/|δ|²), ln R = real_lr + sg(real_lr − real_lr0)·(a − sg(a)): the secant slope of the real
+    rate between the plain source (a = 0) and this edit (a = 1), so the rate gradient scales the
+    edit up or down along its own direction with the sign the real encoder gives it. The proxy's
+    rate, whose changes track the real encoder's poorly at the size of the network's edits, gives
+    no gradient here; quality and the guards still take theirs through the proxy.
+    """
+    b = edited.shape[0]
+    delta = (edited - source).reshape(b, -1)
+    ref = delta.detach()
+    a = (delta * ref).sum(1) / (ref * ref).sum(1).clamp_min(EPS)
+    slope = (real_lr - real_lr0).detach().to(a.dtype)
+    return real_lr.detach().to(a.dtype) + slope * (a - a.detach())
+
+
 def psnr_per_seq(ref: torch.Tensor, dist: torch.Tensor, mse_floor: float = 1e-4) -> torch.Tensor:
     """PSNR (dB) per sequence of planes `[B, T, H, W]` (MSE pooled over the sequence), with
     `mse_floor` added to the MSE (1.0 caps it near 48 dB: differences between near-lossless

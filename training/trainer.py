@@ -36,7 +36,8 @@ from preedit.training.data import add_grain, build_bank, sample_batch
 from preedit.training.encoders import encode_decode
 from preedit.training.kappa import KappaTable
 from preedit.training.losses import Losses
-from preedit.training.objective import BDRateObjective, FrameTypeCalibration, real_encoder_settings
+from preedit.training.objective import (BDRateObjective, FrameTypeCalibration, directional_log_rate,
+                                        real_encoder_settings)
 from preedit.training.proxy import BLOCK_SIZES, CodecProxy, to_codec_pixels
 
 LOG = logging.getLogger(__name__)
@@ -233,7 +234,10 @@ class Trainer:
             real_lr = torch.log(bits_e.to(log_r.dtype).to(log_r.device) + 1.0)
             real_lr0 = torch.log(bits_p.to(log_r.dtype).to(log_r.device) + 1.0)
             logs.update(proxy_dlnr=float((log_r - log_r0).detach().mean()), real_dlnr=float((real_lr - real_lr0).mean()))
-            log_r = log_r + (real_lr - log_r).detach()
+            if cfg.rate_gradient == "directional":
+                log_r = directional_log_rate(edited, batch, real_lr, real_lr0)
+            else:
+                log_r = log_r + (real_lr - log_r).detach()
             log_r0 = real_lr0
             if cfg.frame_type_calibration:
                 cal.update(codec, plain.units, pk_p)
