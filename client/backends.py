@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from preedit import codecs
 from preedit.client.decode import PyAvDecoder, make_nvdec_decoder
 from preedit.client.encode import ClientNvencEncoder, EncoderSettings, PyAvEncoder
 from preedit.client import hardware
@@ -60,9 +61,7 @@ def _norm_codec(name: Optional[str]) -> Optional[str]:
     if not name:
         return None
     name = name.lower()
-    aliases = {"h265": "hevc", "libx265": "hevc", "hevc_nvenc": "hevc", "x265": "hevc", "avc": "h264",
-               "libx264": "h264", "h264_nvenc": "h264", "libsvtav1": "av1", "av1_nvenc": "av1", "libaom-av1": "av1"}
-    return aliases.get(name, name)
+    return codecs.FAMILY_ALIASES.get(name, name)
 
 
 def plan_backends(device: str, caps: Mapping, *, input_codec: Optional[str] = None,

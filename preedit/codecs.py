@@ -98,6 +98,12 @@ CODECS: Dict[str, CodecSpec] = {
 }  # fmt: skip
 # NVENC encoder names the doctor looks for beside the software ones.
 NVENC_ENCODERS: Tuple[str, ...] = ("hevc_nvenc", "av1_nvenc", "h264_nvenc")
+# Other spellings of a family (encoder and stream names) the GPU back-end planner accepts.
+FAMILY_ALIASES: Dict[str, str] = {
+    "h265": "hevc", "x265": "hevc", "avc": "h264", "x264": "h264", "libaom-av1": "av1",
+    **{name: family for family, name in ENCODER_OF.items()},
+    **{name: name.split("_")[0] for name in NVENC_ENCODERS},
+}  # fmt: skip
 
 
 def get_codec(name: str) -> CodecSpec:

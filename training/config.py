@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from preedit.codecs import ROUNDTRIP_ENCODERS
 from preedit.errors import UsageError
 from preedit.network import NetConfig
 from preedit.paths import clips_dir
@@ -148,8 +149,8 @@ class TrainConfig:
             raise ValueError(f"qp_range must satisfy 0 <= lo <= hi <= 51, got {self.qp_range}")
         if self.real_codec_every < 0:
             raise ValueError(f"real_codec_every must be >= 0, got {self.real_codec_every}")
-        if self.val_codec not in ("libx265", "libsvtav1"):
-            raise ValueError(f"val_codec {self.val_codec!r} not valid; valid: ['libx265', 'libsvtav1']")
+        if self.val_codec not in ROUNDTRIP_ENCODERS:
+            raise ValueError(f"val_codec {self.val_codec!r} not valid; valid: {list(ROUNDTRIP_ENCODERS)}")
         if self.objective not in ("ratio", "bdrate"):
             raise ValueError(f"objective {self.objective!r} not valid; valid: ['ratio', 'bdrate']")
         if self.real_codec_mode not in ("qp", "crf"):

@@ -31,6 +31,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from preedit import codecs
 from preedit.color import nv12_split
 from preedit.qp import av1_quantizer_for_model_qp
 
@@ -41,9 +42,9 @@ def real_encoder_settings(family: str, qp: float, x265_preset: str = "medium", a
     """(encoder, CRF, preset) of evaluation for model QP `qp`: libx265 medium at CRF = QP; SVT-AV1
     preset 8 at the CRF of equal quality (`preedit.qp.av1_quantizer_for_model_qp(qp, "crf")`)."""
     if family == "hevc":
-        return "libx265", int(round(qp)), x265_preset
+        return codecs.ENCODER_OF["hevc"], int(round(qp)), x265_preset
 
-    return "libsvtav1", int(round(av1_quantizer_for_model_qp(qp, "crf"))), av1_preset
+    return codecs.ENCODER_OF["av1"], int(round(av1_quantizer_for_model_qp(qp, "crf"))), av1_preset
 
 
 def directional_log_rate(edited: torch.Tensor, source: torch.Tensor, real_lr: torch.Tensor,

@@ -20,6 +20,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from preedit import codecs
 from preedit.color import nv12_pack, nv12_split
 from preedit.errors import InputError, UsageError
 from preedit.paths import clips_dir
@@ -29,14 +30,14 @@ from preedit.training.encoders import encode_decode, mse_yuv
 LOG = logging.getLogger(__name__)
 DEFAULT_CLIPS = ("asl-book.mkv", "bottle-detection.mp4", "stream-of-water.webm", "face-webcam-1080x720.mp4", "flower.mp4", "sintel-snowfight.mp4", "friday-filmgrain.mp4", "park_joy_480x270_50fps.y4m")
 DEFAULT_QPS = (22, 27, 32, 37, 42)
-CODEC_OF = {"libx265": "hevc", "libsvtav1": "av1"}
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "default" / "calibration.json"
 
 
 def setup_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS), help="clip names (in the shared clips folder) or paths")
     parser.add_argument("--qps", nargs="+", type=int, default=list(DEFAULT_QPS), help="HEVC QPs (libsvtav1 uses the AV1 quantizer of equal step)")
-    parser.add_argument("--encoders", nargs="+", default=["libx265", "libsvtav1"], help="real encoders: libx265, libsvtav1")
+    parser.add_argument("--encoders", nargs="+", default=list(codecs.ROUNDTRIP_ENCODERS),
+                        help=f"real encoders: {', '.join(codecs.ROUNDTRIP_ENCODERS)}")
     parser.add_argument("--frames", type=int, default=6, help="frames per segment (frame 0 intra)")
     parser.add_argument("--max-size", type=int, default=384, help="centre crop side limit (multiple of 64)")
     parser.add_argument("--preset", default="medium", help="x265 preset (libsvtav1 uses preset 8)")
@@ -113,17 +114,18 @@ def run_check(clips: Sequence[Path], qps: Sequence[int], encoders: Sequence[str]
     report: dict = {"qps": list(qps), "frames": frames, "clips": [p.name for p in clips], "encoders": {}}
     segs = {p.name: _segment(p, frames, max_size) for p in clips}
     for enc in encoders:
-        if enc not in CODEC_OF:
-            raise UsageError(f"unknown encoder {enc!r}; valid: {sorted(CODEC_OF)}")
+        if enc not in codecs.ROUNDTRIP_ENCODERS:
+            raise UsageError(f"unknown encoder {enc!r}; valid: {', '.join(codecs.ROUNDTRIP_ENCODERS)}")
+        family = codecs.family_of(enc)
         samples = []
         t0 = time.time()
         for name, seg in segs.items():
             for qp in qps:
-                enc_q = qp if enc == "libx265" else hevc_qp_to_av1_q(qp)
-                proxy_qp = float(qp) if enc == "libx265" else av1_model_qp(enc_q, "qp")  # the proxy maps it back to enc_q's step
+                enc_q = qp if family == "hevc" else hevc_qp_to_av1_q(qp)
+                proxy_qp = float(qp) if family == "hevc" else av1_model_qp(enc_q, "qp")  # the proxy maps it back to enc_q's step
                 rt = encode_decode(seg, enc, enc_q, preset=preset)
                 s = {"clip": name, "qp": qp, "encoder_q": enc_q, "real_bits": rt.total_bits, "real_mse": mse_yuv(seg, rt.decoded)}
-                s.update(proxy_measure(seg, proxy_qp, CODEC_OF[enc]))
+                s.update(proxy_measure(seg, proxy_qp, family))
                 samples.append(s)
         scales = fit_rate_scales(samples)
         for s in samples:
@@ -171,7 +173,7 @@ def main(argv: List[str]) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
     if args.write_calibration:
-        cal = {CODEC_OF[e]: r["rate_scales"] for e, r in report["encoders"].items()}
+        cal = {codecs.family_of(e): r["rate_scales"] for e, r in report["encoders"].items()}
         cal["note"] = f"bits per proxy rate unit, fitted by preedit proxy-check on {report['clips']} at QPs {report['qps']}"
         Path(args.write_calibration).write_text(json.dumps(cal, indent=1) + "\n")
         print(f"calibration written to {args.write_calibration}")

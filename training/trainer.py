@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from preedit import codecs
 from preedit.errors import ModelError, UsageError
 from preedit.network import PreEditorNet, save_checkpoint
 from preedit.paths import REPO_ROOT
@@ -90,9 +91,9 @@ def real_codec_forward(edited: torch.Tensor, proxy_recon: torch.Tensor, qp: torc
             enc, value, pre = real_encoder_settings(codec, q, av1_preset=av1_preset)
             rt = encode_decode(seq, enc, value, preset=pre, mode="crf")
         elif codec == "hevc":
-            rt = encode_decode(seq, "libx265", int(round(q)), preset=preset)
+            rt = encode_decode(seq, codecs.ENCODER_OF["hevc"], int(round(q)), preset=preset)
         else:
-            rt = encode_decode(seq, "libsvtav1", int(round(av1_quantizer_for_model_qp(q, "qp"))), preset="12")
+            rt = encode_decode(seq, codecs.ENCODER_OF["av1"], int(round(av1_quantizer_for_model_qp(q, "qp"))), preset="12")
         real.append(torch.from_numpy(rt.decoded))
         bits.append(rt.total_bits)
         if packets is not None:

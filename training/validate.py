@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from preedit import codecs
 from preedit.color import nv12_pack, nv12_split
 from preedit.engines import TorchEngine
 from preedit.qp import model_qp
@@ -126,7 +127,7 @@ def validate(
     """
     from preedit.training.data import read_video_nv12  # lazy: pulls torch
 
-    family = "hevc" if encoder == "libx265" else "av1"
+    family = codecs.family_of(encoder)
     to_model_qp = lambda q: model_qp(family, q, "qp")  # noqa: E731
     report: dict = {"encoder": encoder, "preset": preset, "qps": list(qps), "frames": frames, "clips": {}, "mean_bd_rate": {}}
     for clip in clips:
