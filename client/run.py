@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import List, Optional, Tuple
 from preedit.client import segment as scale_out
 from preedit.client.backends import Backends, select_backends
 from preedit.client.checks import check_run, partial_output_note
+from preedit.client.decode import decoder_thread_type
 from preedit.client.encode import EncoderSettings, container_for, model_qp
 from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
@@ -40,6 +40,7 @@ from preedit.client.workers import run_workers
 from preedit.codecs import ENCODER_OF, PARAMS_OPTION
 from preedit.errors import InputError, ModelError, PreeditError, UsageError
 from preedit.paths import REPO_ROOT, clips_dir, model_repository
+from preedit.sched import usable_cores
 from preedit.serve import ServerConfig, TritonServer, auth_headers
 
 log = logging.getLogger(__name__)
@@ -328,17 +329,15 @@ def build_pipelines(cfg: RunConfig, backends: Backends, streams: List[_Stream], 
 
 
 def threads_report(cfg: RunConfig, transport) -> str:
-    """What shares the cores (issue 14): decoder and encoder threads as their libraries pick them
-    (FFmpeg frame threads, x264/x265/SVT-AV1 auto), and how the server runs the model."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    """What shares the cores (issue 14): decoder threads (FFmpeg slice threads only below
+    `FRAME_THREADS_MIN_CORES`, else frame + slice), encoder threads as the library picks them
+    (x264/x265/SVT-AV1 auto), and how the server runs the model."""
+    cores = usable_cores()
     served = "none (bypass)"
     if transport is not None:
         shape = getattr(transport, "served_shape", None)
         served = shape() if callable(shape) else type(transport).__name__
-    return (f"{cores} core(s): decoder FFmpeg auto threads, encoder {cfg.encoder.codec} library auto threads, "
+    return (f"{cores} core(s): decoder FFmpeg {decoder_thread_type(cores).lower()} threads, encoder {cfg.encoder.codec} library auto threads, "
             f"server model {cfg.model}: {served}")
 
 

@@ -11,6 +11,7 @@ Layouts (8-bit 4:2:0, H and W even):
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Tuple
 
 import numpy as np
@@ -66,6 +67,38 @@ def nv12_to_i420(nv12: Any) -> Tuple[Any, Any, Any]:
     if isinstance(nv12, np.ndarray):
         return np.ascontiguousarray(y), np.ascontiguousarray(u), np.ascontiguousarray(v)
     return y.contiguous(), u.contiguous(), v.contiguous()
+
+
+def interleave_uv_into(u: np.ndarray, v: np.ndarray, out_uv: np.ndarray) -> None:
+    """Write chroma planes U, V `[H/2, W/2]` (uint8, any row stride) into an NV12 chroma plane
+    `out_uv` `[H/2, W]` (uint8, contiguous rows) in place: U,V,U,V,... (NumPy only).
+
+    On a little-endian host each U,V byte pair is one uint16 `V << 8 | U`: two vectorised passes
+    instead of two strided byte copies (issue 14: ~2x cheaper at 720p); the bytes are the same."""
+    if _LITTLE_ENDIAN and out_uv.strides[-1] == 1 and out_uv.strides[0] % 2 == 0:
+        uv16 = out_uv.view(np.uint16)
+        np.left_shift(v, 8, out=uv16, dtype=np.uint16)
+        np.bitwise_or(uv16, u, out=uv16)
+        return
+    pairs = out_uv.reshape(out_uv.shape[0], out_uv.shape[1] // 2, 2)
+    pairs[..., 0] = u
+    pairs[..., 1] = v
+
+
+def deinterleave_uv_into(uv: np.ndarray, out_u: np.ndarray, out_v: np.ndarray) -> None:
+    """Write an NV12 chroma plane `uv` `[H/2, W]` (uint8) into planes `out_u`, `out_v` `[H/2, W/2]`
+    (uint8, any row stride) in place (NumPy only); the inverse of `interleave_uv_into`, same trick."""
+    if _LITTLE_ENDIAN and uv.strides[-1] == 1 and uv.strides[0] % 2 == 0:
+        uv16 = uv.view(np.uint16)
+        np.copyto(out_u, uv16, casting="unsafe")  # the low byte: U
+        np.right_shift(uv16, 8, out=out_v, casting="unsafe")  # the high byte: V
+        return
+    pairs = uv.reshape(uv.shape[0], uv.shape[1] // 2, 2)
+    out_u[...] = pairs[..., 0]
+    out_v[...] = pairs[..., 1]
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def _round_u8(x: Any) -> Any:

@@ -48,6 +48,14 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity mask, else the machine's CPU count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _libc() -> Optional[ctypes.CDLL]:
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)

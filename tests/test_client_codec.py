@@ -206,6 +206,51 @@ def test_encoder_writes_full_range_y4m_when_source_is_full_range(tmp_path):
     assert int(y.min()) == 255
 
 
+def test_nv12_to_frame_fills_the_given_frame_again_when_sizes_match():
+    from preedit.client.encode import nv12_to_frame
+
+    a = np.random.default_rng(0).integers(16, 236, (24, 32), dtype=np.uint8)
+    b = 255 - a
+    first = nv12_to_frame(a, False)
+    again = nv12_to_frame(b, False, into=first)
+    fresh = nv12_to_frame(b, False)
+    assert again is first
+    assert all(np.array_equal(np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width],
+                              np.frombuffer(q, np.uint8).reshape(q.height, q.line_size)[:, :q.width])
+               for p, q in zip(again.planes, fresh.planes))
+    assert nv12_to_frame(np.zeros((48, 32), np.uint8), False, into=first) is not first  # other size: new frame
+
+
+def test_encoder_output_unchanged_when_frame_is_reused(tmp_path, monkeypatch):
+    """The encoder fills one AVFrame again for every picture; the bitstream is the one a fresh
+    frame per picture gives (x264 takes its copy in encode)."""
+    from preedit.client.encode import _pyav
+
+    rng = np.random.default_rng(1)
+    pictures = [rng.integers(16, 236, (72, 64), dtype=np.uint8) for _ in range(12)]
+
+    def encode(path):
+        enc = PyAvEncoder(str(path), _info(64, 48), EncoderSettings(codec="h264", preset="ultrafast"))
+        for i, nv12 in enumerate(pictures):
+            enc.encode(Frame(index=i, pts=40 * i, time_base=Fraction(1, 1000), nv12=nv12))
+        enc.finish()
+        return path.read_bytes()
+
+    reused = encode(tmp_path / "reused.mp4")
+    real = _pyav.nv12_to_frame
+    monkeypatch.setattr(_pyav, "nv12_to_frame", lambda nv12, full, into=None: real(nv12, full))
+    assert encode(tmp_path / "fresh.mp4") == reused
+
+
+def test_decoder_thread_type_adds_frame_threads_only_on_larger_machines():
+    from preedit.client.decode import decoder_thread_type
+    from preedit.client.decode._pyav import FRAME_THREADS_MIN_CORES
+
+    assert decoder_thread_type(2) == "SLICE"
+    assert decoder_thread_type(FRAME_THREADS_MIN_CORES - 1) == "SLICE"
+    assert decoder_thread_type(FRAME_THREADS_MIN_CORES) == "AUTO"
+
+
 def test_decoder_crops_odd_size_and_warns_when_input_is_641x359(tmp_path, caplog):
     src = _write_clip(tmp_path / "odd.mkv", 641, 359, n=3, codec="libx264", pix_fmt="yuv444p")
     with caplog.at_level(logging.WARNING):

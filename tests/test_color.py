@@ -71,3 +71,31 @@ def test_bt601_and_bt709_differ_for_saturated_red():
 def test_unknown_matrix_lists_valid_choices():
     with pytest.raises(ValueError, match="bt601"):
         color.yuv_to_rgb(np.zeros(1), np.zeros(1), np.zeros(1), matrix="bt2020")
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_uv_interleave_into_matches_nv12_pack_when_planes_have_row_padding(strided):
+    _, u, v = _planes(8, 12, seed=2)
+    if strided:  # FFmpeg planes: rows padded to the line size, cropped views
+        u = np.pad(u, ((0, 0), (0, 10)))[:, :6]
+        v = np.pad(v, ((0, 0), (0, 10)))[:, :6]
+    nv12 = np.zeros((12, 12), np.uint8)
+    color.interleave_uv_into(u, v, nv12[8:])
+    expected = color.nv12_pack(np.zeros((8, 12), np.uint8), np.ascontiguousarray(u), np.ascontiguousarray(v))
+    assert np.array_equal(nv12, expected)
+    u2 = np.pad(np.zeros_like(u), ((0, 0), (0, 4)))[:, :6]  # a padded destination, as an AVFrame plane
+    v2 = np.zeros_like(v)
+    color.deinterleave_uv_into(nv12[8:], u2, v2)
+    assert np.array_equal(u2, u) and np.array_equal(v2, v)
+
+
+def test_uv_interleave_into_matches_when_fallback_path_is_taken(monkeypatch):
+    _, u, v = _planes(4, 8, seed=3)
+    fast = np.empty((2, 8), np.uint8)
+    color.interleave_uv_into(u, v, fast)
+    monkeypatch.setattr(color, "_LITTLE_ENDIAN", False)  # the strided copies of a big-endian host
+    slow = np.empty((2, 8), np.uint8)
+    color.interleave_uv_into(u, v, slow)
+    u2, v2 = np.empty_like(u), np.empty_like(v)
+    color.deinterleave_uv_into(slow, u2, v2)
+    assert np.array_equal(fast, slow) and np.array_equal(u2, u) and np.array_equal(v2, v)

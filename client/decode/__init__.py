@@ -12,8 +12,9 @@ decoder is made.
 
 from preedit.client.decode._nvdec import (ClientNvdecDecoder, DeviceRing, NvdecDecoder, PyAvPacketDemuxer, full_to_limited_,
                                          make_nvdec_decoder, needs_annexb_filter)
-from preedit.client.decode._pyav import PyAvDecoder, RawGeometry, is_url, parse_raw_name, yuv420p_to_nv12
+from preedit.client.decode._pyav import (PyAvDecoder, RawGeometry, decoder_thread_type, is_url, parse_raw_name,
+                                        yuv420p_to_nv12)
 
-__all__ = ["PyAvDecoder", "RawGeometry", "is_url", "parse_raw_name", "yuv420p_to_nv12",
+__all__ = ["PyAvDecoder", "RawGeometry", "decoder_thread_type", "is_url", "parse_raw_name", "yuv420p_to_nv12",
            "NvdecDecoder", "ClientNvdecDecoder", "DeviceRing", "PyAvPacketDemuxer", "full_to_limited_",
            "make_nvdec_decoder", "needs_annexb_filter"]

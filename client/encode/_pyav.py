@@ -30,7 +30,7 @@ import numpy as np
 from preedit import codecs
 from preedit.client import bitdepth
 from preedit.client.interfaces import Frame, StreamInfo, as_numpy
-from preedit.color import nv12_limited_to_full
+from preedit.color import deinterleave_uv_into, nv12_limited_to_full
 from preedit.sched import forbid_realtime
 from preedit.errors import EncodeError, UsageError
 
@@ -224,16 +224,22 @@ def open_target(path: str, fmt: str, settings: EncoderSettings) -> Tuple[str, Op
     return path, None
 
 
-def nv12_to_frame(nv12: np.ndarray, full_range: bool):
-    """NV12 uint8 `[H*3/2, W]` → a yuv420p `av.VideoFrame` (one copy per plane)."""
+def nv12_to_frame(nv12: np.ndarray, full_range: bool, into=None):
+    """NV12 uint8 `[H*3/2, W]` → a yuv420p `av.VideoFrame` (one copy per plane).
+
+    `into`: a yuv420p frame of the same size from an earlier call, to fill again instead of
+    allocating (issue 14: a fresh 720p frame costs page faults on every frame). Safe once the
+    encoder has taken the frame: `make_writable` copies first if FFmpeg still holds a reference."""
     rows, width = nv12.shape
     height = rows * 2 // 3
-    frame = av.VideoFrame(width, height, "yuv420p")
-    uv = nv12[height:].reshape(height // 2, width // 2, 2)
-    for i, plane_data in enumerate((nv12[:height], uv[..., 0], uv[..., 1])):
-        plane = frame.planes[i]
-        dst = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-        dst[:, : plane.width] = plane_data
+    if into is not None and (into.width, into.height, into.format.name) == (width, height, "yuv420p"):
+        frame = into
+        frame.make_writable()
+    else:
+        frame = av.VideoFrame(width, height, "yuv420p")
+    y, u, v = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in frame.planes)
+    y[...] = nv12[:height]
+    deinterleave_uv_into(nv12[height:], u, v)
     frame.color_range = 2 if full_range else 1
     return frame
 
@@ -271,6 +277,7 @@ class PyAvEncoder:
         self.first_pts: Optional[int] = None
         self.last_end_pts: Optional[int] = None
         self._closed = False
+        self._frame = None  # the 8-bit frame filled again for every picture (nv12_to_frame `into`)
         parent = Path(self.path).resolve().parent
         if not is_url(self.path) and not parent.is_dir():
             raise UsageError(f"output folder does not exist: {parent}")
@@ -348,7 +355,7 @@ class PyAvEncoder:
             av_frame.color_range = 1
         else:
             nv12 = nv12_limited_to_full(nv12) if self.full_range else nv12
-            av_frame = nv12_to_frame(np.ascontiguousarray(nv12), self.full_range)
+            av_frame = self._frame = nv12_to_frame(np.ascontiguousarray(nv12), self.full_range, into=self._frame)
         self.format.tag(av_frame)
         if self.raw:
             av_frame.pts = self.frames
