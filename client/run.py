@@ -30,7 +30,7 @@ from preedit.client import segment as scale_out
 from preedit.client.backends import Backends, select_backends
 from preedit.client.checks import check_run, partial_output_note
 from preedit.client.decode import decoder_thread_type
-from preedit.client.encode import EncoderSettings, container_for, model_qp
+from preedit.client.encode import EncoderSettings, QpFollower, container_for, model_qp
 from preedit.client.interfaces import Decoder, Encoder, PreEditor
 from preedit.client.pipeline import Pipeline, PipelineConfig, run_threads
 from preedit.client.progress import progress_bar
@@ -321,11 +321,24 @@ def build_pipelines(cfg: RunConfig, backends: Backends, streams: List[_Stream], 
                                                    headers=auth_headers(url))  # key of a locked server
         s.encoder = backends.make_encoder(s.dst, info, cfg.encoder, audio_streams=s.decoder.audio_streams,
                                           sample_aspect_ratio=s.decoder.sample_aspect_ratio)
+        follow_encoder_qp(cfg.encoder, info, s.encoder, s.transport)
         if cfg.segment is not None:
             scale_out.prepare_encoder(s.encoder)
         s.pipeline = Pipeline(s.decoder, s.transport, s.encoder, cfg.pipeline, RunStats())
     if streams:
         log.info("threads: %s", threads_report(cfg, streams[0].transport))
+
+
+def follow_encoder_qp(settings: EncoderSettings, info, encoder, transport) -> None:
+    """With `--bitrate`, the model's QP hint follows the QP the encoder reports (`QpFollower`): every
+    GOP (`--keyint`, else 2 s of frames) the transport is given the new hint for the frames after it.
+    CRF / QP runs keep their exact hint; encoders or transports without the hooks (NVENC, CUDA shm)
+    keep the bits-per-pixel estimate."""
+    if (transport is None or settings.bitrate_kbps is None or not hasattr(transport, "set_qp")
+            or not hasattr(encoder, "follow_qp")):
+        return
+    fps = float(info.average_rate) if info.average_rate else 25.0
+    encoder.follow_qp(QpFollower(settings, info), transport.set_qp, settings.keyint or max(1, round(2.0 * fps)))
 
 
 def threads_report(cfg: RunConfig, transport) -> str:
@@ -383,6 +396,9 @@ def report(cfg: RunConfig, backends: Backends, streams: List[_Stream], echo: boo
             input=s.src, output=s.dst, codec=cfg.encoder.codec, model=None if cfg.bypass else cfg.model,
             device=backends.device, stage_devices=dict(backends.stage_devices), bypass=cfg.bypass,
             latency_budget_ms=cfg.latency_budget_ms, error=None if s.error is None else str(s.error))
+        follower = getattr(s.encoder, "qp_follower", None)
+        if follower is not None:  # --bitrate: the hint per GOP, [first frame, model QP]
+            s.summary["model_qp_hints"] = [[0, round(follower.start, 2)]] + [[f, round(q, 2)] for f, q in follower.history]
         summaries.append(s.summary)
         if echo:
             print(format_summary(s.summary), flush=True)

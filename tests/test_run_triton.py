@@ -21,25 +21,14 @@ from preedit.cli import main as cli_main
 from preedit.client.telemetry import METRIC_NAMES
 from preedit.serve import ServerConfig, TritonServer, free_port
 from synthetic import media  # noqa: F401 - fixture
+from triton_models import PY_MODEL_HEADER
 
 pytestmark = pytest.mark.needs_triton
 
 FAST = ["--codec", "h264", "--preset", "ultrafast"]
 SLOW_DELAY_S = 0.2
 
-SLOW_MODEL_PY = '''
-import os
-import sys
-import time
-
-# Same WAR as export/templates/python_onnx_model.py: the stub runs isolated (-I), so apply PYTHONPATH.
-for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-
+SLOW_MODEL_PY = PY_MODEL_HEADER + '''
 
 class TritonPythonModel:
     """Echo NV12_IN as NV12_OUT after sleeping `delay_s` per request (a deliberately slow model)."""

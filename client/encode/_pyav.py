@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 import av
@@ -278,6 +278,9 @@ class PyAvEncoder:
         self.last_end_pts: Optional[int] = None
         self._closed = False
         self._frame = None  # the 8-bit frame filled again for every picture (nv12_to_frame `into`)
+        self.qp_follower: Optional[QpFollower] = None  # `follow_qp`: the model's hint follows this encode
+        self._on_hint: Optional[Callable[[float], None]] = None
+        self._hint_period = 0
         parent = Path(self.path).resolve().parent
         if not is_url(self.path) and not parent.is_dir():
             raise UsageError(f"output folder does not exist: {parent}")
@@ -374,8 +377,18 @@ class PyAvEncoder:
         except self._av.error.FFmpegError as exc:
             raise EncodeError(f"encoding frame {frame.index} failed: {exc}") from None
         self.frames += 1
+        if self.qp_follower is not None and self.frames % self._hint_period == 0:
+            self._on_hint(self.qp_follower.advance(self.frames))
+
+    def follow_qp(self, follower: QpFollower, on_hint: Callable[[float], None], period_frames: int) -> None:
+        """Let the model's QP hint follow this encode: every `period_frames` encoded frames,
+        `on_hint(hint)` gets what `follower` makes of the QPs the encoder reported since the last time
+        (`preedit run --bitrate`: the transport sends it with the frames that follow)."""
+        self.qp_follower, self._on_hint, self._hint_period = follower, on_hint, max(1, int(period_frames))
 
     def _mux_video(self, packets) -> None:
+        if self.qp_follower is not None:
+            self.qp_follower.observe(packets)
         for packet in packets:
             self.bits += packet.size * 8
             self.container.mux(packet)

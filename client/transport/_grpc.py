@@ -64,6 +64,12 @@ class GrpcTransport(TritonTransport):
         self._qp_array = (np.full((1, 1), qp, dtype=triton_to_np_dtype(QP_IN.client_dtype))
                           if self.send_qp else None)
 
+    def set_qp(self, qp: float) -> None:
+        """The QP hint for the frames submitted from now on (`preedit run --bitrate` follows the encoder)."""
+        self.qp = float(qp)
+        if self.send_qp:
+            self._qp_array = np.full((1, 1), self.qp, dtype=triton_to_np_dtype(QP_IN.client_dtype))
+
     def submit(self, nv12, timeout_s: Optional[float] = None) -> Optional[Future]:
         nv12 = as_numpy(nv12)
         if nv12.shape != self.frame_shape:

@@ -200,6 +200,10 @@ class TritonTransport:
         each = {"": "", "0": ", ORT threads auto (the server's cores / instances)"}.get(threads, f", ORT threads {threads}")
         return f"{count} {kind} instance(s){each}"
 
+    def set_qp(self, qp: float) -> None:
+        """The QP hint for the frames submitted from now on (`preedit run --bitrate` follows the encoder)."""
+        self.qp = float(qp)
+
     # -- requests ----------------------------------------------------------------------------
     def submit(self, nv12: np.ndarray, timeout_s: Optional[float] = None) -> Optional[Future]:
         """Queue one frame; None if no slot frees up within `timeout_s` (None: wait forever).
@@ -217,6 +221,8 @@ class TritonTransport:
         if slot is None:
             return None
         np.copyto(slot.frame_in(self.frame_shape), nv12)
+        if self.send_qp:
+            slot.qp_in()[...] = np.float32(self.qp)  # the hint of this frame (`set_qp` may have moved it)
         fut: Future = Future()
         with self._lock:
             self._inflight += 1
