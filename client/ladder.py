@@ -173,6 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rate = vin.average_rate or Fraction(25)
     gop = max(1, int(round(args.segment_s * float(rate))))
     rungs = args.rendition or default_ladder(vin.codec_context.height)
+    names = rendition_names(rungs)  # before a server starts: a rung given twice is a usage error
     streams = [vin] + ([ain] if ain is not None else [])
     # Every rendition: 10-bit for a 10-bit source (Main10 / AV1 10-bit; --bit-depth 8 for 8-bit), with the
     # source's colour tags and HDR10 metadata, read from its first frame (the packets read are replayed).
@@ -191,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     bar = progress_bar(vin.frames or None, Path(args.input).name)  # source frames (all renditions), TTY only
     sw, sh = vin.codec_context.width, vin.codec_context.height
-    rends = [Rendition(h, k, width=_even(sw * h / sh), name=n) for (h, k), n in zip(rungs, rendition_names(rungs))]
+    rends = [Rendition(h, k, width=_even(sw * h / sh), name=n) for (h, k), n in zip(rungs, names)]
 
     def hls_out(sub: str):
         d = outdir / sub
