@@ -176,7 +176,7 @@ class TritonEngine(_Callable):
         protocol: `grpc` or `http`.
         max_batch: frames per request (None: the whole batch in one request).
         model_hash: content hash of what the server serves, when known.
-        timeout_s: HTTP network timeout.
+        timeout_s: network timeout of each request (HTTP), deadline of each request (gRPC).
         check_ready: ask the server first and fail with one line when the model is not ready.
     """
 
@@ -196,6 +196,7 @@ class TritonEngine(_Callable):
             raise ValueError(f"unknown Triton protocol {protocol!r}; valid: grpc, http")
         self._mod = client_mod
         self._grpc = protocol == "grpc"
+        self.timeout_s = timeout_s
         try:
             self._client = make()
             ready = self._client.is_model_ready(model_name) if check_ready else True
@@ -240,15 +241,16 @@ class TritonEngine(_Callable):
                 out = [g.InferRequestedOutput(FRAMES_OUT.name)]
                 try:
                     if self._grpc:
-                        self._client.async_infer(self.model_name, [a, b], partial(back, n), outputs=out)
+                        self._client.async_infer(self.model_name, [a, b], partial(back, n), outputs=out,
+                                                 client_timeout=self.timeout_s)
                         pending.append((j, n))
                     else:
                         pending.append((j, self._client.async_infer(self.model_name, [a, b], outputs=out)))
                 except Exception as exc:  # noqa: BLE001 - any client error is a server fault here
                     raise ServerError(f"Triton inference failed: {exc}") from None
                 n += 1
-        if self._grpc and total:
-            all_back.wait()
+        if self._grpc and total and not all_back.wait(self.timeout_s + 5.0):  # each request has its deadline
+            raise ServerError(f"Triton inference: no answer within {self.timeout_s:g} s")
         outs: List[List[np.ndarray]] = [[] for _ in jobs]
         for j, handle in pending:
             try:
