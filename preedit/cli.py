@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from preedit import __version__
 from preedit.errors import PreeditError
+from preedit.heap import reuse_large_buffers
 from preedit.sched import forbid_realtime
 from preedit.signals import Terminated, terminate_like_sigint
 
@@ -101,6 +102,7 @@ def run_subcommand(name: str, argv: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     forbid_realtime()  # before any thread: SVT-AV1 as root would run ~40 threads at SCHED_FIFO 99
+    reuse_large_buffers()  # frame-sized buffers from the heap, not fresh pages every frame
     parser = _build_parser()
     # Split global options from the subcommand's own arguments.
     idx = next((i for i, a in enumerate(argv) if a in SUBCOMMANDS), None)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from preedit.errors import ServerError, UsageError
+from preedit.heap import server_env
 from preedit.install_support import library_env, prepare
 from preedit.paths import REPO_ROOT, model_repository
 
@@ -426,7 +427,7 @@ class TritonServer:
         layout = prepare()
         cmd = build_server_cmd(dataclasses.replace(cfg, api_key=self.api_key), layout.server_bin,
                                layout.backend_dir, repository)
-        env = library_env(layout)
+        env = server_env(library_env(layout))  # the stubs too: frame buffers from the heap (preedit.heap)
         env["PYTHONPATH"] = _python_path()
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
