@@ -119,3 +119,20 @@ def test_ladder_rejects_a_rung_given_twice_and_a_bad_batch(tmp_path, capsys):
     assert "given twice" in capsys.readouterr().err
     assert cli_main(base + ["--batch", "0"]) == 2
     assert "--batch" in capsys.readouterr().err
+
+
+def test_pre_edited_10bit_ladder_keeps_10_bits_and_every_frame(tmp_path, monkeypatch):
+    calls = []
+    real = ladder_mod.run_many
+    monkeypatch.setattr(ladder_mod, "run_many", lambda e, jobs: calls.append([j[0].shape for j in jobs]) or real(e, jobs))
+    src = make_clip(tmp_path / "src10.mkv", width=256, height=144, frames=30, fps=25, pix_fmt="yuv420p10le",
+                    codec="libx265")
+    out = tmp_path / "out"
+    assert cli_main(["ladder", str(src), "-o", str(out), "--codec", "hevc", "--preset", "ultrafast", "--segment-s", "1",
+                     "--batch", "4", "--rendition", "144:200", "--rendition", "72:80"]) == 0  # 30 = 7 batches of 4 + 2
+    for name in ("144p", "72p"):
+        with av.open(str(out / name / "index.m3u8")) as c:
+            frames = list(c.decode(video=0))
+        assert len(frames) == 30 and {f.format.name for f in frames} == {"yuv420p10le"}
+    # the model saw the 8-bit NV12 view of each 10-bit frame, in 8 batches (the last one of 2 frames)
+    assert len(calls) == 8 and calls[0] == [(4, 216, 256), (4, 108, 128)] and calls[-1] == [(2, 216, 256), (2, 108, 128)]
