@@ -347,3 +347,15 @@ def test_config_rejects_an_unknown_rate_gradient(tmp_path):
 
     with pytest.raises(ValueError, match="rate_gradient"):
         TrainConfig.from_dict({"rate_gradient": "guess", "out_dir": str(tmp_path)})
+
+
+def test_rate_growth_guard_charges_only_a_stream_that_grows_beyond_its_margin():
+    src = _seq(b=2)
+    lr0 = torch.log(torch.tensor([1e5, 1e5]))
+    lr = lr0 + torch.tensor([0.05, -0.05])  # sequence 0 grows 5 %, sequence 1 shrinks
+    g = GuardConfig(psnr_weight=0.0, gap_weight=0.0, uv_weight=0.0, rate_growth_weight=2.0, rate_growth_margin=0.01)
+    terms = BDRateObjective(KappaTable.default(), g)(src, src, src, lr, lr0, torch.tensor([32.0, 32.0]), "hevc")
+    assert terms.logs["guard"] == pytest.approx(2.0 * (0.05 - 0.01) / 2, rel=1e-4)  # mean over the 2 sequences
+    off = BDRateObjective(KappaTable.default(), GuardConfig(psnr_weight=0.0, gap_weight=0.0, uv_weight=0.0))(
+        src, src, src, lr, lr0, torch.tensor([32.0, 32.0]), "hevc")
+    assert off.logs["guard"] == 0.0

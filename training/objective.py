@@ -6,6 +6,7 @@
        + w_psnr·relu(ΔPSNR-Y_b − m_psnr)                               (dB lost vs the plain encode)
        + w_gap ·relu(Δ(VMAF − VMAF-NEG)_b − m_gap)                     (enhancement-gain guard)
        + w_uv  ·relu(ΔPSNR-UV_b − m_uv)                                (chroma guard)
+       + w_r   ·relu(ln(R_b / R0_b) − m_r)                             (rate-growth guard, off by default)
    loss = mean_b J_b
 ```
 
@@ -88,11 +89,16 @@ class GuardConfig:
         mse_floor: added to every MSE of the PSNR guards (1.0: PSNR saturates near 48 dB), so
             near-lossless flat content cannot dominate the guard (round-3 run bd1 saw 10-11 dB
             "losses" on flat photographs at 50+ dB before this existed, steps 1-110).
+        rate_growth_weight: per unit of ln(R/R0) beyond `rate_growth_margin`: the edited stream
+            must not grow at equal QP/CRF (issue 17 acceptance), whatever quality it buys.
+        rate_growth_margin: ln-rate growth allowed free.
     """
 
     psnr_weight: float = 0.5
     psnr_margin: float = 0.2
     gap_weight: float = 0.05
+    rate_growth_weight: float = 0.0
+    rate_growth_margin: float = 0.0
     gap_margin: float = 0.5
     uv_weight: float = 0.3
     uv_margin: float = 0.3
@@ -165,6 +171,8 @@ class BDRateObjective(torch.nn.Module):
         d_psnr = psnr0 - psnr_per_seq(sy, dy, f)
         d_uv = uv0 - 0.5 * (psnr_per_seq(su, du, f) + psnr_per_seq(sv, dv, f))
         guard = g.psnr_weight * F.relu(d_psnr - g.psnr_margin) + g.uv_weight * F.relu(d_uv - g.uv_margin)
+        if g.rate_growth_weight > 0:  # the stream must not grow at equal QP (acceptance), whatever Q it buys
+            guard = guard + g.rate_growth_weight * F.relu(d_rate - g.rate_growth_margin)
         logs = {}
         if self.vmaf_plain is not None:
             vm = self._score(self.vmaf_plain, sy, dy)
