@@ -99,9 +99,7 @@ class TritonTransport:
             self.send_qp = self._check_model(qp)
             self.qp = qp
             self.ring = SlotRing(n_slots, self.frame_bytes)
-            for slot in self.ring.slots:
-                if self.send_qp:
-                    slot.qp_in()[...] = np.float32(qp)
+            for slot in self.ring.slots:  # (each slot's QP is written with its frame, in submit)
                 for region in (slot.inp, slot.out):
                     self.client.register_system_shared_memory(region.name, region.key, region.byte_size,
                                                                headers=self.headers)
