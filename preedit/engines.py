@@ -91,15 +91,20 @@ class OrtEngine(_Callable):
         inter_op_threads: inter-op threads; None leaves ORT's default.
         model_hash: content hash; default the SHA-256 of the graph bytes.
         description: label for reports.
+        spinning: whether idle intra-op threads spin (ORT's session.intra_op.allow_spinning); None
+            leaves ORT's default (spin). The served CPU model does not spin (export/templates).
     """
 
     def __init__(self, model: Union[bytes, str, Path], threads: int = 1, optimize: bool = True,
                  providers: Sequence = ("CPUExecutionProvider",), inter_op_threads: Optional[int] = 1,
-                 model_hash: Optional[str] = None, description: str = "onnx") -> None:
+                 model_hash: Optional[str] = None, description: str = "onnx",
+                 spinning: Optional[bool] = None) -> None:
         import onnxruntime as ort  # lazy: the client and the training stack do not need it
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        if spinning is not None:  # None: ORT's default (idle intra-op threads spin)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         if inter_op_threads is not None:
             opts.inter_op_num_threads = inter_op_threads
         if not optimize:

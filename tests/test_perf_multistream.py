@@ -48,6 +48,34 @@ def test_drive_transport_keeps_window_and_times_each_frame_when_closed_loop():
     assert run.frames / (run.last_done_s - run.first_send_s) > 75
 
 
+class _FreshResultTransport:
+    """Answers every frame at once with a fresh array and counts, at each submit, how many earlier
+    answers are still alive (weak references): what the driver keeps."""
+
+    def __init__(self) -> None:
+        self.answers: list = []
+        self.peak_alive = 0
+
+    def submit(self, frame):
+        import weakref
+        from concurrent.futures import Future
+
+        self.peak_alive = max(self.peak_alive, sum(ref() is not None for ref in self.answers))
+        fut: Future = Future()
+        answer = frame.copy()
+        self.answers.append(weakref.ref(answer))
+        fut.set_result(answer)
+        return fut
+
+
+def test_drive_transport_drops_each_result_once_done_so_memory_stays_at_the_window():
+    transport = _FreshResultTransport()
+    run = drive_transport(transport, np.zeros((2, 6, 4), np.uint8), duration_s=0.2, inflight=2)
+    assert run.frames >= 20 and run.errors == 0
+    # Holding every answer until the end made each frame a fresh, page-faulted allocation.
+    assert transport.peak_alive <= 2
+
+
 def test_drive_transport_paces_frames_when_stream_fps_given():
     transport = _SlowTransport(0.001)
     run = drive_transport(transport, np.zeros((1, 6, 4), np.uint8), duration_s=0.5, inflight=4, stream_fps=20)

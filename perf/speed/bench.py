@@ -318,7 +318,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--resolution", default="1080p", help="frame size (default 1080p)")
     parser.add_argument("--frames", type=int, default=90, help="real frames decoded and reused; the pipeline row encodes as many (default 90)")
     parser.add_argument("--duration-s", type=float, default=10.0, help="seconds per pre-editor row (default 10)")
-    parser.add_argument("--inflight", type=int, default=2, help="Triton requests in flight (default 2)")
+    parser.add_argument("--inflight", type=int, default=4,
+                        help="Triton requests in flight (default 4, what `preedit run` keeps in flight per stream)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="interleaved rounds of the in-process/Triton/x264 rows (default 2)")
     parser.add_argument("--only", action="append", default=[], choices=ROWS,

@@ -77,7 +77,8 @@ def drive_transport(transport, frames: np.ndarray, duration_s: float, inflight: 
     run = StreamRun()
     window = threading.Semaphore(inflight)
     lock = threading.Lock()
-    pending: List = []
+    pending: set = set()  # outstanding futures only: a done one (and its frame) is dropped at once,
+    # so a run's memory stays at `inflight` frames (holding every result faulted in a fresh frame each time)
     if start_at_s is not None:
         time.sleep(max(0.0, start_at_s - time.perf_counter()))
     t_start = time.perf_counter()
@@ -102,13 +103,17 @@ def drive_transport(transport, frames: np.ndarray, duration_s: float, inflight: 
                     run.last_done_s = max(run.last_done_s, t1)
                 else:
                     run.errors += 1
+                pending.discard(fut)
             window.release()
 
         fut = transport.submit(frames[i % len(frames)])
+        with lock:
+            pending.add(fut)
         fut.add_done_callback(_done)
-        pending.append(fut)
         i += 1
-    for fut in pending:
+    with lock:
+        left = list(pending)
+    for fut in left:
         try:
             fut.result(timeout=120)
         except Exception:  # noqa: BLE001 - counted in the callback
