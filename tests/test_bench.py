@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from preedit.perf.speed.bench import (BenchRow, bench_ratios, bench_table, bench_verdicts, build_x264_settings,
-                                      serial_ideal_fps)
+                                      round_ratio_lines, serial_ideal_fps, served_instances)
 from synthetic import media  # noqa: F401,E402 - fixture
 
 
@@ -37,6 +37,24 @@ def test_bench_verdicts_flag_goals_when_missed_or_met():
     assert "NOT met" in missed[0] and "66.7%" in missed[1] and "NOT met" in missed[1]
     assert "80.0% of the serial ideal 7.5 fps" in missed[2] and "NOT met" in missed[2]
     assert build_x264_settings() == {"preset": "medium", "crf": "23"}
+
+
+def test_served_shape_ratios_and_per_round_lines_when_rows_measured(tmp_path):
+    rows = _rows(40, 38, 10, pipeline_fps=7.0) + [BenchRow("served_shape", "served shape", 500, 10.0)]
+    ratios = bench_ratios(rows)
+    assert ratios["triton_vs_served_shape"] == pytest.approx(0.76)
+    assert ratios["best_ideal_fps"] == pytest.approx(serial_ideal_fps(50, 10))  # the faster in-process row
+    assert ratios["pipeline_vs_best_ideal"] == pytest.approx(7.0 / serial_ideal_fps(50, 10))
+    lines = bench_verdicts(rows)
+    assert any("Triton / in-process at the served shape = 76.0%" in line for line in lines)
+    per_round = {"inprocess": [(400, 10.0), (200, 10.0)], "triton": [(380, 10.0), (380, 10.0)]}
+    assert round_ratio_lines(per_round) == ["per round, Triton kept share: 95.0%, 190.0%"]
+    assert round_ratio_lines({}) == []
+    model = tmp_path / "m"
+    model.mkdir()
+    assert served_instances(model) == 1  # no config
+    (model / "config.pbtxt").write_text('instance_group [\n  {\n    count: 2\n    kind: KIND_CPU\n  }\n]\n')
+    assert served_instances(model) == 2
 
 
 def test_benchmarks_block_is_replaced_in_place_when_rerun(tmp_path):
@@ -90,6 +108,8 @@ def test_bench_measures_triton_and_pipeline_rows_when_server_embedded(tmp_path, 
     rows = {r["name"]: r for r in data["rows"]}
     assert rows["triton"]["fps"] > 0 and rows["triton"]["frames"] > 0
     assert rows["pipeline"]["frames"] == 24 and rows["pipeline"]["fps"] > 0  # 12 frames in each of 2 rounds
-    assert set(data["ratios"]) == {"triton_kept", "serial_ideal_fps", "pipeline_vs_ideal"}
+    assert set(data["ratios"]) == {"triton_kept", "serial_ideal_fps", "pipeline_vs_ideal", "triton_vs_served_shape",
+                                   "best_ideal_fps", "pipeline_vs_best_ideal"}
+    assert rows["served_shape"]["frames"] > 0 and len(data["per_round"]["triton"]) == 2
     text = results.read_text()
     assert "preedit bench --clip" in text and "Triton kept share" in text and "of the serial ideal" in text

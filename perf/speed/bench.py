@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import logging
 import os
 import resource
@@ -46,7 +47,7 @@ from preedit.spec import DEFAULT_QP
 
 log = logging.getLogger(__name__)
 
-ROWS = ("inprocess", "triton", "pipeline", "x264")
+ROWS = ("inprocess", "served_shape", "triton", "pipeline", "x264")
 
 
 @dataclass
@@ -154,6 +155,57 @@ class InProcessRunner:
             self._one()
             n += 1
         return n, time.perf_counter() - t0
+
+
+class ServedShapeRunner:
+    """The served CPU shape in-process: `instances` ONNX Runtime sessions of one intra-op thread each,
+    idle threads not spinning (the python-backend model's options), each driven by its own thread
+    (ORT releases the GIL). What serving costs is the Triton row against this one: same compute,
+    no gRPC, no shared memory, no stubs.
+
+    Args:
+        onnx_path: the served `model.onnx`.
+        frames: uint8 NV12 `[n, H*3/2, W]`, sent round-robin.
+        instances: sessions (the served model's CPU instance count).
+    """
+
+    def __init__(self, onnx_path: Path, frames: np.ndarray, instances: int, qp: float = DEFAULT_QP) -> None:
+        self.engines = [OrtEngine(onnx_path, threads=1, spinning=False) for _ in range(max(1, instances))]
+        self.qp = np.full((1, 1), qp, dtype=np.float32)
+        self.frames = frames
+        for engine in self.engines:  # warm-up
+            engine.run(frames[0][None], self.qp)
+
+    def run(self, duration_s: float) -> tuple:
+        """Frames done by all sessions together and wall seconds over about `duration_s`."""
+        import threading
+
+        done = [0] * len(self.engines)
+        t0 = time.perf_counter()
+
+        def _loop(k: int) -> None:
+            engine, i = self.engines[k], k
+            while time.perf_counter() - t0 < duration_s:
+                engine.run(self.frames[i % len(self.frames)][None], self.qp)
+                done[k] += 1
+                i += len(self.engines)
+
+        workers = [threading.Thread(target=_loop, args=(k,), daemon=True) for k in range(len(self.engines))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(done), time.perf_counter() - t0
+
+
+def served_instances(model_dir: Path) -> int:
+    """CPU instance count of the served model (its config.pbtxt `count:`; 1 if absent)."""
+    try:
+        text = (model_dir / "config.pbtxt").read_text()
+    except OSError:
+        return 1
+    counts = [int(m) for m in re.findall(r"\bcount:\s*(\d+)", text)]
+    return sum(counts) or 1
 
 
 class TritonRunner:
@@ -280,10 +332,16 @@ def bench_ratios(rows: List[BenchRow]) -> Dict[str, float]:
     out: Dict[str, float] = {}
     if by.get("inprocess", 0) > 0 and "triton" in by:
         out["triton_kept"] = by["triton"] / by["inprocess"]
+    if by.get("served_shape", 0) > 0 and "triton" in by:
+        out["triton_vs_served_shape"] = by["triton"] / by["served_shape"]
     ideal = serial_ideal_fps(by.get("inprocess", 0.0), by.get("x264", 0.0))
     if ideal > 0 and "pipeline" in by:
         out["serial_ideal_fps"] = ideal
         out["pipeline_vs_ideal"] = by["pipeline"] / ideal
+    best = serial_ideal_fps(max(by.get("inprocess", 0.0), by.get("served_shape", 0.0)), by.get("x264", 0.0))
+    if "served_shape" in by and best > 0 and "pipeline" in by:
+        out["best_ideal_fps"] = best
+        out["pipeline_vs_best_ideal"] = by["pipeline"] / best
     return out
 
 
@@ -309,6 +367,30 @@ def bench_verdicts(rows: List[BenchRow]) -> List[str]:
         lines.append(f"pipeline = {100 * share:.1f}% of the serial ideal {ratios['serial_ideal_fps']:.1f} fps "
                      f"(1/(1/x264 + 1/in-process); goal >= {100 * PIPELINE_IDEAL_GOAL:.0f}%: "
                      f"{verdict(share >= PIPELINE_IDEAL_GOAL)})")
+    if "triton_vs_served_shape" in ratios:
+        lines.append(f"Triton / in-process at the served shape = {100 * ratios['triton_vs_served_shape']:.1f}% "
+                     f"(the cost of serving alone; no goal)")
+    if "pipeline_vs_best_ideal" in ratios:
+        lines.append(f"pipeline = {100 * ratios['pipeline_vs_best_ideal']:.1f}% of the serial ideal "
+                     f"{ratios['best_ideal_fps']:.1f} fps from the faster in-process row (no goal)")
+    return lines
+
+
+def round_ratio_lines(per_round: Dict[str, List[tuple]]) -> List[str]:
+    """The ratios of each round alone (pure): `per_round` maps a row name to its (frames, wall)
+    per round. On a noisy host the spread across rounds says how far one run's ratio can be trusted."""
+    n = min((len(v) for v in per_round.values()), default=0)
+    if n == 0:
+        return []
+    rounds = [bench_ratios([BenchRow(name, name, int(v[k][0]), v[k][1]) for name, v in per_round.items()])
+              for k in range(n)]
+    labels = {"triton_kept": "Triton kept share", "pipeline_vs_ideal": "pipeline / serial ideal",
+              "triton_vs_served_shape": "Triton / served shape in-process"}
+    lines = []
+    for key, label in labels.items():
+        values = [r[key] for r in rounds if key in r]
+        if values:
+            lines.append(f"per round, {label}: " + ", ".join(f"{100 * v:.1f}%" for v in values))
     return lines
 
 
@@ -350,7 +432,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     repo = args.model_repository or model_repository()
     model_dir = repo / args.model
     onnx_path = model_dir / "1" / "model.onnx"
-    if "inprocess" in selected and not onnx_path.is_file():
+    if ("inprocess" in selected or "served_shape" in selected) and not onnx_path.is_file():
         raise ModelError(f"no ONNX model at {onnx_path}; models in {repo}: "
                          f"{', '.join(sorted(p.name for p in repo.iterdir() if p.is_dir())) if repo.is_dir() else 'none'}")
     clip = args.clip or default_clip()
@@ -362,12 +444,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     encode_frames = cycled(frames, pipeline_frames)  # the libx264 row and the pipeline's input
     totals: Dict[str, List[float]] = {}  # name -> [frames, wall_s]
     cpu: Dict[str, Dict[str, float]] = {}  # name -> role -> CPU seconds (the profile)
+    per_round: Dict[str, List[tuple]] = {}  # name -> (frames, wall_s) of each round
     profile = CpuProfile()
 
     def _add(name: str, n: float, wall: float, used: Optional[Dict[str, float]] = None) -> None:
         acc = totals.setdefault(name, [0.0, 0.0])
         acc[0] += n
         acc[1] += wall
+        per_round.setdefault(name, []).append((n, wall))
         by_role = cpu.setdefault(name, {})
         for role, seconds in (used or {}).items():
             by_role[role] = by_role.get(role, 0.0) + seconds
@@ -400,12 +484,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             profile = CpuProfile(server.proc.pid)
         if "inprocess" in selected:
             runners["inprocess"] = InProcessRunner(onnx_path, frames, intra)
+        if "served_shape" in selected:
+            runners["served_shape"] = ServedShapeRunner(onnx_path, frames, served_instances(model_dir))
         if "triton" in selected:
             runners["triton"] = TritonRunner(url, args.model, frames, args.inflight)
         # Rounds interleave every row, so a load change on a shared machine hits them alike.
         pipeline_note = ""
         for rnd in range(args.rounds):
-            for name in ("inprocess", "triton"):
+            for name in ("inprocess", "served_shape", "triton"):
                 if name in runners:
                     _timed(name, lambda: runners[name].run(args.duration_s / args.rounds))
             if "x264" in selected:
@@ -425,6 +511,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         scratch.cleanup()
     threads = intra or "default"
     names = {"inprocess": f"pre-editor in-process (ONNX Runtime, intra-op threads {threads})",
+             "served_shape": f"pre-editor in-process at the served shape ({served_instances(model_dir)} sessions x "
+                             "1 ORT thread, no spinning)",
              "triton": f"pre-editor through Triton (gRPC + system shm, {args.inflight} in flight; served: {served})",
              "x264": f"libx264 `{args.x264_preset}` encode (crf 23, PyAV, default threads)",
              "pipeline": f"full pipeline (`preedit run`: PyAV decode → Triton → libx264 `{args.x264_preset}`)"}
@@ -437,7 +525,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     source = _model_source(model_dir)
     title = f"preedit bench: {label} ({width}x{height}), {args.frames} real frames of {clip.name}, model {args.model} ({source})"
     table = bench_table(rows)
-    verdicts = bench_verdicts(rows)
+    verdicts = bench_verdicts(rows) + round_ratio_lines(per_round)
     cpu_table = profile_table(cpu, {name: acc[0] for name, acc in totals.items()})
     table += ("\n\nCPU milliseconds per frame by process (user + system, all threads; the Triton "
               "row's overhead over in-process is the cost of serving):\n\n" + cpu_table)
@@ -446,7 +534,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("\n".join(verdicts))
     if args.json:
         args.json.write_text(json.dumps({"rows": [dict(asdict(r), fps=r.fps) for r in rows],
-                                         "ratios": bench_ratios(rows)}, indent=2))
+                                         "ratios": bench_ratios(rows), "per_round": per_round}, indent=2))
     if args.results_md:
         section = results_section(f"preedit bench at {label}", command_line("preedit bench", argv),
                                   table + "\n" + "\n".join(f"- {v}" for v in verdicts),
