@@ -287,7 +287,7 @@ def pipeline_clip(frames: np.ndarray, folder: Path) -> Path:
 
 
 def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium", max_frames: Optional[int] = None,
-                   timeout_s: float = 900.0) -> BenchRow:
+                   timeout_s: float = 900.0, inflight: Optional[int] = None) -> BenchRow:
     """`preedit run CLIP -o tmp.mp4 --codec h264 --preset medium --url URL` (client/); its own fps."""
     with tempfile.TemporaryDirectory(prefix="preedit-bench-") as tmp:
         summary = Path(tmp) / "summary.json"
@@ -296,6 +296,8 @@ def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium", max
                "--summary-json", str(summary)]
         if max_frames:
             cmd += ["--max-frames", str(max_frames)]
+        if inflight:
+            cmd += ["--inflight", str(inflight)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False,
                               env=child_env(url))
         if proc.returncode != 0 or not summary.is_file():
@@ -401,7 +403,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=90, help="real frames decoded and reused; the pipeline row encodes as many (default 90)")
     parser.add_argument("--duration-s", type=float, default=10.0, help="seconds per pre-editor row (default 10)")
     parser.add_argument("--inflight", type=int, default=4,
-                        help="Triton requests in flight (default 4, what `preedit run` keeps in flight per stream)")
+                        help="Triton requests in flight, in the Triton row and `preedit run --inflight` "
+                             "(default 4, `preedit run`'s default)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="interleaved rounds of the in-process/Triton/x264 rows (default 2)")
     parser.add_argument("--only", action="append", default=[], choices=ROWS,
@@ -498,7 +501,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 x264_bytes += _timed("x264", lambda: encode_x264(encode_frames, preset=args.x264_preset))[2]
             if "pipeline" in selected:
                 row = _timed("pipeline", lambda: _row_result(bench_pipeline(
-                    url, args.model, run_clip, preset=args.x264_preset, max_frames=pipeline_frames)))[2]
+                    url, args.model, run_clip, preset=args.x264_preset, max_frames=pipeline_frames,
+                    inflight=args.inflight)))[2]
                 pipeline_note = row.note
             log.info("round %d/%d: %s", rnd + 1, args.rounds,
                      ", ".join(f"{k} {v[0] / v[1]:.1f} fps" for k, v in totals.items() if v[1] > 0))
