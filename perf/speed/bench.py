@@ -327,38 +327,44 @@ def serial_ideal_fps(preedit_fps: float, encode_fps: float) -> float:
     return 1.0 / (1.0 / preedit_fps + 1.0 / encode_fps) if preedit_fps > 0 and encode_fps > 0 else 0.0
 
 
+def best_inprocess_fps(by: Dict[str, float]) -> float:
+    """The faster of the two in-process rows (pure): the goals' baseline. ORT's default session (two
+    spinning threads) drops from ~125 to ~45 fps at 720p on this 2-vCPU host within seconds, with
+    nothing else running; a baseline in that state would flatter every ratio."""
+    return max(by.get("inprocess", 0.0), by.get("served_shape", 0.0))
+
+
 def bench_ratios(rows: List[BenchRow]) -> Dict[str, float]:
-    """`triton_kept` (Triton / in-process fps) and `pipeline_vs_ideal` (pipeline / serial ideal of
-    in-process and libx264), where their rows were measured (pure)."""
+    """`triton_kept` (Triton / the faster in-process row) and `pipeline_vs_ideal` (pipeline / serial
+    ideal of that row and libx264), plus Triton against each in-process row, where measured (pure)."""
     by = {r.name: r.fps for r in rows}
     out: Dict[str, float] = {}
-    if by.get("inprocess", 0) > 0 and "triton" in by:
-        out["triton_kept"] = by["triton"] / by["inprocess"]
-    if by.get("served_shape", 0) > 0 and "triton" in by:
-        out["triton_vs_served_shape"] = by["triton"] / by["served_shape"]
-    ideal = serial_ideal_fps(by.get("inprocess", 0.0), by.get("x264", 0.0))
+    best = best_inprocess_fps(by)
+    if best > 0 and "triton" in by:
+        out["triton_kept"] = by["triton"] / best
+        for name in ("inprocess", "served_shape"):
+            if by.get(name, 0) > 0:
+                out[f"triton_vs_{name}"] = by["triton"] / by[name]
+    ideal = serial_ideal_fps(best, by.get("x264", 0.0))
     if ideal > 0 and "pipeline" in by:
         out["serial_ideal_fps"] = ideal
         out["pipeline_vs_ideal"] = by["pipeline"] / ideal
-    best = serial_ideal_fps(max(by.get("inprocess", 0.0), by.get("served_shape", 0.0)), by.get("x264", 0.0))
-    if "served_shape" in by and best > 0 and "pipeline" in by:
-        out["best_ideal_fps"] = best
-        out["pipeline_vs_best_ideal"] = by["pipeline"] / best
     return out
 
 
 def bench_verdicts(rows: List[BenchRow]) -> List[str]:
     """The goal checks as lines (pure): in-process ≥ 4x libx264 medium; Triton keeps ≥ 88 % of
-    in-process fps; the pipeline ≥ 95 % of its serial ideal."""
+    in-process fps; the pipeline ≥ 95 % of its serial ideal (in-process: the faster in-process row)."""
     by = {r.name: r for r in rows}
     ratios = bench_ratios(rows)
+    best = best_inprocess_fps({r.name: r.fps for r in rows})
     lines = []
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
-    if "inprocess" in by and "x264" in by and by["x264"].fps > 0:
-        ratio = by["inprocess"].fps / by["x264"].fps
+    if best > 0 and "x264" in by and by["x264"].fps > 0:
+        ratio = best / by["x264"].fps
         lines.append(f"in-process / libx264 medium = {ratio:.2f}x (goal >= 4x: {verdict(ratio >= 4)})")
     if "triton_kept" in ratios:
         kept = ratios["triton_kept"]
@@ -367,14 +373,12 @@ def bench_verdicts(rows: List[BenchRow]) -> List[str]:
     if "pipeline_vs_ideal" in ratios:
         share = ratios["pipeline_vs_ideal"]
         lines.append(f"pipeline = {100 * share:.1f}% of the serial ideal {ratios['serial_ideal_fps']:.1f} fps "
-                     f"(1/(1/x264 + 1/in-process); goal >= {100 * PIPELINE_IDEAL_GOAL:.0f}%: "
+                     f"(1/(1/x264 + 1/in-process), in-process: the faster in-process row; goal >= {100 * PIPELINE_IDEAL_GOAL:.0f}%: "
                      f"{verdict(share >= PIPELINE_IDEAL_GOAL)})")
-    if "triton_vs_served_shape" in ratios:
-        lines.append(f"Triton / in-process at the served shape = {100 * ratios['triton_vs_served_shape']:.1f}% "
-                     f"(the cost of serving alone; no goal)")
-    if "pipeline_vs_best_ideal" in ratios:
-        lines.append(f"pipeline = {100 * ratios['pipeline_vs_best_ideal']:.1f}% of the serial ideal "
-                     f"{ratios['best_ideal_fps']:.1f} fps from the faster in-process row (no goal)")
+    labels = {"triton_vs_inprocess": "ORT's default session", "triton_vs_served_shape": "the served shape in-process"}
+    parts = [f"{100 * ratios[k]:.1f}% of {label}" for k, label in labels.items() if k in ratios]
+    if len(parts) == 2:
+        lines.append("Triton = " + ", ".join(parts) + " (each in-process row alone; no goal)")
     return lines
 
 
@@ -387,7 +391,7 @@ def round_ratio_lines(per_round: Dict[str, List[tuple]]) -> List[str]:
     rounds = [bench_ratios([BenchRow(name, name, int(v[k][0]), v[k][1]) for name, v in per_round.items()])
               for k in range(n)]
     labels = {"triton_kept": "Triton kept share", "pipeline_vs_ideal": "pipeline / serial ideal",
-              "triton_vs_served_shape": "Triton / served shape in-process"}
+              "triton_vs_inprocess": "Triton / ORT default in-process"}
     lines = []
     for key, label in labels.items():
         values = [r[key] for r in rounds if key in r]
