@@ -5,7 +5,7 @@ NumPy and onnxruntime (no preedit import), so the repository serves from any Pyt
 
 ```
  requests (NV12_IN uint8 [n, H*3/2, W], optional QP fp32 [n, 1])
-   ──one ORT run per request──> (merge_requests "1": one run per frame size, batches merged)
+   ──one ORT run per frame──> (merge_requests "1": one run per frame size, requests merged)
      output bound to a buffer reused across calls (no per-frame allocation)
    ──> responses (NV12_OUT uint8 [n, H*3/2, W])
 ```
@@ -13,9 +13,9 @@ Parameters (config.pbtxt): `onnx_file`, `default_qp`, `intra_op_threads` (0 = au
 process may use, divided among the model's CPU instances, so instances do not oversubscribe them;
 the environment variable `PREEDIT_ORT_THREADS` overrides auto), `allow_spinning` ("0" default: ORT's
 idle threads sleep instead of spinning, which on a host shared with the encoder and Triton's own
-threads costs less than it saves), `merge_requests` ("0" default: the requests Triton hands over
-together run one by one, each at its own batch size: on CPU a merged batch of two 720p frames costs
-~17 % more a frame than two runs of one (cache); "1" merges same-size requests into one run).
+threads costs less than it saves), `merge_requests` ("0" default: the frames Triton hands over
+together, in one request or several, run one by one: on CPU a batch of two 720p frames costs ~17 %
+more a frame than two runs of one (cache); "1" merges same-size requests into one run).
 """
 
 import json
@@ -81,11 +81,15 @@ class TritonPythonModel:
             if len(self._out) >= 32:
                 self._out.clear()
             out = self._out[key] = np.empty(shape, dtype=np.uint8)
-        binding = self.session.io_binding()
-        for name, value in feeds.items():
-            binding.bind_cpu_input(name, value)
-        binding.bind_output(self.out_name, "cpu", 0, np.uint8, list(shape), out.ctypes.data)
-        self.session.run_with_iobinding(binding)
+        # merge_requests "0": a request of n frames runs frame by frame too (batch 1 is the fast case)
+        step = shape[0] if self.merge else 1
+        for start in range(0, shape[0], step):
+            binding = self.session.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(value[start:start + step]))
+            part = out[start:start + step]
+            binding.bind_output(self.out_name, "cpu", 0, np.uint8, list(part.shape), part.ctypes.data)
+            self.session.run_with_iobinding(binding)
         return out
 
     def _qp(self, request, n):
@@ -105,7 +109,7 @@ class TritonPythonModel:
                 groups.setdefault(frames.shape[1:], []).append((i, frames, self._qp(request, frames.shape[0])))
             except Exception as exc:  # one bad request must not fail the batch
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
-        if not self.merge:  # one ORT run per request, each at its own batch size
+        if not self.merge:  # each request on its own (and each of its frames, in _infer)
             groups = {(m[0],): [m] for members in groups.values() for m in members}
         for position, members in enumerate(groups.values()):
             try:
