@@ -45,6 +45,7 @@ def check_numbers(cfg) -> None:
     _number("--read-timeout-s", cfg.read_timeout_s, low=0, positive=True)
     _number("--latency-budget-ms", cfg.latency_budget_ms, low=0, positive=True)
     _number("--inflight", cfg.inflight, low=1)
+    _number("--frames-per-request", cfg.frames_per_request, low=1)
     _number("--queue-size", cfg.queue_size, low=1)
     _number("--max-frames", cfg.max_frames, low=1)
     _number("--metrics-port", cfg.metrics_port, low=_PORT[0], high=_PORT[1])

@@ -102,6 +102,10 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     srv.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                      help="back ends: cpu, cuda (NVDEC/CUDA shm/NVENC where present), auto (default cpu)")
     srv.add_argument("--inflight", type=int, default=4, help="requests in flight per stream (shm slots)")
+    srv.add_argument("--frames-per-request", type=int, default=1,
+                     help="consecutive frames one request carries at most (CPU shm transport; default 1). "
+                          "Fewer requests cost less gRPC and hand-off a frame, at up to N-1 frames of latency; "
+                          "a group not full within 5 ms goes as it is")
     srv.add_argument("--request-timeout-s", type=float, default=30.0, help="per-request deadline")
     srv.add_argument("--connect-timeout-s", type=float, default=10.0,
                      help="how long to keep trying to reach the server before giving up")
@@ -147,6 +151,7 @@ class RunConfig:
     bypass: bool = False
     device: str = "cpu"
     inflight: int = 4
+    frames_per_request: int = 1
     request_timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
     teardown_timeout_s: float = TEARDOWN_TIMEOUT_S
@@ -167,6 +172,10 @@ class RunConfig:
             raise UsageError("no input given: preedit run IN [IN ...] -o OUT (or --demo)")
         if self.inflight < 1:
             raise UsageError(f"--inflight must be >= 1, got {self.inflight}")
+        if self.frames_per_request < 1:
+            raise UsageError(f"--frames-per-request must be >= 1, got {self.frames_per_request}")
+        if self.frames_per_request > 1 and (self.device != "cpu" or self.transport != "shm"):
+            raise UsageError("--frames-per-request > 1 needs --device cpu and the shm transport")
         if self.max_frames is not None and self.max_frames < 1:
             raise UsageError(f"--max-frames must be >= 1, got {self.max_frames}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -176,7 +185,10 @@ class RunConfig:
 
     @property
     def pipeline(self) -> PipelineConfig:
-        return PipelineConfig(queue_size=self.queue_size, latency_budget_ms=self.latency_budget_ms,
+        # Groups fill only if the queue between submit and collect holds every frame in flight.
+        queue_size = max(self.queue_size, self.inflight * self.frames_per_request) if self.frames_per_request > 1 \
+            else self.queue_size
+        return PipelineConfig(queue_size=queue_size, latency_budget_ms=self.latency_budget_ms,
                               bypass=self.bypass)
 
 
@@ -204,6 +216,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                               hls_time_s=args.hls_time, hls_list_size=args.hls_list_size)
     return RunConfig(inputs=inputs, outputs=outputs, encoder=encoder, model=model, url=args.url,
                      bypass=args.bypass, device=args.device, inflight=args.inflight,
+                     frames_per_request=args.frames_per_request,
                      request_timeout_s=args.request_timeout_s, connect_timeout_s=args.connect_timeout_s,
                      teardown_timeout_s=args.teardown_timeout_s,
                      read_timeout_s=None if args.read_timeout_s == 10.0 else args.read_timeout_s,
@@ -316,6 +329,8 @@ def build_pipelines(cfg: RunConfig, backends: Backends, streams: List[_Stream], 
         if not cfg.bypass:
             s.transport = scale_out.make_transport(cfg, backends, url, cfg.model, (info.height * 3 // 2, info.width),
                                                    n_slots=cfg.inflight, qp=qp,
+                                                   **({"frames_per_request": cfg.frames_per_request}
+                                                      if cfg.frames_per_request > 1 else {}),
                                                    request_timeout_s=cfg.request_timeout_s,
                                                    connect_timeout_s=cfg.connect_timeout_s,
                                                    headers=auth_headers(url))  # key of a locked server

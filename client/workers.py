@@ -63,6 +63,8 @@ def passthrough_args(args, url: Optional[str]) -> List[str]:
     out += ["--device", args.device, "--inflight", str(args.inflight),
             "--request-timeout-s", f"{args.request_timeout_s:g}",
             "--connect-timeout-s", f"{args.connect_timeout_s:g}", "--queue-size", str(args.queue_size)]
+    if getattr(args, "frames_per_request", 1) > 1:
+        out += ["--frames-per-request", str(args.frames_per_request)]
     return out
 
 

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from preedit.cli import main as cli_main
@@ -47,6 +48,23 @@ class TritonPythonModel:
         return responses
 '''
 
+GROUP_MODEL_PY = PY_MODEL_HEADER + '''
+
+class TritonPythonModel:
+    """Echo NV12_IN with its first byte set to the number of frames its request carried."""
+
+    def initialize(self, args):
+        pass
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            frames = pb_utils.get_input_tensor_by_name(request, "NV12_IN").as_numpy().copy()
+            frames[:, 0, 0] = frames.shape[0]
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("NV12_OUT", frames)]))
+        return responses
+'''
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
@@ -60,6 +78,10 @@ def repo(tmp_path_factory):
     (slow / "1" / "model.py").write_text(SLOW_MODEL_PY)
     write_model_config(build_model_config("preedit_slow", parameters={"delay_s": str(SLOW_DELAY_S)}),
                        slow / "config.pbtxt")
+    groups = root / "preedit_groups"
+    (groups / "1").mkdir(parents=True)
+    (groups / "1" / "model.py").write_text(GROUP_MODEL_PY)
+    write_model_config(build_model_config("preedit_groups", max_queue_delay_us=0), groups / "config.pbtxt")
     return root
 
 
@@ -70,6 +92,7 @@ def server(repo):
     try:
         srv.wait_model_ready("preedit")
         srv.wait_model_ready("preedit_slow")
+        srv.wait_model_ready("preedit_groups")
         yield srv
     finally:
         pgid = srv.proc.pid
@@ -236,3 +259,44 @@ def test_identity_model_on_a_10bit_clip_equals_bypass_bit_for_bit_at_10_bits(ser
     for i, f in enumerate(_decode(tmp_path / "edited.y4m")[0]):
         planes = bitdepth.planes10_of(f, 96, 64)
         assert np.array_equal(np.concatenate([p.ravel() for p in planes]), raw[i])
+
+
+def test_transport_sends_full_groups_and_the_rest_at_close_when_frames_per_request_set(server):
+    from preedit.client.transport import TritonTransport
+
+    frames = [np.full((24, 16), 16 + i, np.uint8) for i in range(10)]
+    t = TritonTransport(server.grpc_url, "preedit_groups", (24, 16), n_slots=2, frames_per_request=4,
+                        linger_s=600.0, headers=server.grpc_headers)  # no linger flush: only full groups or close
+    try:
+        futures = [t.submit(f) for f in frames]
+        done = [fut.result(timeout=60) for fut in futures[:8]]
+        assert not futures[8].done()  # 2 frames wait for their group to fill
+    finally:
+        t.close()
+    done += [fut.result(timeout=1) for fut in futures[8:]]
+    assert [int(d[0, 0]) for d in done] == [4] * 8 + [2, 2]  # frames each request carried
+    for src, got in zip(frames, done):  # every frame came back to its own Future, in order
+        assert (got.ravel()[1:] == src.ravel()[1:]).all()
+
+
+def test_transport_sends_a_group_that_does_not_fill_after_linger(server):
+    from preedit.client.transport import TritonTransport
+
+    t = TritonTransport(server.grpc_url, "preedit_groups", (24, 16), n_slots=1, frames_per_request=4,
+                        linger_s=0.05, headers=server.grpc_headers)
+    try:
+        futures = [t.submit(np.full((24, 16), 40 + i, np.uint8)) for i in range(3)]
+        assert [int(f.result(timeout=60)[0, 0]) for f in futures] == [3, 3, 3]  # sent without close()
+    finally:
+        t.close()
+
+
+def test_run_with_frames_per_request_matches_bypass_bit_for_bit_when_model_is_identity(server, media, tmp_path):
+    src = media("flower.mp4")
+    out, ref, summary = tmp_path / "edited.mp4", tmp_path / "bypass.mp4", tmp_path / "s.json"
+    assert cli_main(["run", str(src), "-o", str(out), "--url", server.grpc_url, "--max-frames", "45",
+                     "--frames-per-request", "4", "--summary-json", str(summary), *FAST]) == 0
+    assert cli_main(["run", str(src), "-o", str(ref), "--bypass", "--max-frames", "45", *FAST]) == 0
+    assert out.read_bytes() == ref.read_bytes()  # 11 groups of 4 and one of 1, each frame in its place
+    stats = json.loads(summary.read_text())
+    assert stats["frames"] == 45 and stats["bypassed_frames"] == 0

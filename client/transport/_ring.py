@@ -93,22 +93,26 @@ class ShmRegion:
 
 @dataclass
 class Slot:
-    """One in-flight request's memory: a frame (+QP) in, a frame out."""
+    """One in-flight request's memory: `frames` frames (+ a QP each) in, as many out.
+
+    Input region: `[frames x NV12 frame | pad to 64 B | frames x fp32 QP]`; output: `[frames x frame]`.
+    """
 
     index: int
     inp: ShmRegion
     out: ShmRegion
     frame_bytes: int
     qp_offset: int
+    frames: int = 1
 
-    def frame_in(self, shape) -> np.ndarray:
-        return self.inp.view(np.uint8, shape)
+    def frame_in(self, shape, row: int = 0) -> np.ndarray:
+        return self.inp.view(np.uint8, shape, offset=row * self.frame_bytes)
 
-    def qp_in(self) -> np.ndarray:
-        return self.inp.view(np.float32, (1, 1), offset=self.qp_offset)
+    def qp_in(self, row: int = 0) -> np.ndarray:
+        return self.inp.view(np.float32, (1, 1), offset=self.qp_offset + 4 * row)
 
-    def frame_out(self, shape) -> np.ndarray:
-        return self.out.view(np.uint8, shape)
+    def frame_out(self, shape, row: int = 0) -> np.ndarray:
+        return self.out.view(np.uint8, shape, offset=row * self.frame_bytes)
 
 
 def sweep_stale_regions(prefix: str = "preedit", shm_dir: str = "/dev/shm") -> List[str]:
@@ -145,11 +149,12 @@ class SlotRing:
         n_slots: how many requests may be in flight at once.
         frame_bytes: bytes of one NV12 frame (`H*3/2*W`).
         prefix: region name prefix; a per-process unique suffix is added.
+        frames_per_slot: frames one request carries at most.
     """
 
-    def __init__(self, n_slots: int, frame_bytes: int, prefix: str = "preedit") -> None:
-        if n_slots < 1:
-            raise ValueError(f"a ring needs at least one slot, got {n_slots}")
+    def __init__(self, n_slots: int, frame_bytes: int, prefix: str = "preedit", frames_per_slot: int = 1) -> None:
+        if n_slots < 1 or frames_per_slot < 1:
+            raise ValueError(f"a ring needs at least one slot of one frame, got {n_slots} x {frames_per_slot}")
         swept = sweep_stale_regions(prefix)
         if swept:
             log.info("removed %d shared-memory regions left by dead clients", len(swept))
@@ -158,11 +163,12 @@ class SlotRing:
         self.slots: List[Slot] = []
         self._free: "queue.Queue[int]" = queue.Queue()
         try:
+            k = frames_per_slot
             for i in range(n_slots):
-                qp_off = qp_offset(frame_bytes)
-                inp = ShmRegion(f"{self.run_id}_in{i}", qp_off + 4)
-                out = ShmRegion(f"{self.run_id}_out{i}", frame_bytes)
-                self.slots.append(Slot(i, inp, out, frame_bytes, qp_off))
+                qp_off = qp_offset(frame_bytes * k)
+                inp = ShmRegion(f"{self.run_id}_in{i}", qp_off + 4 * k)
+                out = ShmRegion(f"{self.run_id}_out{i}", frame_bytes * k)
+                self.slots.append(Slot(i, inp, out, frame_bytes, qp_off, k))
                 self._free.put(i)
         except Exception:
             self.destroy()

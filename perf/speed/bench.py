@@ -211,13 +211,13 @@ def served_instances(model_dir: Path) -> int:
 class TritonRunner:
     """Frames through the client transport (`client/transport.py`: gRPC + system-shm ring)."""
 
-    def __init__(self, url: str, model: str, frames: np.ndarray, inflight: int) -> None:
+    def __init__(self, url: str, model: str, frames: np.ndarray, inflight: int, frames_per_request: int = 1) -> None:
         from preedit.client.transport import TritonTransport  # lazy: pulls tritonclient
 
         self.frames = frames
-        self.inflight = inflight
+        self.inflight = inflight * frames_per_request  # frames outstanding: every slot's group can fill
         self.transport = TritonTransport(url, model, tuple(frames.shape[1:]), n_slots=inflight,
-                                         headers=auth_headers(url))
+                                         headers=auth_headers(url), frames_per_request=frames_per_request)
         self.transport.submit(frames[0]).result(timeout=120)  # warm-up
 
     def run(self, duration_s: float) -> tuple:
@@ -287,7 +287,7 @@ def pipeline_clip(frames: np.ndarray, folder: Path) -> Path:
 
 
 def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium", max_frames: Optional[int] = None,
-                   timeout_s: float = 900.0, inflight: Optional[int] = None) -> BenchRow:
+                   timeout_s: float = 900.0, inflight: Optional[int] = None, frames_per_request: int = 1) -> BenchRow:
     """`preedit run CLIP -o tmp.mp4 --codec h264 --preset medium --url URL` (client/); its own fps."""
     with tempfile.TemporaryDirectory(prefix="preedit-bench-") as tmp:
         summary = Path(tmp) / "summary.json"
@@ -298,6 +298,8 @@ def bench_pipeline(url: str, model: str, clip: Path, preset: str = "medium", max
             cmd += ["--max-frames", str(max_frames)]
         if inflight:
             cmd += ["--inflight", str(inflight)]
+        if frames_per_request > 1:
+            cmd += ["--frames-per-request", str(frames_per_request)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False,
                               env=child_env(url))
         if proc.returncode != 0 or not summary.is_file():
@@ -409,6 +411,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--inflight", type=int, default=4,
                         help="Triton requests in flight, in the Triton row and `preedit run --inflight` "
                              "(default 4, `preedit run`'s default)")
+    parser.add_argument("--frames-per-request", type=int, default=1,
+                        help="frames a Triton request carries, in the Triton row and `preedit run` (default 1)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="interleaved rounds of the in-process/Triton/x264 rows (default 2)")
     parser.add_argument("--only", action="append", default=[], choices=ROWS,
@@ -433,8 +437,8 @@ def setup_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(argv or [])
     args = setup_args(argparse.ArgumentParser(prog="preedit bench", description=__doc__.split("\n")[0])).parse_args(argv)
-    if args.duration_s <= 0 or min(args.inflight, args.frames, args.rounds) < 1:
-        raise UsageError("--duration-s must be > 0; --inflight, --frames and --rounds >= 1")
+    if args.duration_s <= 0 or min(args.inflight, args.frames, args.rounds, args.frames_per_request) < 1:
+        raise UsageError("--duration-s must be > 0; --inflight, --frames, --rounds and --frames-per-request >= 1")
     selected = args.only or list(ROWS)
     repo = args.model_repository or model_repository()
     model_dir = repo / args.model
@@ -494,7 +498,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "served_shape" in selected:
             runners["served_shape"] = ServedShapeRunner(onnx_path, frames, served_instances(model_dir))
         if "triton" in selected:
-            runners["triton"] = TritonRunner(url, args.model, frames, args.inflight)
+            runners["triton"] = TritonRunner(url, args.model, frames, args.inflight, args.frames_per_request)
         # Rounds interleave every row, so a load change on a shared machine hits them alike.
         pipeline_note = ""
         for rnd in range(args.rounds):
@@ -506,7 +510,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if "pipeline" in selected:
                 row = _timed("pipeline", lambda: _row_result(bench_pipeline(
                     url, args.model, run_clip, preset=args.x264_preset, max_frames=pipeline_frames,
-                    inflight=args.inflight)))[2]
+                    inflight=args.inflight, frames_per_request=args.frames_per_request)))[2]
                 pipeline_note = row.note
             log.info("round %d/%d: %s", rnd + 1, args.rounds,
                      ", ".join(f"{k} {v[0] / v[1]:.1f} fps" for k, v in totals.items() if v[1] > 0))
@@ -521,7 +525,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = {"inprocess": f"pre-editor in-process (ONNX Runtime, intra-op threads {threads})",
              "served_shape": f"pre-editor in-process at the served shape ({served_instances(model_dir)} sessions x "
                              "1 ORT thread, no spinning)",
-             "triton": f"pre-editor through Triton (gRPC + system shm, {args.inflight} in flight; served: {served})",
+             "triton": f"pre-editor through Triton (gRPC + system shm, {args.inflight} in flight"
+                       f"{f' x {args.frames_per_request} frames' if args.frames_per_request > 1 else ''}; served: {served})",
              "x264": f"libx264 `{args.x264_preset}` encode (crf 23, PyAV, default threads)",
              "pipeline": f"full pipeline (`preedit run`: PyAV decode → Triton → libx264 `{args.x264_preset}`)"}
     for name, (n, wall) in totals.items():
