@@ -7,7 +7,7 @@
  preedit_client_output_bits_total                   bits of encoded video written
  preedit_client_bypassed_frames_total{reason}       budget | error | flag
  preedit_client_errors_total{kind}                  input | stream | server | encode | timeout
- preedit_client_inflight_requests                   requests sent to Triton, not yet answered
+ preedit_client_inflight_requests                   frames sent to Triton, not yet answered
 ```
 `serve_metrics(port)` exposes them on 127.0.0.1 (`preedit run --metrics-port`). Triton's own
 metrics (queue and compute time, batch sizes) are served by Triton on its metrics port.
@@ -38,7 +38,8 @@ OUTPUT_BITS = Counter("preedit_client_output_bits_total", "Bits of encoded video
 BYPASSED = Counter("preedit_client_bypassed_frames_total",
                    "Frames encoded without pre-editing", ["reason"])
 ERRORS = Counter("preedit_client_errors_total", "Errors by kind", ["kind"])
-INFLIGHT = Gauge("preedit_client_inflight_requests", "Pre-edit requests in flight to Triton")
+INFLIGHT = Gauge("preedit_client_inflight_requests",
+                 "Pre-edit frames in flight to Triton (one per request unless --frames-per-request)")
 
 # Touch every label value so each series exists (with 0) from the first scrape.
 for _s in FRAME_STAGES:
