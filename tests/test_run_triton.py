@@ -210,7 +210,9 @@ def test_run_starts_embedded_server_and_sends_qp_when_no_url_given(repo, media, 
     assert json.loads(summary.read_text())["latency_ms"]["preedit"]["count"] == 10
 
 
-def test_run_exits_5_with_playable_output_when_server_dies_mid_stream(repo, media, tmp_path, capsys):
+@pytest.mark.parametrize("frames_per_request", [1, 4])
+def test_run_exits_5_with_playable_output_when_server_dies_mid_stream(repo, media, tmp_path, capsys,
+                                                                      frames_per_request):
     srv = TritonServer(ServerConfig(model_repository=repo, http_port=0, grpc_port=0, metrics_port=0,
                                     models=("preedit_slow",)))
     srv.start()
@@ -218,7 +220,7 @@ def test_run_exits_5_with_playable_output_when_server_dies_mid_stream(repo, medi
         srv.wait_model_ready("preedit_slow")
         out = tmp_path / "partial.mp4"
         thread, result = _run_in_thread([media("flower.mp4"), "-o", out, "--url", srv.grpc_url, "--model",
-                                         "preedit_slow", *FAST])
+                                         "preedit_slow", "--frames-per-request", frames_per_request, *FAST])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (out.exists() and out.stat().st_size > 2000):
             time.sleep(0.1)
