@@ -185,9 +185,9 @@ class RunConfig:
 
     @property
     def pipeline(self) -> PipelineConfig:
-        # Groups fill only if the queue between submit and collect holds every frame in flight.
-        queue_size = max(self.queue_size, self.inflight * self.frames_per_request) if self.frames_per_request > 1 \
-            else self.queue_size
+        queue_size = self.queue_size
+        if self.frames_per_request > 1:  # groups fill only if the queues hold every frame in flight
+            queue_size = max(queue_size, self.inflight * self.frames_per_request)
         return PipelineConfig(queue_size=queue_size, latency_budget_ms=self.latency_budget_ms,
                               bypass=self.bypass)
 

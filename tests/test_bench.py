@@ -55,8 +55,11 @@ def test_goals_use_the_faster_in_process_row_and_per_round_lines_when_rows_measu
     model = tmp_path / "m"
     model.mkdir()
     assert served_instances(model) == 1  # no config
-    (model / "config.pbtxt").write_text('instance_group [\n  {\n    count: 2\n    kind: KIND_CPU\n  }\n]\n')
-    assert served_instances(model) == 2
+    from preedit.export import build_model_config, write_model_config
+
+    write_model_config(build_model_config("m", backend="python", instance_kind="KIND_CPU", instance_count=3),
+                       model / "config.pbtxt")
+    assert served_instances(model) == 3
 
 
 def test_benchmarks_block_is_replaced_in_place_when_rerun(tmp_path):

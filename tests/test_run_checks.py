@@ -33,11 +33,20 @@ def run_cli(capsys, *args):
     ("--request-timeout-s", "nan"), ("--request-timeout-s", "inf"),
     ("--connect-timeout-s", "nan"), ("--read-timeout-s", "-1"), ("--read-timeout-s", "nan"),
     ("--crf", "nan"), ("--queue-size", "0"), ("--triton-metrics-port", "70000"), ("--metrics-port", "-1"),
+    ("--frames-per-request", "0"),
 ])
 def test_run_exits_2_before_server_when_a_number_is_not_finite_or_out_of_range(capsys, tmp_path, media, flag,
                                                                                 value):
     code, errors, err = run_cli(capsys, media("flower.mp4"), "-o", tmp_path / "o.mp4", flag, value, *FAST)
     assert code == 2 and len(errors) == 1 and flag in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_run_refuses_multi_frame_requests_where_only_the_cpu_shm_transport_has_them(capsys, tmp_path, media):
+    for extra in (["--device", "cuda"], ["--transport", "grpc"]):
+        code, errors, err = run_cli(capsys, media("flower.mp4"), "-o", tmp_path / "o.mp4", "--frames-per-request", 2,
+                                    *extra, *FAST)
+        assert code == 2 and len(errors) == 1 and "--frames-per-request" in errors[0], err
     assert not (tmp_path / "o.mp4").exists()
 
 

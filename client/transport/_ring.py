@@ -93,9 +93,9 @@ class ShmRegion:
 
 @dataclass
 class Slot:
-    """One in-flight request's memory: `frames` frames (+ a QP each) in, as many out.
-
-    Input region: `[frames x NV12 frame | pad to 64 B | frames x fp32 QP]`; output: `[frames x frame]`.
+    """One in-flight request's memory: up to k frames (+ a QP each) in, as many out (k: the ring's
+    `frames_per_slot`). Input region: `[k x NV12 frame | pad to 64 B | k x fp32 QP]`; output:
+    `[k x frame]`; `row` picks a frame.
     """
 
     index: int
@@ -103,7 +103,6 @@ class Slot:
     out: ShmRegion
     frame_bytes: int
     qp_offset: int
-    frames: int = 1
 
     def frame_in(self, shape, row: int = 0) -> np.ndarray:
         return self.inp.view(np.uint8, shape, offset=row * self.frame_bytes)
@@ -168,7 +167,7 @@ class SlotRing:
                 qp_off = qp_offset(frame_bytes * k)
                 inp = ShmRegion(f"{self.run_id}_in{i}", qp_off + 4 * k)
                 out = ShmRegion(f"{self.run_id}_out{i}", frame_bytes * k)
-                self.slots.append(Slot(i, inp, out, frame_bytes, qp_off, k))
+                self.slots.append(Slot(i, inp, out, frame_bytes, qp_off))
                 self._free.put(i)
         except Exception:
             self.destroy()

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import logging
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -178,8 +178,6 @@ class ServedShapeRunner:
 
     def run(self, duration_s: float) -> tuple:
         """Frames done by all sessions together and wall seconds over about `duration_s`."""
-        import threading
-
         done = [0] * len(self.engines)
         t0 = time.perf_counter()
 
@@ -199,13 +197,14 @@ class ServedShapeRunner:
 
 
 def served_instances(model_dir: Path) -> int:
-    """CPU instance count of the served model (its config.pbtxt `count:`; 1 if absent)."""
+    """Instance count of the served model (its config.pbtxt instance groups; 1 if it has none)."""
+    from preedit.export.model_config import read_model_config  # lazy: pulls protobuf/tritonclient
+
     try:
-        text = (model_dir / "config.pbtxt").read_text()
+        groups = read_model_config(model_dir / "config.pbtxt").get("instance_group", [])
     except OSError:
         return 1
-    counts = [int(m) for m in re.findall(r"\bcount:\s*(\d+)", text)]
-    return sum(counts) or 1
+    return sum(int(g.get("count", 1)) for g in groups) or 1
 
 
 class TritonRunner:

@@ -109,9 +109,8 @@ class TritonPythonModel:
                 groups.setdefault(frames.shape[1:], []).append((i, frames, self._qp(request, frames.shape[0])))
             except Exception as exc:  # one bad request must not fail the batch
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
-        if not self.merge:  # each request on its own (and each of its frames, in _infer)
-            groups = {(m[0],): [m] for members in groups.values() for m in members}
-        for position, members in enumerate(groups.values()):
+        runs = list(groups.values()) if self.merge else [[m] for ms in groups.values() for m in ms]
+        for position, members in enumerate(runs):  # unmerged: each request alone (its frames: _infer)
             try:
                 frames = np.concatenate([m[1] for m in members]) if len(members) > 1 else members[0][1]
                 feeds = {self.in_name: np.ascontiguousarray(frames, dtype=np.uint8)}
